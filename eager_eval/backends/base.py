@@ -1,0 +1,87 @@
+"""The Backend protocol: the one seam between the core and an engine.
+
+The runner owns every decision (entropy tests, forks, finishing, seeds, accounting); a backend
+owns tensors or engine requests and only advances sequences. Keeping it this small is what lets
+the same distributions and seeds give the same tree on every engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class NewSequence:
+    """A root sequence: decode `prompt` from position 0 with its own seed."""
+
+    seq_id: int
+    prompt: tuple[int, ...]
+    seed: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One sequence advanced by one token at generated position `position` (0-based).
+
+    `topk_ids`/`topk_logprobs` are the K most probable next tokens at that position, most
+    probable first, as log-probabilities of the distribution the entropy is read from (raw by
+    default). `token` is what the backend sampled there with the sequence's own seed.
+    """
+
+    seq_id: int
+    position: int
+    token: int
+    topk_ids: tuple[int, ...]
+    topk_logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Fork:
+    """The runner's order to split `parent` at `position`.
+
+    The parent's token at `position` becomes `parent_token` (it may differ from what was
+    sampled: the top2 policy). The child shares the parent's tokens before `position` and holds
+    `child_token` there, or, when `child_token` is None (the sample policy), samples its own
+    token at `position` from the parent's distribution there with `child_seed`.
+    """
+
+    parent: int
+    child: int
+    position: int
+    parent_token: int
+    child_token: int | None
+    child_seed: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What an engine must do for the runner. Nothing here decides anything."""
+
+    eos_token_ids: frozenset[int]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of generated tokens (special tokens dropped), for stop strings and answers."""
+        ...
+
+    def add(self, sequences: Sequence[NewSequence]) -> None:
+        """Queue root sequences; the backend admits them as its row or memory limit allows."""
+        ...
+
+    def step(self) -> list[TokenStep]:
+        """Advance every admitted live sequence; report each new token (one or more per seq)."""
+        ...
+
+    def fork(self, fork: Fork) -> int | None:
+        """Apply a fork. Return the child's token at `fork.position` if known now; None when it
+        will arrive later through `step()` (an engine that must resubmit the prefix)."""
+        ...
+
+    def finish(self, seq_id: int) -> None:
+        """Stop a sequence and free what it holds (EOS, stop string, length, or dropped)."""
+        ...
+
+    def has_unfinished(self) -> bool:
+        """True while any added sequence is queued or live."""
+        ...

@@ -1,0 +1,106 @@
+"""BranchController: the fork rule of one prompt's tree in one round (Algorithm 1).
+
+It sees, position by position, the entropies of the sequences that may branch there and says
+which forks are granted. It knows nothing of tokens, text or engines: the runner decides which
+sequences are testable (not finished at this position, still thinking) and applies the forks.
+The rules are METHOD.md section 8, chosen so that the tree is a pure function of the
+per-position distributions, whatever order an engine reports sequences in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from eager_eval.entropy import EntropyHistory
+
+
+@dataclass(frozen=True)
+class Grant:
+    seq_id: int
+    entropy: float
+    threshold: float
+
+
+class BranchController:
+    def __init__(
+        self,
+        *,
+        cap: int,
+        theta: float,
+        percentile: float | None,
+        window: int,
+        n_created: int = 1,
+        branching: bool = True,
+    ) -> None:
+        self.cap = cap
+        self.theta = theta
+        self.percentile = percentile
+        self.window = window
+        self.n_created = n_created
+        """Sequences created so far in this tree, finished ones included (the cap counts them)."""
+        self.n_granted = 0
+        self.refused = False
+        """A fork was wanted (entropy above tau) but the cap was already reached."""
+        self.positions_without_fork = 0
+        self.history = EntropyHistory()
+        self.stop_reason: str | None = None if branching else "off"
+
+    @property
+    def saturated(self) -> bool:
+        """The tree hit its cap: it forked up to it, or wanted a fork the cap refused.
+
+        The second half matters for a retry allotted a single sequence: it holds its cap from
+        the start, and only a refused fork says it was still uncertain.
+        """
+        return self.n_created >= self.cap and (self.n_granted > 0 or self.refused)
+
+    @property
+    def is_branching(self) -> bool:
+        """False once the cap or the no-branch window ended branching for this tree."""
+        return self.stop_reason is None
+
+    def threshold(self) -> float:
+        """tau_t = max(theta, P-th percentile of entropies at earlier positions).
+
+        Only earlier positions count (the reference also counts sequences handled earlier in
+        the same step, which makes the threshold depend on scheduling order).
+        """
+        if self.percentile is None or len(self.history) == 0 or math.isinf(self.theta):
+            return self.theta
+        return max(self.theta, self.history.percentile(self.percentile))
+
+    def decide_forks(
+        self, tested: Sequence[tuple[int, float]], observed: Sequence[float]
+    ) -> list[Grant]:
+        """Decide one position.
+
+        `tested`: (seq_id, entropy) of the sequences that may fork here, in creation order.
+        `observed`: every entropy reported at this position (tested or not); recorded after
+        the decision so that it only shapes the thresholds of later positions.
+        Forks are granted in creation order while the tree holds fewer than `cap` sequences.
+        """
+        if not self.is_branching:
+            return []
+        tau = self.threshold()
+        grants: list[Grant] = []
+        for seq_id, entropy in tested:
+            if entropy <= tau:
+                continue
+            if self.n_created >= self.cap:
+                self.refused = True
+                break
+            grants.append(Grant(seq_id, entropy, tau))
+            self.n_created += 1
+        self.n_granted += len(grants)
+        self.history.add(observed)
+        if grants:
+            self.positions_without_fork = 0
+        else:
+            self.positions_without_fork += 1
+        if self.saturated:
+            self.stop_reason = "cap"
+        elif self.positions_without_fork >= self.window:
+            self.stop_reason = "window"
+        return grants

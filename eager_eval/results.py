@@ -1,0 +1,150 @@
+"""Typed results of a run: what harnesses, metrics and reports read (no nested dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class FinishReason(str, Enum):
+    EOS = "eos"
+    """The model emitted an end-of-sequence token."""
+    STOP = "stop"
+    """A stop string appeared (never inside an open thinking block)."""
+    LENGTH = "length"
+    """max_new_tokens was reached."""
+
+
+@dataclass
+class BranchEvent:
+    """A granted fork: where, from which sequence, on which signal (indexes within the tree)."""
+
+    position: int
+    parent: int
+    child: int
+    entropy: float
+    threshold: float
+    parent_token: int
+    child_token: int | None
+
+
+@dataclass
+class SequenceResult:
+    index: int
+    """Creation order within its tree (0 = the root); stable across runs and resumes."""
+    round: int
+    """0 = EAGer-init / Full Parallel; r >= 1 = the r-th reallocation round."""
+    parent: int | None
+    """Index of the sequence it forked from, in the same tree; None for a root."""
+    fork_position: int
+    """Tokens before this position are shared with the parent (0 for a root)."""
+    seed: int
+    tokens: list[int]
+    text: str
+    finish_reason: FinishReason
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens this sequence itself produced: a shared prefix counts once, at its owner."""
+        return len(self.tokens) - self.fork_position
+
+
+@dataclass
+class TreeResult:
+    """One EAGer-init (or Full Parallel) run of one prompt: a round's tree."""
+
+    prompt_idx: int
+    round: int
+    cap: int
+    theta: float
+    sequences: list[SequenceResult]
+    branch_events: list[BranchEvent]
+    hit_cap: bool
+    """The tree forked up to its cap, or wanted a fork the cap refused (EAGer-adapt's test)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TreeResult":
+        seqs = [SequenceResult(**{**s, "finish_reason": FinishReason(s["finish_reason"])})
+                for s in data["sequences"]]
+        events = [BranchEvent(**e) for e in data["branch_events"]]
+        theta = float(data["theta"])
+        return cls(data["prompt_idx"], data["round"], data["cap"], theta, seqs, events,
+                   data["hit_cap"])
+
+
+@dataclass
+class PromptResult:
+    """Everything generated for one prompt, over all rounds."""
+
+    prompt_idx: int
+    trees: list[TreeResult] = field(default_factory=list)
+
+    @property
+    def sequences(self) -> list[SequenceResult]:
+        return [s for t in self.trees for s in t.sequences]
+
+    @property
+    def branch_events(self) -> list[BranchEvent]:
+        return [e for t in self.trees for e in t.branch_events]
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.sequences]
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(len(t.sequences) for t in self.trees)
+
+    @property
+    def tokens_generated(self) -> int:
+        """#T contribution: real tokens decoded, each shared prefix counted once."""
+        return sum(s.tokens_generated for s in self.sequences)
+
+    @property
+    def tokens_in_outputs(self) -> int:
+        """Tokens as the outputs hold them: a shared prefix counted in every sequence."""
+        return sum(len(s.tokens) for s in self.sequences)
+
+
+@dataclass
+class RoundStats:
+    round: int
+    budget: int
+    """Sequences still unspent when the round started (M*N - sum S_p)."""
+    allotments: dict[int, int]
+    """prompt_idx -> sequences allotted (the round's cap for that prompt's tree)."""
+    sequences_spent: int
+    tokens_generated: int
+
+
+@dataclass
+class RunResult:
+    settings: dict[str, Any]
+    prompts: list[PromptResult]
+    rounds: list[RoundStats]
+    wall_seconds: float = 0.0
+
+    @property
+    def tokens_generated(self) -> int:
+        return sum(p.tokens_generated for p in self.prompts)
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(p.n_sequences for p in self.prompts)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: enums to values, inf to 'inf'."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return value

@@ -1,0 +1,34 @@
+"""Per-sequence seeds (METHOD.md section 8).
+
+Each sequence draws from its own seed, derived from (run seed, prompt, round, branch), so its
+sampled tokens never depend on which other sequences exist or how an engine schedules them.
+"""
+
+from __future__ import annotations
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def branch_seed(run_seed: int, prompt_idx: int, branch_idx: int, round_idx: int = 0) -> int:
+    """63-bit seed of the `branch_idx`-th sequence created for a prompt in a round.
+
+    63 bits because torch.Generator.manual_seed and vLLM take signed 64-bit seeds. Never
+    reuse a parent's seed for its child: both would then draw the same noise.
+    """
+    h = _splitmix64(run_seed & _MASK64)
+    for part in (prompt_idx, round_idx, branch_idx):
+        h = _splitmix64(h ^ (part & _MASK64))
+    return h >> 1
+
+
+def unit_uniform(seed: int, position: int) -> float:
+    """A uniform number in [0, 1) keyed by (seed, position): counter-based, order-free."""
+    return (_splitmix64(_splitmix64(seed & _MASK64) ^ (position & _MASK64)) >> 11) / float(1 << 53)
