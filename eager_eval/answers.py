@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from typing import Sequence
 from enum import Enum
 
 from math_verify import parse, verify
@@ -281,3 +282,20 @@ def is_correct(
     pred = extract_answer(text, answer_type, n_choices=n_choices)
     gold = extract_gold(target, answer_type) or target.strip()
     return pred is not None and same_answer(pred, gold, answer_type)
+
+
+def labels_verifier(
+    targets: Sequence[str | None], answer_types: Sequence[AnswerType | str] | AnswerType | str,
+    *, n_choices: int = 4,
+):
+    """Full EAGer's verifier from gold labels: (prompt_idx, text) -> correct?
+
+    A prompt without a label (None) is never 'solved', so it stays a candidate.
+    """
+    types = answer_types if isinstance(answer_types, (list, tuple)) else [answer_types] * len(targets)
+
+    def verify(prompt_idx: int, text: str) -> bool:
+        target = targets[prompt_idx]
+        return target is not None and is_correct(text, target, types[prompt_idx], n_choices=n_choices)
+
+    return verify

@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from eager_eval.answers import AnswerType, extract_answer, extract_gold, same_answer
 
+if TYPE_CHECKING:
+    from eager_eval.results import PromptResult
+
 __all__ = [
+    "score_run",
     "unbiased_pass_at_k",
     "majority_vote",
     "PromptScore",
@@ -235,3 +239,22 @@ def token_savings(method_tokens: int, baseline_tokens: int) -> float:
     if method_tokens < 0:
         raise ValueError(f"method_tokens must be >= 0, got {method_tokens}")
     return 1.0 - method_tokens / baseline_tokens
+
+
+def score_run(
+    prompts: Sequence["PromptResult"],
+    targets: Sequence[str],
+    answer_type: AnswerType | str,
+    *,
+    ks: Sequence[int] = (1,),
+    n_choices: int = 4,
+) -> tuple[list[PromptScore], TaskMetrics]:
+    """Score every prompt of a run against its target, then aggregate."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets: pass one target per prompt")
+    scores = [
+        score_prompt(p.texts, target, answer_type, tokens_generated=p.tokens_generated,
+                     tokens_in_outputs=p.tokens_in_outputs, n_choices=n_choices)
+        for p, target in zip(prompts, targets)
+    ]
+    return scores, aggregate(scores, ks)
