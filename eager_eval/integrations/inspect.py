@@ -1,0 +1,595 @@
+"""The Inspect AI model provider `eager`: concurrent generate() calls pooled into one run().
+
+Inspect runs every sample (x epoch) as its own asyncio task, each calling `generate()` once.
+EAGer's budget pool needs a task's prompts together (METHOD.md section 4), so the provider
+gathers the calls that arrive within a *batch window* and answers them from ONE `run()`:
+
+    generate() ─┐                               worker thread (one batch at a time)
+    generate() ─┼─> CallBatcher ── batch ──> BatchWorker.run_batch: encode, group, run(), split
+    generate() ─┘   (window: batch_window s     ─> one CallAnswer (or exception) per call
+                     or batch_size calls)
+
+- **Window.** A batch opens with its first call and closes `batch_window` seconds later, or
+  at once when it holds `batch_size` calls (default: Inspect's `max_connections`, else 64).
+  To pool a whole task of N samples x E epochs, let every call in at once and the window wait
+  for all of them: `--max-connections N*E -M batch_size=N*E -M batch_window=60` (the batch
+  runs as soon as the last call arrives; the window is only a timeout). docs/INSPECT.md.
+- **Off the event loop.** Tokenising and decoding run in a worker thread (`anyio.to_thread`),
+  one batch at a time (a lock: one engine, one run). The event loop only waits.
+- **Order.** Within a run, prompts are ordered by their token ids (ties: arrival), so seeds and
+  the pool's "remainder to the first candidates" do not depend on which asyncio task came first.
+- **Failures stay per call.** A call that cannot be prepared (tools, a bad setting, a prompt the
+  tokenizer rejects) fails alone before the run. If a run of several prompts raises, its prompts
+  are re-run one by one, so one bad prompt costs only its own sample.
+- **Settings.** `-M` takes every `EagerConfig` field plus the `ProviderOptions` below. Inspect's
+  GenerateConfig maps onto EagerConfig: max_tokens -> max_new_tokens, temperature, top_p, top_k,
+  seed; stop_seqs become the prompt's stop strings. An `-M` setting wins over GenerateConfig,
+  which wins over EagerConfig's defaults (a task's config cannot silently undo an explicit -M).
+  Calls whose run-level settings differ (e.g. two temperatures) go to separate runs.
+- **Labels.** Full EAGer (`mode=eager`) needs each sample's target. Inspect hands a provider
+  only messages and GenerateConfig, so the solver `eager_generate()`
+  (`integrations/inspect_scorers.py`) passes it in `extra_body[LABEL_KEY]`.
+- **Outputs.** Every sequence is a `ChatCompletionChoice` (the root of round 0 first); usage's
+  output_tokens is #T (shared prefixes once); `ModelOutput.metadata` holds the prompt's EAGer
+  statistics and its pool's rounds, which `inspect view` shows per sample.
+
+Nothing here imports torch: the model loads through `engines.load_engine` in `__init__`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+
+import anyio
+from inspect_ai.model import (
+    ChatCompletionChoice,
+    ChatMessage,
+    ChatMessageAssistant,
+    GenerateConfig,
+    ModelAPI,
+    ModelOutput,
+    ModelUsage,
+)
+from inspect_ai.tool import ToolChoice, ToolInfo
+
+try:  # the api_key Inspect passes when it builds a provider only to look up model info
+    from inspect_ai.model._model_info import MODEL_INFO_LOOKUP_API_KEY
+except ImportError:  # pragma: no cover (a private name; its value in inspect_ai 0.3.285)
+    MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
+
+from eager_eval.answers import AnswerType, is_correct
+from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.engines import BACKENDS, Engine, load_engine
+from eager_eval.models import resolve_model
+from eager_eval.results import FinishReason, PromptResult, RunResult
+from eager_eval.runner import PromptInput, Verifier, run
+
+__all__ = [
+    "EagerModelAPI",
+    "ProviderOptions",
+    "Label",
+    "LABEL_KEY",
+    "GenerateRequest",
+    "CallAnswer",
+    "CallBatcher",
+    "BatchWorker",
+    "split_model_args",
+    "eager_statistics",
+]
+
+logger = logging.getLogger(__name__)
+
+LABEL_KEY = "eager_eval_label"
+"""Key in GenerateConfig.extra_body under which a solver passes the sample's `Label`."""
+
+DEFAULT_BATCH_SIZE = 64
+"""Batch bound when neither -M batch_size nor --max-connections is given (adaptive
+connections keep 20-100 calls in flight)."""
+
+GENERATE_TO_EAGER = {
+    "max_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "seed": "seed",
+}
+"""GenerateConfig field -> EagerConfig field it sets (when the same -M setting is absent)."""
+
+_STOP_REASONS = {FinishReason.EOS: "stop", FinishReason.STOP: "stop", FinishReason.LENGTH: "max_tokens"}
+
+_THINK_TAIL_TOKENS = 16
+"""Prompt tokens decoded to see whether the chat template left a thinking block open."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    """The -M options that are not EAGer settings: how the model loads and how calls batch."""
+
+    backend: str = "hf"
+    """hf (transformers, CPU or CUDA) | vllm."""
+    device: str | None = None
+    """hf: cpu | cuda | cuda:N (None: cpu)."""
+    dtype: str | None = None
+    """auto | float32 | bfloat16 | float16 (None: auto = float32 on CPU, bf16 on CUDA)."""
+    max_rows: int = 64
+    """hf: live sequences per forward pass (soft: forks may exceed it, admission waits)."""
+    batch_window: float = 2.0
+    """Seconds a batch stays open after its first call (> 0, finite). The batch runs earlier
+    when it holds batch_size calls, so a long window costs nothing once the batch is full."""
+    batch_size: int | None = None
+    """Most calls one batch (one budget pool) takes; None: Inspect's max_connections, else 64."""
+    chat: bool = True
+    """Apply the tokenizer's chat template to the messages (False: join their texts)."""
+    enable_thinking: bool = True
+    """Passed to chat templates that read it (Qwen3-style); ignored by the others."""
+    engine_args: Mapping[str, Any] | None = None
+    """vllm: extra keyword arguments for the engine (e.g. {gpu_memory_utilization: 0.8})."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError("backend", self.backend, f"one of: {', '.join(BACKENDS)}")
+        for name in ("device", "dtype"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(name, value, "a string")
+        window = _as_number(self.batch_window)
+        if window is None or not math.isfinite(window) or window <= 0:
+            raise ConfigError("batch_window", self.batch_window,
+                              "a finite number of seconds > 0 (how long a batch waits for calls)")
+        object.__setattr__(self, "batch_window", float(window))
+        _check_positive_int("max_rows", self.max_rows)
+        if self.batch_size is not None:
+            _check_positive_int("batch_size", self.batch_size)
+        for name in ("chat", "enable_thinking"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false")
+        if self.engine_args is not None and not isinstance(self.engine_args, Mapping):
+            raise ConfigError("engine_args", self.engine_args, "a mapping of engine keyword arguments")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(name, value, "an integer >= 1")
+
+
+def split_model_args(model_args: Mapping[str, Any]) -> tuple[ProviderOptions, dict[str, Any]]:
+    """-M options -> (provider options, EAGer settings). An unknown name is an error that lists
+    every accepted one (EagerConfig fields and provider options)."""
+    provider_names = ProviderOptions.field_names()
+    eager_names = EagerConfig.field_names()
+    known = provider_names | eager_names
+    for key in sorted(model_args):
+        if key not in known:
+            raise unknown_setting_error(key, known, where="-M option of the eager provider")
+    options = ProviderOptions(**{k: v for k, v in model_args.items() if k in provider_names})
+    return options, {k: v for k, v in model_args.items() if k in eager_names}
+
+
+@dataclass(frozen=True)
+class Label:
+    """A sample's gold answer, for full EAGer's verifier (mode=eager)."""
+
+    target: str
+    answer_type: AnswerType
+    n_choices: int = 4
+
+    @classmethod
+    def from_extra_body(cls, extra_body: Mapping[str, Any] | None) -> "Label | None":
+        data = (extra_body or {}).get(LABEL_KEY)
+        if data is None:
+            return None
+        if not isinstance(data, Mapping) or "target" not in data or "answer_type" not in data:
+            raise ConfigError(LABEL_KEY, data, "a mapping with 'target' and 'answer_type'")
+        return cls(str(data["target"]), AnswerType(data["answer_type"]), int(data.get("n_choices", 4)))
+
+    def to_extra_body(self) -> dict[str, Any]:
+        return {LABEL_KEY: {"target": self.target, "answer_type": self.answer_type.value,
+                            "n_choices": self.n_choices}}
+
+
+# ----------------------------------------------------------------------------------------------
+# What crosses into the worker thread
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generate() call, resolved: everything the worker needs, nothing of Inspect's."""
+
+    messages: tuple[Mapping[str, str], ...]
+    config: EagerConfig
+    """Settings after precedence (-M > GenerateConfig > defaults); max_new_tokens is per call."""
+    stop: tuple[str, ...] = ()
+    label: Label | None = None
+
+
+@dataclass(frozen=True)
+class CallAnswer:
+    """One call's share of a run: its prompt and the run (the pool) it was part of."""
+
+    prompt: PromptInput
+    run: RunResult
+    pool_index: int
+    """Index of this call's prompt in `run.prompts`."""
+
+    @property
+    def result(self) -> PromptResult:
+        return self.run.prompts[self.pool_index]
+
+
+Outcome = CallAnswer | Exception
+
+
+class BatchWorker:
+    """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
+
+    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self._lock = threading.Lock()
+
+    def run_batch(self, requests: Sequence[GenerateRequest]) -> list[Outcome]:
+        """One outcome per request, in order: a CallAnswer, or the exception that call raises."""
+        with self._lock:
+            outcomes: list[Outcome | None] = [None] * len(requests)
+            groups: dict[EagerConfig, list[tuple[int, PromptInput]]] = {}
+            for i, request in enumerate(requests):                 # 1) encode, per call
+                try:
+                    prompt = self.prompt_input(request)
+                except Exception as err:  # noqa: BLE001 (the call fails alone)
+                    outcomes[i] = err
+                    continue
+                groups.setdefault(_run_settings(request.config), []).append((i, prompt))
+            for config, members in groups.items():                 # 2) one run per settings
+                members.sort(key=lambda m: (m[1].tokens, m[0]))    # arrival order never matters
+                self._run_group(config, members, requests, outcomes)
+            return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
+
+    def prompt_input(self, request: GenerateRequest) -> PromptInput:
+        tokens = self.engine.encode_prompt(list(request.messages), chat=self.options.chat,
+                                           enable_thinking=self.options.enable_thinking)
+        if not tokens:
+            raise ValueError("the prompt encodes to no tokens: give the sample some input")
+        return PromptInput(tuple(tokens), request.stop, request.config.max_new_tokens,
+                           opens_thinking=self._opens_thinking(tokens, request.config.think_end))
+
+    def _opens_thinking(self, tokens: Sequence[int], think_end: str | None) -> bool:
+        """Whether the template ended the prompt inside a thinking block (e.g. '<think>\\n')."""
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if think_end is None or tokenizer is None:
+            return False
+        tail = tokenizer.decode(list(tokens[-_THINK_TAIL_TOKENS:]))
+        think_start = think_end.replace("/", "", 1)
+        return tail.rfind(think_start) > tail.rfind(think_end)
+
+    def _run_group(self, config: EagerConfig, members: list[tuple[int, PromptInput]],
+                   requests: Sequence[GenerateRequest], outcomes: list[Outcome | None]) -> None:
+        labels = [requests[i].label for i, _ in members]
+        prompts = [p for _, p in members]
+        config = config.replace(max_new_tokens=max(p.max_new_tokens or 1 for p in prompts))
+        try:
+            result = run(prompts, self.engine.new_backend(config), config,
+                         verifier=_labels_verifier(labels) if config.mode is Mode.EAGER else None)
+        except Exception as err:  # noqa: BLE001
+            if len(members) == 1:
+                outcomes[members[0][0]] = err
+                return
+            logger.warning("eager: a run of %d prompts failed (%s: %s); re-running them one by "
+                           "one so that only the failing ones lose their results",
+                           len(members), type(err).__name__, err)
+            for member in members:
+                self._run_group(config, [member], requests, outcomes)
+            return
+        for pool_index, (i, prompt) in enumerate(members):
+            outcomes[i] = CallAnswer(prompt, result, pool_index)
+
+
+def _run_settings(config: EagerConfig) -> EagerConfig:
+    """The run-level part of a call's settings: calls that share it share a run (a pool).
+    max_new_tokens is per prompt (PromptInput), so it does not split runs; the run's own is the
+    largest of its prompts' (what run.settings reports)."""
+    return config.replace(max_new_tokens=EagerConfig.max_new_tokens)
+
+
+def _labels_verifier(labels: Sequence[Label | None]) -> Verifier:
+    def verify(prompt_idx: int, text: str) -> bool:
+        label = labels[prompt_idx]
+        return label is not None and is_correct(text, label.target, label.answer_type,
+                                                n_choices=label.n_choices)
+
+    return verify
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch window (event loop side)
+# ----------------------------------------------------------------------------------------------
+
+R = TypeVar("R")
+A = TypeVar("A")
+
+
+@dataclass
+class _Slot(Generic[R, A]):
+    request: R
+    done: anyio.Event = field(default_factory=anyio.Event)
+    outcome: A | Exception | None = None
+
+
+@dataclass
+class _Batch(Generic[R, A]):
+    size: int
+    slots: list[_Slot[R, A]] = field(default_factory=list)
+    closed: anyio.Event = field(default_factory=anyio.Event)
+
+
+class CallBatcher(Generic[R, A]):
+    """Gathers concurrent calls into batches and runs each batch in a worker thread.
+
+    The first call of a batch leads: it waits until the batch is full (`size` calls) or
+    `window_s` seconds have passed, runs the batch off the event loop, and hands every call its
+    outcome. The leader's part is shielded from cancellation, so a cancelled leader (a sample
+    time limit) never strands the calls that joined its batch.
+    """
+
+    def __init__(self, run_batch: Callable[[list[R]], list[A | Exception]], window_s: float) -> None:
+        self.run_batch = run_batch
+        self.window_s = window_s
+        self._open: _Batch[R, A] | None = None
+
+    async def submit(self, request: R, size: int) -> A:
+        slot: _Slot[R, A] = _Slot(request)
+        batch = self._open
+        is_leader = batch is None
+        if batch is None:
+            batch = self._open = _Batch(size=max(1, size))
+        batch.slots.append(slot)
+        if len(batch.slots) >= batch.size:
+            self._close(batch)
+        if is_leader:
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self.window_s):
+                    await batch.closed.wait()
+                self._close(batch)
+                await self._run(batch)
+        await slot.done.wait()
+        if isinstance(slot.outcome, Exception):
+            raise slot.outcome
+        return slot.outcome  # type: ignore[return-value]
+
+    def _close(self, batch: _Batch[R, A]) -> None:
+        if self._open is batch:
+            self._open = None
+        batch.closed.set()
+
+    async def _run(self, batch: _Batch[R, A]) -> None:
+        requests = [slot.request for slot in batch.slots]
+        try:
+            outcomes = await anyio.to_thread.run_sync(self.run_batch, requests)
+        except Exception as err:  # noqa: BLE001 (a bug in run_batch: every call learns of it)
+            outcomes = [RuntimeError(f"eager batch failed: {type(err).__name__}: {err}")
+                        for _ in requests]
+        for slot, outcome in zip(batch.slots, outcomes):
+            slot.outcome = outcome
+            slot.done.set()
+
+
+# ----------------------------------------------------------------------------------------------
+# The provider
+# ----------------------------------------------------------------------------------------------
+
+
+class EagerModelAPI(ModelAPI):
+    """`--model eager/<name>`: <name> is a hub id, a local directory, a .gguf file or an alias
+    (smollm2-135m). See the module docstring and docs/INSPECT.md."""
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig = GenerateConfig(),
+        *,
+        engine: Engine | None = None,
+        **model_args: Any,
+    ) -> None:
+        """`engine`: an already loaded Engine (Python only; tests pass a scripted one). Otherwise
+        the model is resolved (a clear error before torch loads) and loaded once, here."""
+        super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        self.engine: Engine | None = None
+        if api_key == MODEL_INFO_LOOKUP_API_KEY:
+            # Inspect builds a throwaway instance (no -M) only to ask canonical_name() for its
+            # model-info lookup; loading the weights here would load them twice.
+            return
+        if engine is not None and not hasattr(engine, "new_backend"):
+            raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
+                              "engine with -M backend=hf|vllm")
+        self.options, self.eager_settings = split_model_args(model_args)
+        self.base_config = EagerConfig.from_mapping(self.eager_settings)
+        if engine is None:
+            resolve_model(model_name)
+            engine = load_engine(model_name, backend=self.options.backend, device=self.options.device,
+                                 dtype=self.options.dtype, max_rows=self.options.max_rows,
+                                 config=self.base_config,  # vllm: fixes top-K logprobs at start
+                                 **dict(self.options.engine_args or {}))
+        self.engine = engine
+        tokenizer = getattr(engine, "tokenizer", None)
+        if tokenizer is not None:
+            self.base_config.verify_think_end(lambda text: tokenizer.encode(text, add_special_tokens=False))
+        self.worker = BatchWorker(engine, self.options)
+        self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
+            self.worker.run_batch, self.options.batch_window)
+        self._warned: set[str] = set()
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        if self.engine is None:
+            raise RuntimeError("this eager provider instance was built for a model-info lookup")
+        request = self.request_for(input, tools, config)
+        size = self.options.batch_size or config.max_connections or DEFAULT_BATCH_SIZE
+        answer = await self.batcher.submit(request, size)
+        return model_output(self.model_name, answer)
+
+    def request_for(self, input: Sequence[ChatMessage], tools: Sequence[ToolInfo],
+                    config: GenerateConfig) -> GenerateRequest:
+        """Resolve one call (raises for this call only)."""
+        if tools:
+            raise ValueError("the eager provider does not support tool use: run the task "
+                             "without tools (EAGer branches plain generations)")
+        eager = self.settings_for(config)
+        label = Label.from_extra_body(config.extra_body)
+        if eager.mode is Mode.EAGER and label is None:
+            raise ConfigError(
+                "mode", eager.mode.value, "", message=(
+                    "mode=eager (full EAGer) needs each sample's target: generate with the "
+                    "eager_generate() solver (eager_eval.integrations.inspect_scorers; the tasks "
+                    "in tasks/ use it), or use mode=eager_adapt, which needs no labels"))
+        return GenerateRequest(_chat_messages(input), eager, tuple(config.stop_seqs or ()), label)
+
+    def settings_for(self, config: GenerateConfig) -> EagerConfig:
+        """-M settings win over GenerateConfig, which wins over EagerConfig's defaults."""
+        values: dict[str, Any] = {}
+        for generate_name, eager_name in GENERATE_TO_EAGER.items():
+            value = getattr(config, generate_name)
+            if value is None:
+                continue
+            if eager_name in self.eager_settings:
+                self._warn_override(eager_name, generate_name, value)
+                continue
+            values[eager_name] = value
+        values.update(self.eager_settings)
+        return EagerConfig.from_mapping(values)
+
+    def _warn_override(self, eager_name: str, generate_name: str, value: Any) -> None:
+        mine = self.eager_settings[eager_name]
+        if eager_name in self._warned or str(mine) == str(value):
+            return
+        self._warned.add(eager_name)
+        logger.warning("eager: -M %s=%s overrides GenerateConfig %s=%s", eager_name, mine,
+                       generate_name, value)
+
+    def max_tokens(self) -> int | None:
+        """None: no --max-tokens leaves EagerConfig's max_new_tokens (or -M) in charge."""
+        return None
+
+    def max_connections(self) -> int:
+        """Used only with --adaptive-connections false and no --max-connections."""
+        return self.options.batch_size or DEFAULT_BATCH_SIZE
+
+    def should_retry(self, ex: Exception) -> bool:
+        return False  # local generation: a retry fails the same way
+
+
+def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
+    messages = []
+    for message in input:
+        if message.role == "tool":
+            raise ValueError("the eager provider does not support tool messages")
+        messages.append({"role": message.role, "content": message.text})
+    return tuple(messages)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results back to Inspect
+# ----------------------------------------------------------------------------------------------
+
+
+def model_output(model_name: str, answer: CallAnswer) -> ModelOutput:
+    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata."""
+    result = answer.result
+    choices = [
+        ChatCompletionChoice(
+            message=ChatMessageAssistant(
+                content=seq.text, model=model_name, source="generate",
+                metadata={"sequence": seq.index, "round": seq.round, "parent": seq.parent,
+                          "fork_position": seq.fork_position, "tokens": len(seq.tokens),
+                          "tokens_generated": seq.tokens_generated,
+                          "finish_reason": seq.finish_reason.value},
+            ),
+            stop_reason=_STOP_REASONS[seq.finish_reason],
+        )
+        for seq in result.sequences
+    ]
+    input_tokens = len(answer.prompt.tokens)
+    return ModelOutput(
+        model=model_name,
+        choices=choices,
+        usage=ModelUsage(input_tokens=input_tokens, output_tokens=result.tokens_generated,
+                         total_tokens=input_tokens + result.tokens_generated),
+        time=answer.run.wall_seconds,
+        metadata=eager_statistics(answer),
+    )
+
+
+def eager_statistics(answer: CallAnswer) -> dict[str, Any]:
+    """The prompt's EAGer statistics and its pool's rounds (JSON-ready; inf as 'inf')."""
+    result, run_result = answer.result, answer.run
+    trees = result.trees
+    stats = {
+        "mode": run_result.settings["mode"],
+        "n_sequences": result.n_sequences,
+        "tokens_generated": result.tokens_generated,
+        "tokens_in_outputs": result.tokens_in_outputs,
+        "n_branch_events": len(result.branch_events),
+        "n_rounds": len(trees),
+        "rounds": [{"round": t.round, "cap": t.cap, "theta": t.theta,
+                    "n_sequences": len(t.sequences), "hit_cap": t.hit_cap,
+                    "n_branch_events": len(t.branch_events),
+                    "tokens_generated": sum(s.tokens_generated for s in t.sequences)}
+                   for t in trees],
+        "branch_events": [{"round": t.round, **asdict(e)} for t in trees for e in t.branch_events],
+        "pool": {
+            "prompts": len(run_result.prompts),
+            "index": answer.pool_index,
+            "budget": run_result.settings["max_seqs"] * len(run_result.prompts),
+            "n_sequences": run_result.n_sequences,
+            "tokens_generated": run_result.tokens_generated,
+            "rounds": [{"round": r.round, "budget": r.budget,
+                        "allotments": {str(p): cap for p, cap in r.allotments.items()},
+                        "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
+                       for r in run_result.rounds],
+            "wall_seconds": run_result.wall_seconds,
+        },
+        "settings": run_result.settings,
+    }
+    return _json_ready(stats)
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

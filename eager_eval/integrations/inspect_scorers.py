@@ -1,0 +1,149 @@
+"""Inspect solver, scorer and metrics for EAGer's outputs: every choice is graded.
+
+Inspect's built-in scorers read only `choices[0]`; EAGer returns S_p sequences per sample as
+choices, and its metrics (METHOD.md section 5) are over all of them. So `eager_scorer` grades
+every choice with `metrics.score_prompt` (the same rules as lm-eval and the report) and returns
+a dict Score value; one metric per key reads it back, so the log's names are exactly
+pass_at_k, pass_at_1, cons_at_k, pass_rate, tokens_generated and n_sequences.
+
+`eager_generate` is `generate()` that also hands the sample's target to the eager provider
+(for full EAGer, mode=eager): Inspect gives a provider only messages and a GenerateConfig, so the
+label travels in `GenerateConfig.extra_body` under `LABEL_KEY`. Other providers get a plain
+generate(): they would forward extra_body to their API.
+
+Works for any provider: without EAGer's metadata, #T falls back to usage.output_tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inspect_ai.model import get_model
+from inspect_ai.scorer import (
+    Metric,
+    SampleScore,
+    Score,
+    Scorer,
+    Target,
+    metric,
+    scorer,
+)
+from inspect_ai.solver import Generate, Solver, TaskState, solver
+
+from eager_eval.answers import AnswerType, same_answer
+from eager_eval.metrics import majority_vote, score_prompt
+
+__all__ = [
+    "eager_generate",
+    "eager_scorer",
+    "pass_at_k",
+    "pass_at_1",
+    "cons_at_k",
+    "pass_rate",
+    "tokens_generated",
+    "n_sequences",
+]
+
+
+@solver
+def eager_generate(answer_type: AnswerType | str, n_choices: int = 4) -> Solver:
+    """generate(), passing the sample's target to the eager provider (full EAGer's labels)."""
+    answer_type = AnswerType(answer_type)
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        from eager_eval.integrations.inspect import EagerModelAPI, Label
+
+        if not isinstance(get_model().api, EagerModelAPI):
+            return await generate(state)
+        label = Label(state.target.text, answer_type, n_choices)
+        return await generate(state, extra_body=label.to_extra_body())
+
+    return solve
+
+
+def _mean_of(key: str) -> Metric:
+    def compute(scores: list[SampleScore]) -> float:
+        values = [float(s.score.value[key]) for s in scores]  # type: ignore[index]
+        return sum(values) / len(values) if values else 0.0
+
+    return compute
+
+
+@metric
+def pass_at_k() -> Metric:
+    """The paper's Pass@k: share of samples with at least one correct choice (any S_p)."""
+    return _mean_of("pass_at_k")
+
+
+@metric
+def pass_at_1() -> Metric:
+    """Mean over samples of c/n: the unbiased pass@1 (what one sampled choice scores)."""
+    return _mean_of("pass_at_1")
+
+
+@metric
+def cons_at_k() -> Metric:
+    """Share of samples whose majority-vote answer is correct (ties: first seen)."""
+    return _mean_of("cons_at_k")
+
+
+@metric
+def pass_rate() -> Metric:
+    """The paper's PR: per-sample fraction of correct choices, averaged (= pass_at_1)."""
+    return _mean_of("pass_rate")
+
+
+@metric
+def tokens_generated() -> Metric:
+    """#T: total tokens decoded over all samples, each shared prefix once (a sum, not a mean)."""
+
+    def compute(scores: list[SampleScore]) -> float:
+        return float(sum(s.score.value["tokens_generated"] for s in scores))  # type: ignore[index]
+
+    return compute
+
+
+@metric
+def n_sequences() -> Metric:
+    """#S: mean sequences (choices) per sample."""
+    return _mean_of("n_sequences")
+
+
+@scorer(metrics=[pass_at_k(), pass_at_1(), cons_at_k(), pass_rate(), tokens_generated(),
+                 n_sequences()])
+def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
+    """Grade every choice against the target (math-verify for math, exact letter for choices).
+
+    Score.value is a dict with one entry per metric; Score.answer is the majority-vote answer;
+    Score.metadata keeps each choice's extracted answer and the number correct.
+    """
+    answer_type = AnswerType(answer_type)
+
+    async def score(state: TaskState, target: Target) -> Score:
+        output = state.output
+        texts = [choice.message.text for choice in output.choices]
+        stats: dict[str, Any] = output.metadata or {}
+        usage_tokens = output.usage.output_tokens if output.usage is not None else 0
+        graded = score_prompt(
+            texts, target.text, answer_type,
+            tokens_generated=int(stats.get("tokens_generated", usage_tokens)),
+            tokens_in_outputs=int(stats.get("tokens_in_outputs", usage_tokens)),
+            n_choices=n_choices,
+        )
+        winner, _ = majority_vote(graded.answers, lambda a, b: same_answer(a, b, answer_type))
+        share = graded.correct / graded.n if graded.n else 0.0
+        return Score(
+            value={
+                "pass_at_k": 1.0 if graded.correct > 0 else 0.0,
+                "pass_at_1": share,
+                "cons_at_k": 1.0 if graded.cons_correct else 0.0,
+                "pass_rate": share,
+                "tokens_generated": graded.tokens_generated,
+                "n_sequences": graded.n,
+            },
+            answer=winner,
+            explanation=f"{graded.correct} of {graded.n} choices correct; majority answer {winner!r}",
+            metadata={"answers": list(graded.answers), "correct": graded.correct},
+        )
+
+    return score

@@ -1,0 +1,190 @@
+"""What the report knows about one run, whatever harness wrote it: the rows of the leaderboard.
+
+A `Run` is one model x method x task with its settings and the task metrics of METHOD.md
+section 5, under the names `metrics.TaskMetrics.to_dict` uses. A metric the source did not
+record is absent from `Run.metrics`, never filled in: the table shows it as "—".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eager_eval.config import EagerConfig, _coerce
+
+HARNESSES = ("eager-eval", "lm-eval", "inspect")
+"""Where a run's numbers came from: an `eager-eval run/demo` directory, an lm-eval results
+JSON, an Inspect log."""
+
+METHODS = ("full_parallel", "eager_init", "eager_adapt", "eager")
+"""Modes in the order the table lists them (config.Mode values)."""
+
+METHOD_LABELS = {
+    "full_parallel": "Full Parallel",
+    "eager_init": "EAGer-init",
+    "eager_adapt": "EAGer-adapt",
+    "eager": "EAGer",
+}
+
+METRIC_NAMES = (
+    "n_prompts",
+    "pass_at_k",
+    "pass_at_1",
+    "cons_at_k",
+    "pass_rate",
+    "tokens_generated",
+    "tokens_in_outputs",
+    "seqs_mean",
+    "seqs_min",
+    "seqs_max",
+)
+"""`TaskMetrics.to_dict` names (the fixed-k "pass@{k}" entries are matched by `PASS_AT_K`)."""
+
+METRIC_ALIASES = {"n_sequences": "seqs_mean"}
+"""Names harness metrics may carry for the same quantity (a per-prompt mean of S_p)."""
+
+PASS_AT_K = re.compile(r"^pass@(\d+)$")
+
+SHARED_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "topk", "n_prompts")
+"""Settings every run of one model on one task should share, whatever the method, theta or M:
+otherwise the runs are not on the same footing and the comparison is off."""
+
+SHOWN_SETTINGS = ("theta", "max_seqs", "temperature", "seed", "max_new_tokens")
+
+
+def metric_key(name: str) -> str | None:
+    """Our metric name for a harness metric name, or None if it is not one of ours."""
+    name = METRIC_ALIASES.get(name, name)
+    if name in METRIC_NAMES or PASS_AT_K.match(name):
+        return name
+    return None
+
+
+def normalise_method(value: Any) -> str:
+    """'eager-adapt', 'EAGER_ADAPT', Mode.EAGER_ADAPT -> 'eager_adapt'."""
+    text = getattr(value, "value", value)
+    return str(text).strip().lower().replace("-", "_")
+
+
+def normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Keep EagerConfig fields only, as Python values ('inf' -> inf, '0.6' -> 0.6)."""
+    known = EagerConfig.field_names()
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if key not in known:
+            continue
+        value = _coerce(getattr(value, "value", value))
+        out[key] = normalise_method(value) if key == "mode" else value
+    return out
+
+
+@dataclass(frozen=True)
+class PromptStat:
+    """One prompt of a run, as far as the source recorded it."""
+
+    prompt_idx: int
+    n_sequences: int | None
+    """S_p: sequences this prompt ended with."""
+    tokens_generated: int | None
+    """This prompt's share of #T (shared prefixes once)."""
+
+
+@dataclass(frozen=True)
+class BranchPoint:
+    """A granted fork: generated position and the entropy that triggered it."""
+
+    position: int
+    entropy: float
+    threshold: float | None = None
+
+
+@dataclass
+class Run:
+    """One model x method x task, read from one source file."""
+
+    harness: str
+    source: Path
+    """The file the numbers were read from (results.json, results_*.json, the log)."""
+    model: str
+    method: str
+    task: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    """EagerConfig names with the values the run used (only those the source recorded)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Metric name -> value; absent = not recorded (shown as "—")."""
+    prompts: list[PromptStat] | None = None
+    """Per-prompt statistics where the source keeps samples, in prompt order."""
+    branches: list[BranchPoint] | None = None
+    """Granted forks where the source logs them; None = not logged, [] = none happened."""
+    stored_savings: float | None = None
+    """Savings the source itself reported (eager-eval results.json), for a cross-check."""
+
+    @property
+    def theta(self) -> float | None:
+        """The entropy threshold, None for Full Parallel (it never branches)."""
+        if self.method == "full_parallel":
+            return None
+        return _as_float(self.settings.get("theta"))
+
+    @property
+    def max_seqs(self) -> int | None:
+        value = self.settings.get("max_seqs")
+        return int(value) if _is_number(value) else None
+
+    def setting(self, name: str) -> Any:
+        """A setting or n_prompts (which lives in metrics), None if unknown."""
+        if name == "n_prompts":
+            return self.metrics.get("n_prompts")
+        if name == "theta":
+            return self.theta
+        return self.settings.get(name)
+
+    @property
+    def key(self) -> tuple:
+        """What makes a leaderboard row: two runs with equal keys are the same experiment."""
+        return (self.harness, self.model, self.method, self.task, self.theta, self.max_seqs)
+
+    @property
+    def label(self) -> str:
+        """Short name for plot legends."""
+        parts = [self.model, METHOD_LABELS.get(self.method, self.method)]
+        if self.theta is not None:
+            parts.append(f"θ={format_number(self.theta)}")
+        if self.max_seqs is not None:
+            parts.append(f"M={self.max_seqs}")
+        return " ".join(parts)
+
+    @property
+    def method_order(self) -> int:
+        return METHODS.index(self.method) if self.method in METHODS else len(METHODS)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_float(value: Any) -> float | None:
+    value = _coerce(value)
+    return float(value) if _is_number(value) else None
+
+
+def as_number(value: Any) -> float | int | None:
+    """A metric value as a number; None for missing, None-valued, NaN or non-numeric."""
+    if isinstance(value, str):
+        value = _coerce(value)
+    if not _is_number(value) or math.isnan(value):
+        return None
+    return value
+
+
+def format_number(value: float | int) -> str:
+    """2.0 -> '2', 2.5 -> '2.5', inf -> '∞'."""
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:g}"

@@ -1,0 +1,29 @@
+"""AIME 2025 for Inspect AI, generated with EAGer and graded by math-verify over every sequence.
+
+    inspect eval tasks/aime25.py --model eager/Qwen/Qwen3-4B -M max_seqs=32 --max-tokens 32768
+
+30 problems; the prompt asks for the final answer in \\boxed{} (`MathProblem.prompt`, shared
+with lm-eval and the CLI). Data: `math-ai/aime25` from the Hub, or
+`$EAGER_EVAL_DATA_DIR/aime25.jsonl` offline (fields id, problem, answer).
+
+Metrics (over all choices of a sample): pass_at_k, pass_at_1, cons_at_k, pass_rate,
+tokens_generated (#T) and n_sequences (#S). Answers are compared by math-verify equivalence.
+See docs/INSPECT.md.
+"""
+
+from inspect_ai import Task, task
+from inspect_ai.dataset import MemoryDataset, Sample
+
+from eager_eval.answers import AnswerType
+from eager_eval.datasets import load_aime25
+from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
+
+
+@task
+def aime25() -> Task:
+    samples = [Sample(id=p.id, input=p.prompt, target=p.answer) for p in load_aime25()]
+    return Task(
+        dataset=MemoryDataset(samples, name="aime25"),
+        solver=eager_generate(AnswerType.MATH),
+        scorer=eager_scorer(AnswerType.MATH),
+    )

@@ -1,0 +1,36 @@
+"""GPQA-Diamond for Inspect AI, generated with EAGer and graded over every sequence.
+
+    inspect eval tasks/gpqa.py --model eager/Qwen/Qwen3-4B -M max_seqs=32 --max-tokens 32768
+
+198 four-choice questions; each question's choices are shuffled once with a fixed seed
+(`eager_eval.datasets.load_gpqa_diamond`), so the prompts and choice order are the ones the
+lm-eval tasks and the CLI see. The model answers with a boxed letter. Data: the public CSV,
+or `$EAGER_EVAL_DATA_DIR/gpqa_diamond.csv` offline (GPQA content is never committed here).
+
+Metrics (over all choices of a sample): pass_at_k, pass_at_1, cons_at_k, pass_rate,
+tokens_generated (#T) and n_sequences (#S). Full EAGer (`-M mode=eager`) gets each sample's
+target through `eager_generate()`. See docs/INSPECT.md.
+"""
+
+from inspect_ai import Task, task
+from inspect_ai.dataset import MemoryDataset, Sample
+
+from eager_eval.answers import AnswerType
+from eager_eval.datasets import GPQA_SHUFFLE_SEED, LETTERS, load_gpqa_diamond
+from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
+
+
+@task
+def gpqa_diamond(shuffle_seed: int = GPQA_SHUFFLE_SEED) -> Task:
+    """`shuffle_seed`: base seed of the per-question choice shuffle (default: lm-eval's order)."""
+    questions = load_gpqa_diamond(shuffle_seed)
+    samples = [
+        Sample(id=q.id, input=q.prompt, target=q.answer,
+               metadata={"choices": list(q.choices), "question": q.question})
+        for q in questions
+    ]
+    return Task(
+        dataset=MemoryDataset(samples, name="gpqa_diamond"),
+        solver=eager_generate(AnswerType.CHOICE, n_choices=len(LETTERS)),
+        scorer=eager_scorer(AnswerType.CHOICE, n_choices=len(LETTERS)),
+    )

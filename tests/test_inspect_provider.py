@@ -1,0 +1,408 @@
+"""Pins eager_eval/integrations/inspect.py (the `eager` provider) and its solver/scorer.
+
+Everything here runs on a ScriptedEngine (the ScriptedBackend behind the Engine seam, passed
+to the provider as `engine=`), in-process: no torch, no model, a few seconds in all. The
+subprocess runs of `inspect eval` on real weights are in test_inspect_tasks.py (slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from inspect_ai import Task
+from inspect_ai import eval as inspect_eval
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
+from inspect_ai.solver import generate
+from inspect_ai.tool import ToolInfo
+from scripting import EOS, flat, hashed_script, peaked
+
+from eager_eval.answers import AnswerType
+from eager_eval.backends.scripted import ScriptedBackend
+from eager_eval.config import ConfigError, EagerConfig
+from eager_eval.integrations.inspect import (
+    MODEL_INFO_LOOKUP_API_KEY,
+    EagerModelAPI,
+    Label,
+)
+from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
+from eager_eval.metrics import score_run
+from eager_eval.models import ModelNotFoundError
+from eager_eval.runner import PromptInput, run
+
+VOCAB = {EOS: "", **{t: f" {t}" for t in range(1, 100)}}
+SETTINGS = dict(theta=0.9, max_seqs=4, percentile=None, think_end=None, seed=5)
+"""EAGer settings of most tests (-M in a real run): small M, a fixed threshold."""
+
+
+@dataclass
+class ScriptedEngine:
+    """An Engine whose backends are ScriptedBackends; a prompt's tokens are its characters."""
+
+    script: Any
+    greedy: bool = False
+    name: str = "scripted"
+    tokenizer: Any = None
+    runs: list[list[tuple[int, ...]]] = field(default_factory=list)
+    """The prompts of every run, in run order (what each budget pool spanned)."""
+
+    def new_backend(self, config: EagerConfig) -> ScriptedBackend:
+        return ScriptedBackend(self.script, greedy=self.greedy or config.temperature == 0, vocab=VOCAB)
+
+    def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
+        text = " ".join(m["content"] for m in prompt)
+        if "BAD" in text:
+            raise ValueError("this prompt cannot be encoded")
+        return [ord(c) for c in text]
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "scripted"}
+
+
+def mixed_script(salt: int = 3):
+    """Prompts ending in an even character are calm (never branch, 6 tokens); odd ones branch
+    on most positions: EAGer-init leaves budget that EAGer-adapt hands to the odd ones."""
+    wild = hashed_script(salt, eos_after=10)
+
+    def script(prompt, generated):
+        if prompt[-1] % 2 == 0:
+            return peaked(EOS) if len(generated) >= 6 else peaked(5 + len(generated) % 3)
+        return wild(prompt, generated)
+
+    return script
+
+
+def provider(engine: ScriptedEngine | None = None, **model_args) -> EagerModelAPI:
+    return EagerModelAPI("scripted", engine=engine or ScriptedEngine(mixed_script()),
+                         **{**SETTINGS, **model_args})
+
+
+async def generate_all(api: EagerModelAPI, texts: list[str], config: GenerateConfig | None = None,
+                       return_exceptions: bool = False):
+    config = config or GenerateConfig(max_tokens=30)
+    calls = [api.generate([ChatMessageUser(content=t)], [], "auto", config) for t in texts]
+    return await asyncio.gather(*calls, return_exceptions=return_exceptions)
+
+
+def core_run(texts: list[str], config: EagerConfig, script, verifier=None):
+    """The core's run on the same prompts, ordered as the provider orders a batch (by tokens)."""
+    tokens = sorted(tuple(ord(c) for c in t) for t in texts)
+    prompts = [PromptInput(t, (), config.max_new_tokens) for t in tokens]
+    backend = ScriptedBackend(script, greedy=config.temperature == 0, vocab=VOCAB)
+    return run(prompts, backend, config, verifier=verifier)
+
+
+def question_task(texts: list[str], targets: list[str] | None = None, solver=None) -> Task:
+    targets = targets or ["0"] * len(texts)
+    samples = [Sample(id=i, input=t, target=g) for i, (t, g) in enumerate(zip(texts, targets))]
+    return Task(dataset=MemoryDataset(samples, name="scripted"),
+                solver=solver or eager_generate(AnswerType.MATH),
+                scorer=eager_scorer(AnswerType.MATH))
+
+
+def run_eval(task: Task, model, tmp_path, **kwargs):
+    (log,) = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none",
+                          max_tokens=30, **kwargs)
+    return log
+
+
+# --- registration and options ----------------------------------------------------------------
+
+
+def test_registry_and_provider_modules_import_no_torch():
+    code = ("import sys, eager_eval._inspect_registry, eager_eval.integrations.inspect, "
+            "eager_eval.integrations.inspect_scorers; "
+            "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_entry_point_registers_the_eager_provider():
+    model = get_model("eager/scripted", engine=ScriptedEngine(mixed_script()), memoize=False)
+    assert isinstance(model.api, EagerModelAPI)
+    assert str(model) == "eager/scripted"
+
+
+def test_unknown_option_names_the_closest_and_lists_accepted():
+    with pytest.raises(ConfigError) as err:
+        provider(thta=2.0)
+    message = str(err.value)
+    assert "unknown -M option of the eager provider 'thta'" in message
+    assert "did you mean 'theta'" in message
+    for name in ("batch_window", "batch_size", "backend", "device", "dtype", "max_rows", "max_seqs", "mode"):
+        assert name in message
+
+
+@pytest.mark.parametrize("window", [0, -1.0, "inf", "soon"])
+def test_batch_window_must_be_a_positive_finite_number(window):
+    with pytest.raises(ConfigError, match="batch_window must be a finite number of seconds > 0"):
+        provider(batch_window=window)
+
+
+@pytest.mark.parametrize("args, name", [
+    ({"batch_size": 0}, "batch_size"), ({"max_rows": 0}, "max_rows"),
+    ({"backend": "tgi"}, "backend"), ({"theta": -1}, "theta"), ({"mode": "beam"}, "mode"),
+])
+def test_bad_option_values_name_the_option(args, name):
+    with pytest.raises(ConfigError) as err:
+        provider(**args)
+    assert err.value.parameter == name
+
+
+def test_unknown_model_name_is_a_clear_error_before_anything_loads():
+    with pytest.raises(ModelNotFoundError, match="unknown model 'no-such-model'"):
+        get_model("eager/no-such-model", memoize=False)
+
+
+def test_model_info_lookup_instance_loads_nothing():
+    api = EagerModelAPI("no-such-model", api_key=MODEL_INFO_LOOKUP_API_KEY)
+    assert api.engine is None and api.canonical_name() == "no-such-model"
+
+
+def test_generate_config_maps_onto_settings_and_m_options_win(caplog):
+    config = GenerateConfig(max_tokens=7, temperature=0.3, top_p=0.9, top_k=5, seed=3)
+    settings = provider().settings_for(config)
+    assert (settings.max_new_tokens, settings.temperature, settings.top_p, settings.top_k,
+            settings.seed) == (7, 0.3, 0.9, 5, 5)  # -M seed=5 (SETTINGS) beats seed=3
+    assert "-M seed=5 overrides GenerateConfig seed=3" in caplog.text
+    assert provider(temperature=1.0).settings_for(config).temperature == 1.0
+    assert provider().settings_for(GenerateConfig()).max_new_tokens == EagerConfig().max_new_tokens
+    request = provider().request_for([ChatMessageUser(content="q")], [],
+                                     GenerateConfig(stop_seqs=["\n\n", "Question:"]))
+    assert request.stop == ("\n\n", "Question:")
+
+
+def test_tools_are_refused_per_call():
+    tool = ToolInfo(name="calc", description="adds")
+    with pytest.raises(ValueError, match="does not support tool use"):
+        provider().request_for([ChatMessageUser(content="q")], [tool], GenerateConfig())
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def test_output_holds_every_sequence_tokens_once_and_the_statistics():
+    (output,) = asyncio.run(generate_all(provider(batch_window=0.01), ["q1"]))
+    stats = output.metadata
+    assert stats["n_sequences"] == len(output.choices) > 1
+    assert output.usage.output_tokens == stats["tokens_generated"]  # #T: prefixes once
+    assert stats["tokens_generated"] < stats["tokens_in_outputs"]
+    assert output.usage.input_tokens == 2
+    assert stats["n_branch_events"] == len(stats["branch_events"]) == stats["n_sequences"] - 1
+    assert stats["n_rounds"] == len(stats["rounds"]) and stats["mode"] == "eager_adapt"
+    sequences = {c.message.metadata["sequence"] for c in output.choices}
+    assert {e["child"] for e in stats["branch_events"]} <= sequences
+    assert output.completion == output.choices[0].message.text
+    assert all(c.stop_reason in ("stop", "max_tokens") for c in output.choices)
+    assert stats["settings"]["max_seqs"] == 4 and stats["pool"]["prompts"] == 1
+
+
+# --- the budget pool -------------------------------------------------------------------------
+
+TEXTS = [f"q{i}" for i in range(6)]
+
+
+def test_window_spanning_the_task_pools_like_the_core(tmp_path):
+    """--max-connections N with batch_size N: one window, one run, the core's allotments."""
+    engine = ScriptedEngine(mixed_script())
+    model = get_model("eager/scripted", engine=engine, memoize=False, batch_size=len(TEXTS),
+                      batch_window=30, **SETTINGS)
+    log = run_eval(question_task(TEXTS), model, tmp_path, max_connections=len(TEXTS))
+    assert log.status == "success"
+
+    core = core_run(TEXTS, EagerConfig(**SETTINGS, max_new_tokens=30), mixed_script())
+    assert len(core.rounds) > 1  # the pool really reallocated
+    by_pool_index = {s.output.metadata["pool"]["index"]: s for s in log.samples}
+    assert sorted(by_pool_index) == list(range(len(TEXTS)))
+    for i, prompt in enumerate(core.prompts):
+        stats = by_pool_index[i].output.metadata
+        assert stats["pool"]["prompts"] == len(TEXTS)
+        assert stats["pool"]["rounds"] == [
+            {"round": r.round, "budget": r.budget,
+             "allotments": {str(p): cap for p, cap in r.allotments.items()},
+             "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
+            for r in core.rounds]
+        assert [(t["round"], t["cap"], t["theta"]) for t in stats["rounds"]] == [
+            (t.round, t.cap, t.theta) for t in prompt.trees]
+        assert [c.message.text for c in by_pool_index[i].output.choices] == prompt.texts
+        assert stats["tokens_generated"] == prompt.tokens_generated
+
+
+def test_log_metrics_are_the_core_metrics_over_every_choice(tmp_path):
+    engine = ScriptedEngine(mixed_script())
+    model = get_model("eager/scripted", engine=engine, memoize=False, batch_size=len(TEXTS),
+                      batch_window=30, **SETTINGS)
+    targets = ["7", "5", "6", "3", "7", "12"]
+    log = run_eval(question_task(TEXTS, targets), model, tmp_path, max_connections=len(TEXTS))
+    core = core_run(TEXTS, EagerConfig(**SETTINGS, max_new_tokens=30), mixed_script())
+    order = sorted(range(len(TEXTS)), key=lambda i: TEXTS[i])
+    _, expected = score_run(core.prompts, [targets[i] for i in order], AnswerType.MATH)
+    metrics = {name: m.value for name, m in log.results.scores[0].metrics.items()}
+    assert list(metrics) == ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate",
+                             "tokens_generated", "n_sequences"]
+    assert metrics["pass_at_k"] == pytest.approx(expected.pass_at_k)
+    assert 0 < expected.pass_at_k < 1
+    assert metrics["pass_at_1"] == pytest.approx(expected.pass_at_1)
+    assert metrics["cons_at_k"] == pytest.approx(expected.cons_at_k)
+    assert metrics["pass_rate"] == pytest.approx(expected.pass_rate)
+    assert metrics["tokens_generated"] == expected.tokens_generated == core.tokens_generated
+    assert metrics["n_sequences"] == pytest.approx(expected.seqs_mean)
+
+
+def test_epochs_are_calls_of_their_own_in_the_same_window(tmp_path):
+    """--epochs E: N*E calls; --max-connections N*E and batch_size N*E keep one pool."""
+    texts = TEXTS[:3]
+    model = get_model("eager/scripted", engine=ScriptedEngine(mixed_script()), memoize=False,
+                      batch_size=2 * len(texts), batch_window=30, **SETTINGS)
+    log = run_eval(question_task(texts), model, tmp_path, max_connections=2 * len(texts), epochs=2)
+    assert log.status == "success" and len(log.samples) == 6
+    assert sorted(s.output.metadata["pool"]["index"] for s in log.samples) == list(range(6))
+    epochs = {}
+    for s in log.samples:
+        epochs.setdefault(s.id, []).append([c.message.text for c in s.output.choices])
+    first, second = epochs[1]  # q1 branches: same input, but each epoch has its own seeds
+    assert first != second
+
+
+def test_engine_from_the_command_line_is_refused():
+    with pytest.raises(ConfigError, match="a loaded Engine object"):
+        EagerModelAPI("scripted", engine="hf")
+
+
+def test_batch_size_bounds_a_window():
+    api = provider(batch_size=2, batch_window=0.2)
+    outputs = asyncio.run(generate_all(api, TEXTS[:5]))
+    assert sorted(o.metadata["pool"]["prompts"] for o in outputs) == [1, 2, 2, 2, 2]
+
+
+def test_calls_with_different_run_settings_go_to_separate_runs():
+    engine = ScriptedEngine(mixed_script())
+    api = provider(engine, batch_size=4, batch_window=5)
+
+    async def two_temperatures():
+        hot = generate_all(api, ["q1", "q3"], GenerateConfig(max_tokens=30, temperature=1.0))
+        cold = generate_all(api, ["q5", "q7"], GenerateConfig(max_tokens=30, temperature=0.2))
+        return await asyncio.gather(hot, cold)
+
+    hot, cold = asyncio.run(two_temperatures())
+    assert [o.metadata["pool"]["prompts"] for o in hot + cold] == [2, 2, 2, 2]
+    assert {o.metadata["settings"]["temperature"] for o in hot} == {1.0}
+    assert {o.metadata["settings"]["temperature"] for o in cold} == {0.2}
+
+
+def test_max_tokens_is_per_call_and_does_not_split_the_pool():
+    api = provider(batch_size=2, batch_window=5)
+
+    async def two_lengths():
+        return await asyncio.gather(
+            generate_all(api, ["q1"], GenerateConfig(max_tokens=3)),
+            generate_all(api, ["q3"], GenerateConfig(max_tokens=8)))
+
+    (short,), (long,) = asyncio.run(two_lengths())
+    assert short.metadata["pool"]["prompts"] == long.metadata["pool"]["prompts"] == 2
+    assert max(c.message.metadata["tokens"] for c in short.choices) == 3
+    assert max(c.message.metadata["tokens"] for c in long.choices) == 8
+    assert short.metadata["settings"]["max_new_tokens"] == 8  # the run's: its longest prompt's
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def test_a_failing_call_loses_no_other_result(caplog):
+    def script(prompt, generated):
+        if prompt[0] == ord("F"):
+            raise RuntimeError("the engine broke on this prompt")
+        return mixed_script()(prompt, generated)
+
+    api = provider(ScriptedEngine(script), batch_size=4, batch_window=5)
+    texts = ["q1", "BAD encode", "FAIL in run", "q2"]
+    outputs = asyncio.run(generate_all(api, texts, return_exceptions=True))
+    assert isinstance(outputs[1], ValueError) and "cannot be encoded" in str(outputs[1])
+    assert isinstance(outputs[2], RuntimeError) and "engine broke" in str(outputs[2])
+    for output in (outputs[0], outputs[3]):
+        assert output.metadata["n_sequences"] >= 1
+        assert output.metadata["pool"]["prompts"] == 1  # re-run alone after the pooled run failed
+    assert "re-running them one by one" in caplog.text
+
+
+def test_a_failed_sample_keeps_the_others_in_the_log(tmp_path):
+    model = get_model("eager/scripted", engine=ScriptedEngine(mixed_script()), memoize=False,
+                      batch_size=3, batch_window=30, **SETTINGS)
+    log = run_eval(question_task(["q1", "BAD", "q3"]), model, tmp_path, max_connections=3,
+                   fail_on_error=False)
+    errors = {s.input: s.error for s in log.samples if s.error is not None}
+    assert list(errors) == ["BAD"] and "cannot be encoded" in errors["BAD"].message
+    scored = [s for s in log.samples if s.scores]
+    assert len(scored) == 2 and all(s.output.metadata["pool"]["prompts"] == 2 for s in scored)
+
+
+def test_a_cancelled_leader_never_strands_its_batch():
+    api = provider(batch_size=3, batch_window=0.3)
+    results: dict[int, Any] = {}
+
+    async def call(i: int, cancel_after: float = math.inf) -> None:
+        with anyio.move_on_after(cancel_after):
+            results[i] = await api.generate([ChatMessageUser(content=f"q{i}")], [], "auto",
+                                            GenerateConfig(max_tokens=10))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, 0, 0.05)  # opens the window, then its sample is cancelled
+            await anyio.sleep(0.01)
+            tg.start_soon(call, 1)
+            tg.start_soon(call, 2)
+
+    anyio.run(main)
+    assert results[1].metadata["pool"]["prompts"] == results[2].metadata["pool"]["prompts"] == 3
+
+
+# --- full EAGer: labels ----------------------------------------------------------------------
+
+
+def labelled_script(prompt, generated):
+    """'wild' prompts fork once at position 0 (texts ' 10' and ' 11'); 'calm' ones say ' 7'."""
+    if len(generated) >= 1:
+        return peaked(EOS)
+    return flat([10, 11]) if prompt[0] == ord("w") else peaked(7)
+
+
+def test_full_eager_gets_each_samples_target_through_the_solver(tmp_path):
+    texts, targets = ["wild A", "wild B", "calm C"], ["10", "12", "7"]
+    settings = dict(SETTINGS, max_seqs=2, theta=0.5)
+    model = get_model("eager/scripted", engine=ScriptedEngine(labelled_script, greedy=True),
+                      memoize=False, mode="eager", batch_size=3, batch_window=30, **settings)
+    log = run_eval(question_task(texts, targets), model, tmp_path, max_connections=3)
+    assert log.status == "success"
+    rounds = {s.input: s.output.metadata["n_rounds"] for s in log.samples}
+    # budget 2*3 - (2 + 2 + 1) = 1 goes to the unsolved prompt (eager_adapt would give it to A)
+    assert rounds == {"wild A": 1, "wild B": 2, "calm C": 1}
+    metrics = log.results.scores[0].metrics
+    assert metrics["pass_at_k"].value == pytest.approx(2 / 3)
+
+    adapt = core_run(texts, EagerConfig(**settings, max_new_tokens=30), labelled_script)
+    assert adapt.rounds[1].allotments == {1: 1}  # sorted: calm C, wild A, wild B
+
+
+def test_full_eager_without_labels_is_a_clear_error():
+    api = provider(mode="eager")
+    with pytest.raises(ConfigError, match="mode=eager .* needs each sample's target: .*eager_generate"):
+        api.request_for([ChatMessageUser(content="q")], [], GenerateConfig())
+    label = Label("B", AnswerType.CHOICE)
+    request = api.request_for([ChatMessageUser(content="q")], [],
+                              GenerateConfig(extra_body=label.to_extra_body()))
+    assert request.label == label
+
+
+def test_plain_generate_works_without_labels_for_other_modes(tmp_path):
+    model = get_model("eager/scripted", engine=ScriptedEngine(mixed_script()), memoize=False,
+                      batch_size=2, batch_window=30, **SETTINGS)
+    log = run_eval(question_task(["q1", "q2"], solver=generate()), model, tmp_path, max_connections=2)
+    assert log.status == "success"
+    assert all(s.output.metadata["pool"]["prompts"] == 2 for s in log.samples)
