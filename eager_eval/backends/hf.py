@@ -1,0 +1,354 @@
+"""The transformers backend: one batched step loop whose rows fork by copying KV-cache rows.
+
+`generate()` cannot add rows to a running batch, so this is a hand-written loop
+(ENGINES.md section 2). Every live sequence is one row of a left-padded batch: its KV cache
+row, attention-mask row, next position id and the logits of its last forward. One forward per
+`step()` serves every row of every prompt.
+
+- **Admission.** `add()` queues roots; each `step()` admits queued roots (first in, first out)
+  while they fit under `max_rows`, prefills them together and merges their cache into the
+  running one (the shorter side is left-padded; one copy of the cache per admission, about the
+  cost of one decode step). Consecutive roots with the same prompt (one tree's roots in full
+  parallel) are admitted all or none: the runner advances a tree in lockstep, so a root left in
+  the queue would stall its admitted siblings. `max_rows` is a soft limit: a fork is never
+  refused, and a group larger than `max_rows` is admitted alone into an empty batch. A cache
+  whose layers are not plain `DynamicLayer`s (sliding windows, linear attention) cannot be
+  merged: then roots are admitted in waves, only when no row is live.
+- **Forks and drops.** `fork()` and `finish()` only edit the row list; the next `step()` applies
+  all of them in ONE `cache.reorder_cache(idx)` (idx repeats a forked parent's row and omits
+  dropped rows), so the prefix is never recomputed and dropped rows' memory is freed. Columns
+  that became padding for every remaining row are then cut off the left.
+- **Sampling.** Each row owns a `torch.Generator` (on the model's device) seeded with its
+  sequence seed and draws one exponential per vocabulary entry per sampled token; the token is
+  `argmax(p / E)` (the exponential race, = sampling from p). A sequence's tokens therefore depend
+  only on its own seed and logits, never on which other rows exist (METHOD.md section 8).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from eager_eval.backends.base import Fork, NewSequence, TokenStep
+
+# Chat end-of-turn tokens: a chat model stops there even where its generation_config omits them.
+_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>")
+
+
+@dataclass(eq=False)  # identity: rows are removed from the list by `is`
+class _Row:
+    """One live sequence: where it reads in the batch tensors and what it feeds next."""
+
+    seq_id: int
+    generator: torch.Generator
+    slot: int
+    """Row of the batch tensors (cache, mask, position ids, logits) this sequence reads; a new
+    child points at its parent's slot until the next step's reorder gives it its own."""
+    position: int = -1
+    """Last reported generated position (0-based); -1 until the first report."""
+    token: int = -1
+    """Token at `position`: the next step feeds it (a fork may have replaced the sampled one)."""
+
+
+class HFBackend:
+    """`Backend` over a transformers causal LM (CPU or CUDA). See the module docstring."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        topk: int = 20,
+        temperature: float = 0.6,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        entropy_source: str = "raw",
+        max_rows: int = 64,
+        device: str | None = None,
+    ):
+        entropy_source = str(getattr(entropy_source, "value", entropy_source))
+        if entropy_source not in ("raw", "processed"):
+            raise ValueError(f"entropy_source must be 'raw' or 'processed', got {entropy_source!r}")
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if device is not None:
+            self.model = self.model.to(device)
+        self.device = self.model.device
+        self.topk = topk
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.processed_entropy = entropy_source == "processed"
+        self.max_rows = max_rows
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40)
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+        self._waiting: deque[NewSequence] = deque()
+        self._rows: list[_Row] = []  # live rows in creation order (forks append)
+        self._live: dict[int, _Row] = {}  # seq_id -> its row in `_rows`
+        self._seen: set[int] = set()  # every seq_id ever added or forked, to reject reuse
+        self._reshape = False  # a fork or drop since the last reorder
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [slots, columns] 1 = real token, 0 = left pad
+        self._pos: torch.Tensor | None = None  # [slots] position id of the next fed token
+        self._logits: torch.Tensor | None = None  # [slots, vocab] float32, last forward
+
+    # ---- protocol ----------------------------------------------------------------------------
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def add(self, sequences: Sequence[NewSequence]) -> None:
+        for seq in sequences:
+            if not seq.prompt:
+                raise ValueError(f"sequence {seq.seq_id}: prompt must not be empty")
+            self._claim(seq.seq_id)
+            self._waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._waiting or self._rows)
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenStep]:
+        self._apply_forks_and_drops()  # 1) one reorder for all of the last step's forks/drops
+        if self._rows:
+            self._decode()  # 2) feed the tokens at t: logits for t + 1
+        self._admit()  # 3) prefill queued roots: logits for their position 0
+        return self._sample_and_report()  # 4) every live row: one token, top-K logprobs
+
+    @torch.inference_mode()
+    def fork(self, fork: Fork) -> int | None:
+        parent = self._row(fork.parent)
+        if fork.position != parent.position:
+            raise ValueError(
+                f"fork of {fork.parent} at position {fork.position}, but its last reported "
+                f"position is {parent.position} (forks happen in lockstep)"
+            )
+        self._claim(fork.child)
+        generator = self._generator(fork.child_seed)
+        child_token = fork.child_token
+        if child_token is None:  # sample policy: the child draws from the parent's distribution at p
+            scores = self._warp(self._logits[parent.slot : parent.slot + 1])
+            child_token = int(self._sample(scores, [generator])[0])
+        parent.token = fork.parent_token
+        self._add_row(_Row(fork.child, generator, parent.slot, parent.position, child_token))
+        self._reshape = True
+        return child_token
+
+    def finish(self, seq_id: int) -> None:
+        """Drop a live row (its memory goes at the next step's reorder, or now when it was the
+        last one) or a queued root. Finishing an already finished sequence does nothing."""
+        if seq_id not in self._seen:
+            raise KeyError(f"unknown sequence {seq_id}")
+        row = self._live.pop(seq_id, None)
+        if row is None:  # queued (or already finished)
+            self._waiting = deque(s for s in self._waiting if s.seq_id != seq_id)
+            return
+        self._rows.remove(row)
+        self._reshape = True
+        if not self._rows:
+            self._clear_batch()  # nothing left to reorder: free the cache now
+
+    # ---- the step's parts --------------------------------------------------------------------
+
+    def _apply_forks_and_drops(self) -> None:
+        """Give every row its own slot again: repeat forked parents' rows, omit dropped ones."""
+        if not self._reshape:
+            return
+        self._reshape = False
+        if not self._rows:
+            self._clear_batch()
+            return
+        idx = torch.tensor([row.slot for row in self._rows], device=self.device)  # [rows]
+        self._cache.reorder_cache(idx)
+        self._mask, self._pos = self._mask[idx], self._pos[idx]
+        self._logits = None  # stale: the forward that follows every reorder replaces it
+        for slot, row in enumerate(self._rows):
+            row.slot = slot
+        self._trim_left_padding()
+
+    def _decode(self) -> None:
+        """One forward for all rows: feed each row's token at its last reported position."""
+        rows = len(self._rows)
+        next_ids = torch.tensor([row.token for row in self._rows], device=self.device)[:, None]
+        self._mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], -1)  # [rows, cols+1]
+        out = self.model(
+            input_ids=next_ids,  # [rows, 1]
+            attention_mask=self._mask,
+            position_ids=self._pos[:, None],  # [rows, 1]; never the default (left padding)
+            use_cache=True,
+            **{self._cache_kwarg: self._cache},
+        )
+        self._pos = self._pos + 1
+        self._logits = out.logits[:, -1].float()  # [rows, vocab]
+
+    def _admit(self) -> None:
+        """Prefill as many queued roots as fit under `max_rows` and merge them into the batch."""
+        if not self._waiting or (self._rows and not self._mergeable()):
+            return
+        seqs: list[NewSequence] = []
+        while self._waiting:
+            group = self._next_group_size()
+            if (self._rows or seqs) and len(self._rows) + len(seqs) + group > self.max_rows:
+                break  # FIFO: a group that does not fit waits; nothing overtakes it
+            seqs.extend(self._waiting.popleft() for _ in range(group))
+        if not seqs:
+            return
+        width = max(len(s.prompt) for s in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)  # pad id 0: masked anyway
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, seq in enumerate(seqs):  # left padding: every row's last token is in the last column
+            ids[i, width - len(seq.prompt) :] = torch.tensor(seq.prompt)
+            mask[i, width - len(seq.prompt) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,  # [new, width]
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # pads get 0; real tokens 0..len-1
+            use_cache=True,
+            **{self._cache_kwarg: cache},
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1].float()  # [new, vocab]
+        pos = mask.sum(-1)  # [new] next position id = prompt length
+        start = len(self._rows)
+        if self._rows:
+            cache, mask = self._merge(cache, mask)
+            pos, logits = torch.cat([self._pos, pos]), torch.cat([self._logits, logits])
+        self._cache, self._mask, self._pos, self._logits = cache, mask, pos, logits
+        for i, seq in enumerate(seqs):
+            self._add_row(_Row(seq.seq_id, self._generator(seq.seed), start + i))
+
+    def _sample_and_report(self) -> list[TokenStep]:
+        """Sample every row's next token with its own generator and report it with top-K."""
+        if not self._rows:
+            return []
+        assert all(row.slot == i for i, row in enumerate(self._rows)), "reorder before sampling"
+        scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
+        logprobs = (scores if self.processed_entropy else self._logits).log_softmax(-1)
+        top_logprobs, top_ids = logprobs.topk(min(self.topk, logprobs.shape[-1]), -1)  # [rows, K]
+        tokens = self._sample(scores, [row.generator for row in self._rows]).tolist()
+        top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once
+        steps = []
+        for row, token, ids, lps in zip(self._rows, tokens, top_ids, top_logprobs):
+            row.position, row.token = row.position + 1, token
+            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps)))
+        return steps
+
+    # ---- sampling ----------------------------------------------------------------------------
+
+    def _warp(self, logits: torch.Tensor) -> torch.Tensor:
+        """Temperature, then top-k, then top-p (HF's warper order), as -inf masks. [n, vocab]"""
+        scores = logits / self.temperature if self.temperature > 0 else logits
+        if self.top_k > 0 and self.top_k < scores.shape[-1]:
+            kth = scores.topk(self.top_k, -1).values[:, -1:]  # [n, 1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_scores, order = scores.sort(-1, descending=True)
+            probs = sorted_scores.softmax(-1)
+            # drop a token once the more probable ones already hold top_p (the first always stays)
+            drop = (probs.cumsum(-1) - probs) >= self.top_p
+            drop[:, 0] = False
+            scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return scores
+
+    def _sample(self, scores: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """One token per row: argmax(p / E), E ~ Exp(1) drawn from that row's own generator."""
+        if self.temperature == 0:
+            return scores.argmax(-1)  # greedy: no draw, the generators stay untouched
+        noise = torch.empty_like(scores)  # [n, vocab]
+        for row_noise, generator in zip(noise, generators):  # per-row streams: batch-independent
+            row_noise.exponential_(generator=generator)
+        return (scores.softmax(-1) / noise).argmax(-1)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
+        """Stack the running batch over newly prefilled rows, left-padding the shorter side."""
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def left_pad(x: torch.Tensor, dim_from_end: int) -> torch.Tensor:  # pad to `width`
+            pad = [0, 0] * (dim_from_end - 1) + [width - x.shape[-dim_from_end], 0]
+            return F.pad(x, pad)
+
+        for old, new in zip(self._cache.layers, cache.layers):  # keys/values [rows, heads, cols, dim]
+            old.keys = torch.cat([left_pad(old.keys, 2), left_pad(new.keys, 2)])
+            old.values = torch.cat([left_pad(old.values, 2), left_pad(new.values, 2)])
+        return self._cache, torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)])
+
+    def _trim_left_padding(self) -> None:
+        """Cut columns that are padding in every row (after long rows finished)."""
+        if not self._mergeable():
+            return
+        start = int(self._mask.any(0).int().argmax())  # first column some row attends to
+        if start > 0:
+            self._mask = self._mask[:, start:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+
+    def _next_group_size(self) -> int:
+        """Queued roots at the front with the first one's prompt: one tree's roots (full
+        parallel), admitted together, because the runner advances a tree in lockstep and would
+        wait forever on a root left in the queue."""
+        first, size = self._waiting[0].prompt, 0
+        for seq in self._waiting:
+            if seq.prompt != first:
+                break
+            size += 1
+        return size
+
+    def _mergeable(self) -> bool:
+        return self._cache is not None and all(
+            type(layer) is DynamicLayer and layer.is_initialized for layer in self._cache.layers
+        )
+
+    def _clear_batch(self) -> None:
+        self._cache = self._mask = self._pos = self._logits = None
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _claim(self, seq_id: int) -> None:
+        if seq_id in self._seen:
+            raise ValueError(f"sequence id {seq_id} is already in use")
+        self._seen.add(seq_id)
+
+    def _row(self, seq_id: int) -> _Row:
+        if seq_id not in self._live:
+            raise KeyError(f"sequence {seq_id} is not live")
+        return self._live[seq_id]
+
+    def _add_row(self, row: _Row) -> None:
+        self._rows.append(row)
+        self._live[row.seq_id] = row
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """End ids from the generation config and the tokenizer, plus the chat end-of-turn token."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    ids.update(vocab[token] for token in _END_OF_TURN_TOKENS if token in vocab)
+    return frozenset(ids)

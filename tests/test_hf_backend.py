@@ -1,0 +1,293 @@
+"""HFBackend against plain transformers on tiny random-weight models (no download).
+
+The oracle for every reported distribution is one unbatched, unpadded forward of the same
+token prefix: forks, drops, admissions and left padding must not change what a row sees.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from eager_eval.backends.base import Backend, Fork, NewSequence  # noqa: E402
+from eager_eval.backends.hf import HFBackend  # noqa: E402
+
+VOCAB = 96
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: extra threads only spin (and slow to a crawl on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class FakeTokenizer:
+    """What the backend reads from a tokenizer: decode, eos id, vocab (for <|im_end|>)."""
+
+    eos_token_id = 3
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"<|im_end|>": 5, "a": 7}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return " ".join(f"t{i}" for i in ids if not (skip_special_tokens and i in (3, 5)))
+
+
+def tiny_model(arch: str = "llama"):
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    if arch == "llama":
+        config = transformers.LlamaConfig(**common)
+        model = transformers.LlamaForCausalLM(config)
+    else:
+        config = transformers.Qwen3Config(**common, head_dim=8)
+        model = transformers.Qwen3ForCausalLM(config)
+    with torch.no_grad():  # larger weights: peakier, more varied distributions than init gives
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def model(request):
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_model("llama")
+
+
+PROMPTS = [(1, 9, 14, 22, 31, 8, 40), (2, 17), (5, 60, 61, 62, 11), (4, 4, 90, 33, 21, 70, 12, 9, 9, 1)]
+
+
+def roots(prompts, seeds=None, max_new_tokens=50):
+    seeds = seeds or [100 + i for i in range(len(prompts))]
+    return [NewSequence(i, tuple(p), s, max_new_tokens) for i, (p, s) in enumerate(zip(prompts, seeds))]
+
+
+def reference_logprobs(model, prefix) -> torch.Tensor:
+    """log_softmax of one plain batch-1 forward of `prefix`: the oracle."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prefix])).logits[0, -1]
+    return logits.float().log_softmax(-1)
+
+
+def run_tokens(backend, sequences, n_steps):
+    """Tokens per seq_id after `n_steps` steps, no forks."""
+    backend.add(sequences)
+    tokens = {s.seq_id: [] for s in sequences}
+    for _ in range(n_steps):
+        for st in backend.step():
+            tokens[st.seq_id].append(st.token)
+    return tokens
+
+
+def test_is_a_backend(llama):
+    backend = HFBackend(llama, FakeTokenizer())
+    assert isinstance(backend, Backend)
+    assert backend.eos_token_ids == frozenset({3, 5})
+    assert backend.decode([7, 3, 8, 5]) == "t7 t8"
+
+
+LATE_ROOTS = {  # step -> root added then: admission mid-wave merges caches of other widths
+    2: NewSequence(100, (3, 1, 4, 1, 5, 9, 2, 6, 53, 58, 9, 79, 32, 38, 46, 26), 1234, 50),  # longer
+    6: NewSequence(101, (27, 18, 28), 4321, 50),  # shorter than the running batch
+}
+
+
+@pytest.mark.parametrize("policy", ["top2", "sample"])
+def test_forked_rows_see_the_same_logits_as_a_fresh_forward(model, policy):
+    """Every row at every step = an unbatched recompute of prompt + that row's own tokens."""
+    backend = HFBackend(model, FakeTokenizer(), topk=VOCAB, temperature=1.0)
+    backend.add(roots(PROMPTS[:3]))  # prompt lengths 7, 2, 5: left padding
+    prefix = {i: list(p) for i, p in enumerate(PROMPTS[:3])}
+    prompt_len = {i: len(p) for i, p in enumerate(PROMPTS[:3])}
+    next_id, checked, forks_done, parents_finished = 200, 0, 0, 0
+    for t in range(14):
+        steps = backend.step()
+        for st in steps:
+            assert st.position == len(prefix[st.seq_id]) - prompt_len[st.seq_id]
+            ref = reference_logprobs(model, prefix[st.seq_id])
+            got = torch.full((VOCAB,), float("nan"))
+            got[list(st.topk_ids)] = torch.tensor(st.topk_logprobs)
+            assert torch.allclose(got, ref, atol=ATOL), (t, st.seq_id, (got - ref).abs().max())
+            assert list(st.topk_logprobs) == sorted(st.topk_logprobs, reverse=True)
+            checked += 1
+        for st in steps:  # record tokens, then fork some rows at this position
+            prefix[st.seq_id].append(st.token)
+        for st in steps:
+            if (t in (1, 4, 5, 9) and st.seq_id % 3 == t % 3) and len(steps) < 12:
+                child = next_id
+                next_id += 1
+                if policy == "top2":
+                    parent_token, child_token = st.topk_ids[0], st.topk_ids[1]
+                else:
+                    parent_token, child_token = st.token, None
+                got = backend.fork(Fork(st.seq_id, child, st.position, parent_token, child_token, 7 * child))
+                if child_token is not None:
+                    assert got == child_token
+                prefix[st.seq_id][-1] = parent_token
+                prefix[child] = prefix[st.seq_id][:-1] + [got]
+                prompt_len[child] = prompt_len[st.seq_id]
+                forks_done += 1
+                if t == 5 and forks_done % 2:  # the parent ends at once (e.g. its new token is
+                    backend.finish(st.seq_id)  # EOS): the child still reads the parent's cache row
+                    parents_finished += 1
+        if t == 7:  # drop a root and a child
+            live = sorted({st.seq_id for st in steps})
+            backend.finish(live[0])
+            backend.finish(live[-1])
+        if t in LATE_ROOTS:
+            late = LATE_ROOTS[t]
+            backend.add([late])
+            prefix[late.seq_id], prompt_len[late.seq_id] = list(late.prompt), len(late.prompt)
+    assert forks_done >= 4 and parents_finished >= 1 and checked > 60
+    assert len(prefix[100]) > 16 + 5 and len(prefix[101]) > 3 + 5  # both late roots ran
+
+
+def test_positions_count_from_zero_and_children_inherit_the_fork_position(llama):
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0)
+    backend.add(roots(PROMPTS[:2]))
+    first = backend.step()
+    assert [(s.seq_id, s.position) for s in first] == [(0, 0), (1, 0)]
+    backend.step()
+    child = backend.fork(Fork(0, 10, 1, 5, None, 1234))
+    assert isinstance(child, int)
+    third = backend.step()
+    assert [(s.seq_id, s.position) for s in third] == [(0, 2), (1, 2), (10, 2)]
+
+
+def test_greedy_equals_generate(model):
+    prompts = PROMPTS
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    n = 20
+    expected = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n, pad_token_id=0
+    )[:, width:].tolist()
+    backend = HFBackend(model, FakeTokenizer(), temperature=0.0)
+    got = run_tokens(backend, roots(prompts), n)
+    assert [got[i] for i in range(len(prompts))] == expected
+
+
+def test_same_seeds_give_the_same_tokens(llama):
+    a = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS), 25)
+    b = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS), 25)
+    assert a == b
+    c = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS, [1, 2, 3, 4]), 25)
+    assert a != c
+
+
+def test_tokens_do_not_depend_on_companion_rows(llama):
+    """Sequence 0 (prompt 0, seed 100) alone, and batched with different companions."""
+    alone = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS[:1]), 30)[0]
+    for companions, seeds in ((PROMPTS[1:], [100, 5, 6, 7]), (PROMPTS[2:][::-1], [100, 9, 8])):
+        prompts = [PROMPTS[0], *companions]
+        together = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(prompts, seeds), 30)
+        assert together[0] == alone
+
+
+def test_top_k_and_top_p_restrict_the_sample(llama):
+    backend = HFBackend(llama, FakeTokenizer(), topk=VOCAB, temperature=1.0, top_k=3, top_p=0.9)
+    backend.add(roots(PROMPTS))
+    for _ in range(10):
+        for st in backend.step():  # raw logprobs, sorted: the sampled token is among the top 3
+            assert st.token in st.topk_ids[:3]
+    nucleus = HFBackend(llama, FakeTokenizer(), topk=VOCAB, temperature=1.0, top_p=0.3)
+    nucleus.add(roots(PROMPTS))
+    for _ in range(10):
+        for st in nucleus.step():  # allowed: tokens whose more probable predecessors hold < 0.3
+            mass_before = torch.tensor(st.topk_logprobs).exp().cumsum(0) - torch.tensor(st.topk_logprobs).exp()
+            allowed = [tok for tok, before in zip(st.topk_ids, mass_before.tolist()) if before < 0.3 + 1e-6]
+            assert st.token in allowed
+    processed = HFBackend(llama, FakeTokenizer(), topk=5, temperature=1.0, top_k=2, entropy_source="processed")
+    processed.add(roots(PROMPTS))
+    for st in processed.step():
+        assert st.topk_logprobs[2:] == (float("-inf"),) * 3  # masked by top_k=2
+        assert abs(sum(torch.tensor(st.topk_logprobs[:2]).exp().tolist()) - 1) < 1e-5
+
+
+def test_finish_drops_rows_and_queued_roots_are_admitted_under_max_rows(llama):
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=3)
+    prompts = [PROMPTS[i % 4] for i in range(8)]
+    backend.add(roots(prompts))
+    backend.finish(7)  # a queued root: never admitted
+    reported, lengths = set(), {}
+    while backend.has_unfinished():
+        steps = backend.step()
+        assert len(steps) <= 3
+        assert len(backend._rows) == len(steps)
+        for st in steps:
+            reported.add(st.seq_id)
+            lengths[st.seq_id] = st.position + 1
+            if st.position + 1 == 4 + st.seq_id % 3:  # uneven lengths: admission mid-wave
+                backend.finish(st.seq_id)
+    assert reported == set(range(7))
+    assert lengths == {i: 4 + i % 3 for i in range(7)}
+    assert backend._cache is None  # memory freed with the last row
+    assert backend.step() == []
+
+
+def test_forks_may_exceed_max_rows_and_drops_free_cache_rows(llama):
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=2)
+    backend.add(roots(PROMPTS[:3]))
+    steps = backend.step()
+    assert [s.seq_id for s in steps] == [0, 1]
+    for child in (10, 11):
+        backend.fork(Fork(0, child, 0, steps[0].token, None, child))
+    steps = backend.step()
+    assert [s.seq_id for s in steps] == [0, 1, 10, 11]  # soft limit: no admission of root 2
+    assert backend._cache.layers[0].keys.shape[0] == 4
+    for seq_id in (0, 10, 11):
+        backend.finish(seq_id)
+    steps = backend.step()
+    assert [s.seq_id for s in steps] == [1, 2]  # root 2 admitted once rows are free
+    assert backend._cache.layers[0].keys.shape[0] == 2
+
+
+def test_fork_rejects_a_stale_position_and_reused_ids(llama):
+    backend = HFBackend(llama, FakeTokenizer())
+    backend.add(roots(PROMPTS[:1]))
+    backend.step()
+    backend.step()
+    with pytest.raises(ValueError, match="lockstep"):
+        backend.fork(Fork(0, 1, 0, 5, 6, 1))
+    with pytest.raises(ValueError, match="already in use"):
+        backend.fork(Fork(0, 0, 1, 5, 6, 1))
+    with pytest.raises(ValueError):
+        backend.add(roots(PROMPTS[:1]))
+
+
+def test_a_prompts_roots_are_admitted_together(llama):
+    """Full parallel: the runner advances a tree in lockstep, so its roots enter as one group,
+    even past max_rows into an empty batch; the next group waits until it fits."""
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=3)
+    prompts = [PROMPTS[0]] * 4 + [PROMPTS[1]] * 2
+    backend.add(roots(prompts))
+    assert [s.seq_id for s in backend.step()] == [0, 1, 2, 3]
+    backend.finish(0)
+    assert [s.seq_id for s in backend.step()] == [1, 2, 3]  # 3 live + 2 > max_rows
+    backend.finish(1)
+    assert [s.seq_id for s in backend.step()] == [2, 3]  # 2 live + 2 > 3: the group waits
+    backend.finish(2)
+    assert [s.seq_id for s in backend.step()] == [3, 4, 5]
