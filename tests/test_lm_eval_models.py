@@ -305,3 +305,25 @@ def test_readme_command_on_smollm2(tmp_path):
                 {"EAGER_EVAL_DATA_DIR": str(SHARED_DATA)}, cwd=tmp_path)
     metrics = results_of(output)[0]["results"]["aime25"]
     assert {f"{m},all" for m in lm_eval_tasks.METRICS} <= set(metrics)
+
+
+def test_chat_auto_wraps_prompts_unless_the_harness_already_did(tiny_dir):
+    model = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_seqs": 2},
+                                          {"device": "cpu", "batch_size": "1"})
+    assert model._render("what is two") == "what is two"  # no chat template: unchanged
+    model.tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}"
+        "{% if add_generation_prompt %} answer{% endif %}")
+    assert model._render("what is two") == "<s> what is two </s> answer"
+    model.apply_chat_template([{"role": "user", "content": "x"}])  # --apply_chat_template
+    assert model._render("what is two") == "what is two"
+    raw = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "chat": "false"},
+                                        {"device": "cpu", "batch_size": "1"})
+    raw.tokenizer.chat_template = model.tokenizer.chat_template
+    assert raw._render("what is two") == "what is two"
+
+
+def test_bad_chat_value_is_a_clear_error(tiny_dir):
+    with pytest.raises(ValueError, match="chat must be auto, true or false, got 'maybe'"):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "chat": "maybe"},
+                                      {"device": "cpu", "batch_size": "1"})

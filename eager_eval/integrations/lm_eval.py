@@ -74,8 +74,10 @@ FROM_PRETRAINED_ARGS = frozenset({
 """`from_pretrained` keywords eager-hf passes through HFLM's **kwargs; any other unknown model
 arg is an error (HFLM would hand a typo to from_pretrained, which may ignore it)."""
 
-ADAPTER_ARGS = frozenset({"max_rows"})
-"""Model args of the adapters themselves: `max_rows` = rows the HF backend admits at once."""
+ADAPTER_ARGS = frozenset({"max_rows", "chat"})
+"""Model args of the adapters themselves: `max_rows` = rows the HF backend admits at once;
+`chat` = auto | true | false: wrap each prompt in the tokenizer's chat template (auto: when
+the tokenizer has one and lm-eval's --apply_chat_template did not already)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,11 +301,13 @@ def generate_texts(
     explicit: frozenset[str] = frozenset(),
     default_max_gen_toks: int = 256,
     finalize: Callable[[str], str] = lambda text: text,
+    render: Callable[[str], str] = lambda context: context,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string per request, in request order, plus each group's run.
 
-    `encode(context, max_new_tokens)` gives the prompt's token ids; `finalize` post-processes a
-    sequence's text before it fills a slot (e.g. cut the thinking block off), never a marker.
+    `render(context)` gives the prompt text the model sees (e.g. chat-templated);
+    `encode(text, max_new_tokens)` its token ids; `finalize` post-processes a sequence's text
+    before it fills a slot (e.g. cut the thinking block off), never a marker.
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -316,10 +320,11 @@ def generate_texts(
         if run_config.mode is Mode.EAGER:
             _require_labels(group, targets, types)
             verifier = labels_verifier(targets, types)
+        rendered = [render(doc.context) for doc in group.docs]
         prompts = [
-            PromptInput(tuple(encode(doc.context, settings.max_new_tokens)), settings.stop,
-                        settings.max_new_tokens, opens_thinking(doc.context, run_config.think_end))
-            for doc in group.docs
+            PromptInput(tuple(encode(text, settings.max_new_tokens)), settings.stop,
+                        settings.max_new_tokens, opens_thinking(text, run_config.think_end))
+            for text in rendered
         ]
         result = run(prompts, new_backend(run_config), run_config, verifier=verifier)
         for doc, prompt, answer_type in zip(group.docs, result.prompts, types, strict=True):
@@ -439,6 +444,34 @@ class _EagerGeneration:
     def _new_backend(self, config: EagerConfig) -> Backend:
         raise NotImplementedError
 
+    def _set_chat(self, chat: Any) -> None:
+        value = str(chat).strip().lower()
+        if value not in ("auto", "true", "false"):
+            raise ConfigError("chat", chat, "auto, true or false")
+        self._chat = value
+        self._harness_applied_chat = False
+
+    def apply_chat_template(self, chat_history: Any, *args: Any, **kwargs: Any) -> str:
+        # lm-eval calls this while building requests only under --apply_chat_template.
+        self._harness_applied_chat = True
+        return super().apply_chat_template(chat_history, *args, **kwargs)  # type: ignore[misc]
+
+    def _render(self, context: str) -> str:
+        """The prompt text the model sees. Instruct and reasoning models answer a bare
+        'Problem ... \\boxed{}' text with an immediate end of turn, so by default (chat=auto)
+        the context becomes one user message of the tokenizer's chat template, thinking on."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        use = self._chat == "true" or (self._chat == "auto" and bool(template)
+                                       and not self._harness_applied_chat)
+        if not use:
+            return context
+        if not template:
+            raise ConfigError("chat", self._chat, "false for a tokenizer without a chat template")
+        extra = {"enable_thinking": True} if "enable_thinking" in str(template) else {}
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": context}], add_generation_prompt=True, tokenize=False,
+            **extra)
+
     def _encode_prompt(self, context: str, max_new_tokens: int) -> list[int]:
         room = self.max_length - max_new_tokens
         if room <= 0:
@@ -471,6 +504,7 @@ class _EagerGeneration:
             requests, config=self.eager_config, new_backend=self._new_backend,
             encode=self._encode_prompt, explicit=self._explicit,
             default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
+            render=self._render,
         )
         for outcome in outcomes:
             self._record(outcome)
@@ -535,9 +569,10 @@ class EagerHFLM(_EagerGeneration, HFLM):
 
     MODEL_NAME = "eager-hf"
 
-    def __init__(self, pretrained: Any, max_rows: int = 64, **kwargs: Any) -> None:
+    def __init__(self, pretrained: Any, max_rows: int = 64, chat: Any = "auto", **kwargs: Any) -> None:
         accepted = _init_params(HFLM) | FROM_PRETRAINED_ARGS | ADAPTER_ARGS
         rest = self._take_eager_args(kwargs, accepted)
+        self._set_chat(chat)
         device = rest.get("device", "cuda")  # HFLM's default
         if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
             if "device" in rest:  # the CLI always sends one: 'cuda:0' unless --device is given
@@ -581,8 +616,9 @@ def _build_eager_vllm() -> type:
 
         MODEL_NAME = "eager-vllm"
 
-        def __init__(self, pretrained: str, **kwargs: Any) -> None:
+        def __init__(self, pretrained: str, chat: Any = "auto", **kwargs: Any) -> None:
             rest = self._take_eager_args(kwargs, _vllm_accepted(VLLM))
+            self._set_chat(chat)
             dp = int(rest.get("data_parallel_size", 1) or 1)
             if dp > 1:
                 raise ConfigError(
