@@ -387,7 +387,7 @@ def test_embedded_gguf_converts_once_then_loads_fast_and_identically(cache, monk
     gguf_model, gguf_tokenizer = converted["model"].eval(), converted["tokenizer"]
     prompt = apply_chat(tokenizer, "What is 2 + 3?")
     assert prompt == apply_chat(gguf_tokenizer, "What is 2 + 3?")
-    assert prompt[-3:] == tokenizer("<|im_start|>assistant\n")["input_ids"]
+    assert prompt[-4:] == tokenizer("<|im_start|>assistant\n")["input_ids"], "generation prompt"
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     ids = torch.tensor([prompt])
     with torch.no_grad():
