@@ -342,7 +342,14 @@ def run(
     """Generate for every prompt with `config.mode`; the budget pool spans all `prompts`."""
     validate_run(prompts, config, verifier)
     started = time.perf_counter()
-    driver = _Driver(backend, config, prompts, on_tree_done)
+
+    def tree_done(tree: TreeResult) -> None:
+        if store is not None:  # saved the moment it ends: a crash mid-round loses no tree
+            store.put(tree)
+        if on_tree_done is not None:
+            on_tree_done(tree)
+
+    driver = _Driver(backend, config, prompts, tree_done)
     m = config.max_seqs
     results = [PromptResult(i) for i in range(len(prompts))]
     rounds: list[RoundStats] = []
@@ -358,8 +365,6 @@ def run(
                 todo.append((p, round_idx, cap, theta, n_roots))
         for tree in driver.run_trees(todo):
             trees[tree.prompt_idx] = tree
-            if store is not None:
-                store.put(tree)
         for p, *_ in specs:
             results[p].trees.append(trees[p])
         rounds.append(RoundStats(

