@@ -112,7 +112,10 @@ def _trim_stated_answer(stated: str) -> str:
         if closing > 0:
             return stated[1:closing].strip()
     stated = re.split(r"\.\s", stated, maxsplit=1)[0]  # "70. Let me check" -> "70"; keeps "0.5"
-    return stated.strip().rstrip(".$*").lstrip("$").strip()
+    stated = stated.strip().rstrip(".$*").lstrip("$").strip()
+    # "2 in this context, as ..." -> "2": a number followed by prose is the number
+    lead = re.match(r"[-+]?\d[\d,]*(?:\.\d+)?(?:/\d+)?(?=[\s,;:]+[A-Za-z])", stated)
+    return lead.group(0).replace(",", "") if lead else stated
 
 
 def extract_math_answer(text: str) -> str | None:

@@ -245,3 +245,9 @@ def test_core_imports_no_heavy_stack():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "", f"importing answers/metrics loaded: {loaded}"
+
+
+def test_a_stated_number_followed_by_prose_is_the_number():
+    assert extract_math_answer("so the answer is 2 in this context, as we only need two") == "2"
+    assert extract_math_answer("The answer is 1,000 apples in total") == "1000"
+    assert extract_math_answer("the answer is x + 1") == "x + 1"
