@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from eager_eval.config import ConfigError, EagerConfig, Mode
-from eager_eval.datasets import DataFileError
+from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.models import DeviceError, ModelNotFoundError
 from eager_eval.store import StoreError
 
@@ -208,7 +208,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     if suffix not in (".jsonl", ".json", ".csv"):
         raise DataFileError(f"data file {path} must be .jsonl or .csv, got {suffix or 'no suffix'!r}")
     try:
-        return _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+        return _read_csv(path) if suffix == ".csv" else read_jsonl(path)
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataFileError(f"data file {path} is not UTF-8 {suffix[1:].upper()} text: {err}") from None
 
@@ -217,21 +217,6 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
 
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFileError(f"{path}:{line_no} is not JSON: {err}") from None
-            if not isinstance(row, dict):
-                raise DataFileError(f"{path}:{line_no} is not a JSON object")
-            rows.append(row)
-    return rows
 
 
 def _require_fields(path: Path, rows: list[dict[str, Any]], needed: Sequence[str], hint: str) -> None:

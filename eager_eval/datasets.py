@@ -80,9 +80,9 @@ def _local_file(name: str) -> Path | None:
     return path
 
 
-def read_math_jsonl(path: str | Path, *, problem_field: str = "problem",
-                    answer_field: str = "answer") -> list[MathProblem]:
-    problems = []
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file (blank lines skipped); a bad line names its number."""
+    rows = []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
@@ -91,12 +91,22 @@ def read_math_jsonl(path: str | Path, *, problem_field: str = "problem",
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataFileError(f"{path}:{line_no} is not JSON: {err}") from None
-            missing = [f for f in (problem_field, answer_field) if f not in row]
-            if missing:
-                raise DataFileError(f"{path}:{line_no} lacks field(s) {missing}: every line needs "
-                                    f"{problem_field!r} and {answer_field!r}")
-            problems.append(MathProblem(str(row.get("id", line_no - 1)), str(row[problem_field]),
-                                        str(row[answer_field])))
+            if not isinstance(row, dict):
+                raise DataFileError(f"{path}:{line_no} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def read_math_jsonl(path: str | Path, *, problem_field: str = "problem",
+                    answer_field: str = "answer") -> list[MathProblem]:
+    problems = []
+    for i, row in enumerate(read_jsonl(path)):
+        missing = [f for f in (problem_field, answer_field) if f not in row]
+        if missing:
+            raise DataFileError(f"{path}: row {i + 1} lacks field(s) {missing}: every line needs "
+                                f"{problem_field!r} and {answer_field!r}")
+        problems.append(MathProblem(str(row.get("id", i)), str(row[problem_field]),
+                                    str(row[answer_field])))
     return problems
 
 

