@@ -87,6 +87,7 @@ def accuracy_vs_tokens(board: Leaderboard) -> bytes | None:
         ax.set_title(task)
         ax.set_xlabel("#T (tokens generated)")
         ax.set_ylabel("Pass@k (%)")
+        ax.set_ylim(-2, 102)  # a share: never below 0 or above 100, even when all points tie
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], marker="o", linestyle="", color=METHOD_COLOURS[m], label=METHOD_LABELS[m])
                for m in METHODS if any(r.method == m for rs in tasks.values() for r in rs)]
