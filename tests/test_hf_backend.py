@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from eager_eval.backends.base import Backend, Fork, NewSequence  # noqa: E402
-from eager_eval.backends.hf import HFBackend  # noqa: E402
+from eager_eval.backends.base import Backend, Fork, NewSequence
+from eager_eval.backends.hf import HFBackend
 
 VOCAB = 96
 ATOL = 1e-4
@@ -41,18 +41,18 @@ class FakeTokenizer:
 
 def tiny_model(arch: str = "llama"):
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
+    common = {
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "pad_token_id": 0,
+    }
     if arch == "llama":
         config = transformers.LlamaConfig(**common)
         model = transformers.LlamaForCausalLM(config)
@@ -76,12 +76,19 @@ def llama():
     return tiny_model("llama")
 
 
-PROMPTS = [(1, 9, 14, 22, 31, 8, 40), (2, 17), (5, 60, 61, 62, 11), (4, 4, 90, 33, 21, 70, 12, 9, 9, 1)]
+PROMPTS = [
+    (1, 9, 14, 22, 31, 8, 40),
+    (2, 17),
+    (5, 60, 61, 62, 11),
+    (4, 4, 90, 33, 21, 70, 12, 9, 9, 1),
+]
 
 
 def roots(prompts, seeds=None, max_new_tokens=50):
     seeds = seeds or [100 + i for i in range(len(prompts))]
-    return [NewSequence(i, tuple(p), s, max_new_tokens) for i, (p, s) in enumerate(zip(prompts, seeds))]
+    return [
+        NewSequence(i, tuple(p), s, max_new_tokens) for i, (p, s) in enumerate(zip(prompts, seeds))
+    ]
 
 
 def reference_logprobs(model, prefix) -> torch.Tensor:
@@ -108,8 +115,9 @@ def test_is_a_backend(llama):
     assert backend.decode([7, 3, 8, 5]) == "t7 t8"
 
 
+LONG_PROMPT = (3, 1, 4, 1, 5, 9, 2, 6, 53, 58, 9, 79, 32, 38, 46, 26)
 LATE_ROOTS = {  # step -> root added then: admission mid-wave merges caches of other widths
-    2: NewSequence(100, (3, 1, 4, 1, 5, 9, 2, 6, 53, 58, 9, 79, 32, 38, 46, 26), 1234, 50),  # longer
+    2: NewSequence(100, LONG_PROMPT, 1234, 50),  # longer than the running batch
     6: NewSequence(101, (27, 18, 28), 4321, 50),  # shorter than the running batch
 }
 
@@ -118,9 +126,10 @@ LATE_ROOTS = {  # step -> root added then: admission mid-wave merges caches of o
 def test_forked_rows_see_the_same_logits_as_a_fresh_forward(model, policy):
     """Every row at every step = an unbatched recompute of prompt + that row's own tokens."""
     backend = HFBackend(model, FakeTokenizer(), topk=VOCAB, temperature=1.0)
-    backend.add(roots(PROMPTS[:3]))  # prompt lengths 7, 2, 5: left padding
-    prefix = {i: list(p) for i, p in enumerate(PROMPTS[:3])}
-    prompt_len = {i: len(p) for i, p in enumerate(PROMPTS[:3])}
+    first = [*PROMPTS[:3], PROMPTS[0]]  # lengths 7, 2, 5: left padding; a repeat: prefilled once
+    backend.add(roots(first))
+    prefix = {i: list(p) for i, p in enumerate(first)}
+    prompt_len = {i: len(p) for i, p in enumerate(first)}
     next_id, checked, forks_done, parents_finished = 200, 0, 0, 0
     for t in range(14):
         steps = backend.step()
@@ -142,7 +151,9 @@ def test_forked_rows_see_the_same_logits_as_a_fresh_forward(model, policy):
                     parent_token, child_token = st.topk_ids[0], st.topk_ids[1]
                 else:
                     parent_token, child_token = st.token, None
-                got = backend.fork(Fork(st.seq_id, child, st.position, parent_token, child_token, 7 * child))
+                got = backend.fork(
+                    Fork(st.seq_id, child, st.position, parent_token, child_token, 7 * child)
+                )
                 if child_token is not None:
                     assert got == child_token
                 prefix[st.seq_id][-1] = parent_token
@@ -194,17 +205,19 @@ def test_same_seeds_give_the_same_tokens(llama):
     a = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS), 25)
     b = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS), 25)
     assert a == b
-    c = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS, [1, 2, 3, 4]), 25)
-    assert a != c
+    other_seeds = roots(PROMPTS, [1, 2, 3, 4])
+    assert run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), other_seeds, 25) != a
 
 
 def test_tokens_do_not_depend_on_companion_rows(llama):
     """Sequence 0 (prompt 0, seed 100) alone, and batched with different companions."""
-    alone = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(PROMPTS[:1]), 30)[0]
-    for companions, seeds in ((PROMPTS[1:], [100, 5, 6, 7]), (PROMPTS[2:][::-1], [100, 9, 8])):
-        prompts = [PROMPTS[0], *companions]
-        together = run_tokens(HFBackend(llama, FakeTokenizer(), temperature=1.0), roots(prompts, seeds), 30)
-        assert together[0] == alone
+    def tokens_of_sequence_0(prompts, seeds):
+        backend = HFBackend(llama, FakeTokenizer(), temperature=1.0)
+        return run_tokens(backend, roots(prompts, seeds), 30)[0]
+
+    alone = tokens_of_sequence_0(PROMPTS[:1], [100])
+    assert tokens_of_sequence_0(PROMPTS, [100, 5, 6, 7]) == alone
+    assert tokens_of_sequence_0([PROMPTS[0], PROMPTS[3], PROMPTS[2]], [100, 9, 8]) == alone
 
 
 def test_top_k_and_top_p_restrict_the_sample(llama):
@@ -217,10 +230,13 @@ def test_top_k_and_top_p_restrict_the_sample(llama):
     nucleus.add(roots(PROMPTS))
     for _ in range(10):
         for st in nucleus.step():  # allowed: tokens whose more probable predecessors hold < 0.3
-            mass_before = torch.tensor(st.topk_logprobs).exp().cumsum(0) - torch.tensor(st.topk_logprobs).exp()
-            allowed = [tok for tok, before in zip(st.topk_ids, mass_before.tolist()) if before < 0.3 + 1e-6]
+            probs = torch.tensor(st.topk_logprobs).exp()
+            mass_before = (probs.cumsum(0) - probs).tolist()
+            allowed = [tok for tok, m in zip(st.topk_ids, mass_before) if m < 0.3 + 1e-6]
             assert st.token in allowed
-    processed = HFBackend(llama, FakeTokenizer(), topk=5, temperature=1.0, top_k=2, entropy_source="processed")
+    processed = HFBackend(
+        llama, FakeTokenizer(), topk=5, temperature=1.0, top_k=2, entropy_source="processed"
+    )
     processed.add(roots(PROMPTS))
     for st in processed.step():
         assert st.topk_logprobs[2:] == (float("-inf"),) * 3  # masked by top_k=2
@@ -291,3 +307,13 @@ def test_a_prompts_roots_are_admitted_together(llama):
     assert [s.seq_id for s in backend.step()] == [2, 3]  # 2 live + 2 > 3: the group waits
     backend.finish(2)
     assert [s.seq_id for s in backend.step()] == [3, 4, 5]
+
+
+def test_sampler_draws_from_the_warped_distribution(llama):
+    backend = HFBackend(llama, FakeTokenizer(), temperature=0.5, top_k=3)
+    logits = torch.tensor([[1.0, 0.5, 0.0, 2.0, -1.0]]).repeat(4000, 1)
+    generators = [torch.Generator().manual_seed(i) for i in range(4000)]
+    tokens = backend._sample(backend._warp(logits), generators)
+    freq = torch.bincount(tokens, minlength=5).float() / len(tokens)
+    expected = torch.tensor([1.0, 0.5, float("-inf"), 2.0, float("-inf")]).div(0.5).softmax(-1)
+    assert torch.allclose(freq, expected, atol=0.03), (freq, expected)

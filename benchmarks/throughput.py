@@ -1,0 +1,176 @@
+"""Full-parallel throughput: HFBackend's step loop against `model.generate(num_return_sequences=M)`.
+
+Same model, prompts, rows (prompts x M) and lengths (exactly T new tokens per row, EOS
+ignored) on both sides; prefill is included in both timings. Not a test: prints tokens/s and
+`RATIO eager_vs_generate <x>` (> 1 means the backend is faster).
+
+    python benchmarks/throughput.py                          # SmolLM2-135M, 1 prompt x 32 rows
+    python benchmarks/throughput.py --prompts 4 --max-seqs 8
+    python benchmarks/throughput.py --model tiny --quick     # random tiny model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from eager_eval.backends.base import NewSequence
+from eager_eval.backends.hf import HFBackend
+
+PROMPTS = [
+    "Ana has 7 apples and buys 5 more. How many apples does she have? Give the final answer in \\boxed{}.",
+    "A box holds 12 pencils. How many pencils are in 4 boxes? Give the final answer in \\boxed{}.",
+    "Ben had 40 marbles and gave away 13. How many are left? Give the final answer in \\boxed{}.",
+    "Cleo reads 15 pages a day for 6 days. How many pages does she read? Give the final answer in \\boxed{}.",
+]
+
+
+def load(name: str):
+    """(model, tokenizer, token id lists of the prompts)."""
+    if name == "tiny":
+        return _tiny()
+    from eager_eval.models import apply_chat, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(name)
+    return model, tokenizer, [apply_chat(tokenizer, p) for p in PROMPTS]
+
+
+def _tiny():
+    """A random Llama with SmolLM2-135M's vocabulary size: no download, no models.py needed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+
+    class Tokenizer:
+        eos_token_id = 2
+
+        def decode(self, ids, skip_special_tokens=False):
+            return " ".join(map(str, ids))
+
+    prompts = [
+        [1 + (i * 7919 + j * 104729) % 49000 for j in range(40 + 9 * i)]
+        for i in range(len(PROMPTS))
+    ]
+    return model, Tokenizer(), prompts
+
+
+def run_backend(
+    model, tokenizer, prompts, m: int, t: int, temperature: float
+) -> tuple[float, float]:
+    """(seconds for every row to reach `t` tokens, seconds of the first step = prefill + token 0).
+    The runner's finishing is done by hand."""
+    backend = HFBackend(
+        model, tokenizer, temperature=temperature, top_p=1.0, top_k=0, max_rows=len(prompts) * m
+    )
+    start = time.perf_counter()
+    backend.add(
+        [
+            NewSequence(i * m + j, tuple(p), 1000 + i * m + j, t)
+            for i, p in enumerate(prompts)
+            for j in range(m)
+        ]
+    )
+    first = None
+    while backend.has_unfinished():
+        for step in backend.step():
+            if step.position + 1 >= t:
+                backend.finish(step.seq_id)
+        first = first or time.perf_counter() - start
+    return time.perf_counter() - start, first
+
+
+def run_generate(model, prompts, m: int, t: int, temperature: float) -> float:
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], device=model.device)
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device
+    )
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            num_return_sequences=m,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=t,
+            min_new_tokens=t,
+            pad_token_id=0,
+        )
+    elapsed = time.perf_counter() - start
+    assert out.shape == (len(prompts) * m, width + t), out.shape
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="models.py name, or 'tiny' (random)"
+    )
+    parser.add_argument("--prompts", type=int, default=1, help=f"1..{len(PROMPTS)}")
+    parser.add_argument("--max-seqs", type=int, default=32, help="M: rows per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="best of N for each side, alternating"
+    )
+    parser.add_argument("--quick", action="store_true", help="8 rows x 16 tokens (under a minute)")
+    args = parser.parse_args()
+    if args.quick:
+        args.max_seqs, args.max_new_tokens = min(args.max_seqs, 8), min(args.max_new_tokens, 16)
+
+    model, tokenizer, prompts = load(args.model)
+    prompts = prompts[: args.prompts]
+    m, t = args.max_seqs, args.max_new_tokens
+    tokens = len(prompts) * m * t
+    print(
+        f"model={args.model} device={model.device} dtype={model.dtype} threads={torch.get_num_threads()} "
+        f"load={os.getloadavg()[0]:.2f} prompts={len(prompts)} (lengths {[len(p) for p in prompts]}) "
+        f"M={m} T={t} rows={len(prompts) * m}"
+    )
+    run_backend(model, tokenizer, prompts, 2, 2, args.temperature)  # warm-up: first-call costs
+    run_generate(model, prompts, 2, 2, args.temperature)
+    eager = generate = eager_first = generate_first = float("inf")
+    for r in range(args.repeats):  # alternate, so a busy spell on a shared machine hits both sides
+        e, e_first = run_backend(model, tokenizer, prompts, m, t, args.temperature)
+        g = run_generate(model, prompts, m, t, args.temperature)
+        g_first = run_generate(model, prompts, m, 1, args.temperature)  # prefill + token 0
+        print(
+            f"round {r}: eager {e:.2f} s (first step {e_first:.2f}), generate {g:.2f} s "
+            f"(T=1: {g_first:.2f}), load {os.getloadavg()[0]:.2f}"
+        )
+        eager, generate = min(eager, e), min(generate, g)
+        eager_first, generate_first = min(eager_first, e_first), min(generate_first, g_first)
+    # The backend prefills each distinct prompt once; generate() prefills all M copies. The
+    # decode-only rate (after the first token) compares the step loops alone.
+    decode_tokens = len(prompts) * m * (t - 1)
+    eager_decode, generate_decode = eager - eager_first, generate - generate_first
+    print(
+        f"eager    {eager:7.2f} s  {tokens / eager:8.1f} tok/s  (prefill+first {eager_first:.2f} s, "
+        f"decode {decode_tokens / eager_decode:.1f} tok/s)"
+    )
+    print(
+        f"generate {generate:7.2f} s  {tokens / generate:8.1f} tok/s  (prefill+first {generate_first:.2f} s, "
+        f"decode {decode_tokens / generate_decode:.1f} tok/s)"
+    )
+    print(f"RATIO eager_vs_generate_decode_only {generate_decode / eager_decode:.3f}")
+    print(f"RATIO eager_vs_generate {generate / eager:.3f}")
+
+
+if __name__ == "__main__":
+    main()
