@@ -39,11 +39,9 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.tokens import end_token_ids
 
 # Chat end-of-turn tokens: a chat model stops there even where its generation_config omits them.
-_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>")
-
-
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
 class _Row:
     """One live sequence: where it reads in the batch tensors and what it feeds next."""
@@ -99,7 +97,8 @@ class HFBackend:
         self.top_k = top_k
         self.processed_entropy = entropy_source == "processed"
         self.max_rows = max_rows
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        config = getattr(model, "generation_config", None)
+        self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40)
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -357,14 +356,3 @@ class HFBackend:
     def _add_row(self, row: _Row) -> None:
         self._rows.append(row)
         self._live[row.seq_id] = row
-
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    """End ids from the generation config and the tokenizer, plus the chat end-of-turn token."""
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
-        eos = getattr(source, "eos_token_id", None)
-        ids.update([eos] if isinstance(eos, int) else (eos or []))
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids.update(vocab[token] for token in _END_OF_TURN_TOKENS if token in vocab)
-    return frozenset(ids)

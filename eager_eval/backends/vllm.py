@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.tokens import end_token_ids
 from eager_eval.seeds import _splitmix64
 
 INSTALL_HINT = (
@@ -183,7 +184,7 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self.settings = settings or SamplingSettings()
         self.eos_token_ids = frozenset(
-            eos_token_ids if eos_token_ids is not None else _eos_token_ids(tokenizer)
+            eos_token_ids if eos_token_ids is not None else end_token_ids(tokenizer)
         )
         _check_engine(engine, self.settings)
         max_model_len = getattr(getattr(engine, "model_config", None), "max_model_len", None)
@@ -246,7 +247,7 @@ class VLLMBackend:
                           "build the LLM with enable_prefix_caching=True", stacklevel=2)
         tokenizer = llm.get_tokenizer()
         generation_config = engine.model_config.try_get_generation_config() or {}
-        eos = _eos_token_ids(tokenizer, generation_config.get("eos_token_id"))
+        eos = set(end_token_ids(tokenizer, generation_config.get("eos_token_id")))
         return cls(engine, tokenizer, settings, eos_token_ids=eos, llm=llm)
 
     # ---- protocol ----------------------------------------------------------------------------
@@ -539,18 +540,3 @@ def _check_engine(engine: Any, settings: SamplingSettings) -> None:
             f"entropy_source={settings.entropy_source!r} needs an engine built with "
             f"logprobs_mode={settings.logprobs_mode!r}, got {mode!r}"
         )
-
-
-# Chat end-of-turn tokens: the same list as backends/hf.py, so both engines end a sequence on
-# the same tokens (a chat model stops there even where its generation_config omits them).
-_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end|>")
-
-
-def _eos_token_ids(tokenizer: Any, generation_eos: int | Sequence[int] | None = None) -> set[int]:
-    """End ids: the generation config's, the tokenizer's, and a chat end-of-turn token."""
-    ids: set[int] = set()
-    for eos in (generation_eos, getattr(tokenizer, "eos_token_id", None)):
-        ids.update([eos] if isinstance(eos, int) else (eos or []))
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids.update(vocab[token] for token in _END_OF_TURN_TOKENS if token in vocab)
-    return ids
