@@ -160,15 +160,16 @@ def main() -> None:
     # decode-only rate (after the first token) compares the step loops alone.
     decode_tokens = len(prompts) * m * (t - 1)
     eager_decode, generate_decode = eager - eager_first, generate - generate_first
-    print(
-        f"eager    {eager:7.2f} s  {tokens / eager:8.1f} tok/s  (prefill+first {eager_first:.2f} s, "
-        f"decode {decode_tokens / eager_decode:.1f} tok/s)"
-    )
-    print(
-        f"generate {generate:7.2f} s  {tokens / generate:8.1f} tok/s  (prefill+first {generate_first:.2f} s, "
-        f"decode {decode_tokens / generate_decode:.1f} tok/s)"
-    )
-    print(f"RATIO eager_vs_generate_decode_only {generate_decode / eager_decode:.3f}")
+
+    def rate(seconds: float) -> str:  # a busy spell can make the T=1 run outlast the full one
+        return f"{decode_tokens / seconds:.1f} tok/s" if seconds > 0 else "n/a (noisy)"
+
+    print(f"eager    {eager:7.2f} s  {tokens / eager:8.1f} tok/s  "
+          f"(prefill+first {eager_first:.2f} s, decode {rate(eager_decode)})")
+    print(f"generate {generate:7.2f} s  {tokens / generate:8.1f} tok/s  "
+          f"(prefill+first {generate_first:.2f} s, decode {rate(generate_decode)})")
+    if eager_decode > 0 and generate_decode > 0:
+        print(f"RATIO eager_vs_generate_decode_only {generate_decode / eager_decode:.3f}")
     print(f"RATIO eager_vs_generate {generate / eager:.3f}")
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -41,7 +41,7 @@ from transformers.cache_utils import DynamicLayer
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
 from eager_eval.backends.tokens import end_token_ids
 
-# Chat end-of-turn tokens: a chat model stops there even where its generation_config omits them.
+
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
 class _Row:
     """One live sequence: where it reads in the batch tensors and what it feeds next."""
@@ -123,7 +123,7 @@ class HFBackend:
             if not seq.prompt:
                 raise ValueError(f"sequence {seq.seq_id}: prompt must not be empty")
             self._claim(seq.seq_id)
-            self._waiting.append(seq)
+            self._waiting.append(replace(seq, prompt=tuple(seq.prompt)))  # hashable: dedup key
 
     def has_unfinished(self) -> bool:
         return bool(self._waiting or self._rows)
