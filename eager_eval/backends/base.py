@@ -66,7 +66,12 @@ class Backend(Protocol):
         ...
 
     def add(self, sequences: Sequence[NewSequence]) -> None:
-        """Queue root sequences; the backend admits them as its row or memory limit allows."""
+        """Queue root sequences; the backend admits them as its row or memory limit allows.
+
+        Roots of one tree (adjacent, same prompt: Full Parallel's M) must be admitted together:
+        the runner decides a position only when every live sequence of the tree reported it,
+        so a tree split across admissions would wait on rows that never run.
+        """
         ...
 
     def step(self) -> list[TokenStep]:
