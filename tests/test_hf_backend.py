@@ -13,18 +13,13 @@ transformers = pytest.importorskip("transformers")
 
 from eager_eval.backends.base import Backend, Fork, NewSequence
 from eager_eval.backends.hf import HFBackend
+from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
 VOCAB = 96
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: extra threads only spin (and slow to a crawl on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeTokenizer:

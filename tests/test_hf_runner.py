@@ -21,16 +21,12 @@ from eager_eval.backends.scripted import ScriptedBackend  # noqa: E402
 from eager_eval.config import EagerConfig  # noqa: E402
 from eager_eval.runner import PromptInput, run  # noqa: E402
 from eager_eval.seeds import branch_seed  # noqa: E402
+from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
 PROMPTS = [PromptInput(p) for p in [(1, 9, 14, 22, 31), (2, 17), (5, 60, 61, 62, 11, 40, 8)]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from eager_eval.integrations import lm_eval as adapter  # noqa: E402
 from eager_eval.integrations import lm_eval_tasks  # noqa: E402
 from eager_eval.integrations.lm_eval import NO_SEQUENCE, EagerHFLM  # noqa: E402
 from eager_eval.models import ModelNotFoundError  # noqa: E402
-from support import SHARED_DATA  # noqa: E402
+from support import SHARED_DATA, one_torch_thread  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = (
@@ -38,13 +38,7 @@ WORDS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: extra threads only spin (and crawl on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def save_tiny_model(directory: Path) -> Path:
