@@ -205,10 +205,14 @@ class _Tree:
         runner = self.runner
         reason = None
         token = seq.tokens[t]
-        self._track_thinking(seq, t)
+        window = max(0, t - _STOP_TAIL_TOKENS)
+        tail: str | None = None  # the decoded window, shared by the thinking and stop checks
+        if runner.config.think_end is not None and seq.think_closed_at is None:
+            tail = runner.backend.decode(seq.tokens[window: t + 1])
+            self._track_thinking(seq, t, tail)
         if token in runner.backend.eos_token_ids:
             reason = FinishReason.EOS
-        elif self.prompt.stop and self._stop_at(seq, t) is not None:
+        elif self.prompt.stop and self._stop_at(seq, t, window, tail) is not None:
             reason = FinishReason.STOP
         elif t + 1 >= self.max_new_tokens:
             reason = FinishReason.LENGTH
@@ -217,12 +221,8 @@ class _Tree:
             seq.pending.clear()
             runner.backend.finish(seq.seq_id)
 
-    def _track_thinking(self, seq: _Seq, t: int) -> None:
-        marker = self.runner.config.think_end
-        if marker is None or seq.think_closed_at is not None:
-            return
-        tail = self.runner.backend.decode(seq.tokens[max(0, t - _STOP_TAIL_TOKENS): t + 1])
-        if marker in tail:
+    def _track_thinking(self, seq: _Seq, t: int, tail: str) -> None:
+        if self.runner.config.think_end in tail:
             seq.think_closed_at = t
         elif self.runner.think_start and self.runner.think_start in tail:
             seq.opened_thinking = True
@@ -230,14 +230,19 @@ class _Tree:
     def _in_thinking(self, seq: _Seq) -> bool:
         return self.runner.config.think_end is not None and seq.opened_thinking and seq.think_closed_at is None
 
-    def _stop_at(self, seq: _Seq, t: int) -> int | None:
-        """Character offset in the tail where a stop string starts, if one is there."""
+    def _stop_at(self, seq: _Seq, t: int, window: int, tail: str | None) -> int | None:
+        """Character offset in the tail where a stop string starts, if one is there.
+
+        Only text after the end-of-thinking marker counts; `tail` is the decoded window when
+        the caller already has it.
+        """
         if self._in_thinking(seq):
             return None
-        start = max(0, t - _STOP_TAIL_TOKENS)
+        start = window
         if seq.think_closed_at is not None:
             start = max(start, seq.think_closed_at + 1)
-        tail = self.runner.backend.decode(seq.tokens[start: t + 1])
+        if tail is None or start != window:
+            tail = self.runner.backend.decode(seq.tokens[start: t + 1])
         hits = [tail.find(s) for s in self.prompt.stop if s and s in tail]
         return min(hits) if hits else None
 
@@ -296,6 +301,7 @@ class _Driver:
             for t in trees for s in t.roots
         ])
         open_trees = {id(t): t for t in trees}
+        finished: dict[int, TreeResult] = {}  # built once: result() decodes every sequence
         while open_trees:
             steps = self.backend.step()
             if not steps and not self.backend.has_unfinished():
@@ -309,9 +315,10 @@ class _Driver:
                 tree.advance()
                 if tree.is_done and key in open_trees:
                     del open_trees[key]
+                    finished[key] = tree.result()
                     if self.on_tree_done is not None:
-                        self.on_tree_done(tree.result())
-        return [t.result() for t in trees]
+                        self.on_tree_done(finished[key])
+        return [finished[id(t)] for t in trees]
 
 
 def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: Verifier | None) -> None:

@@ -211,3 +211,20 @@ def test_stop_string_ends_a_sequence_outside_thinking_only():
     assert seq.finish_reason.value == "stop"
     assert len(seq.tokens) == 6
     assert seq.text == "<think>xSTOP</think>x"
+
+
+def test_thinking_and_stop_checks_share_one_decode_per_token():
+    calls = []
+
+    class Counting(ScriptedBackend):
+        def decode(self, token_ids):
+            calls.append(len(token_ids))
+            return super().decode(token_ids)
+
+    script = by_position({}, peaked(3), end=5)
+    prompt = PromptInput((7,), stop=("STOP",))
+    backend = Counting(script, vocab={3: "x", 0: ""})
+    result = run([prompt], backend, cfg(think_end="</think>"))
+    (seq,) = result.prompts[0].sequences
+    assert len(seq.tokens) == 6
+    assert len(calls) == len(seq.tokens) + 1  # one per token, one for the final text
