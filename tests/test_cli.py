@@ -185,7 +185,8 @@ def test_run_writes_results_and_samples(capsys, math_file, tmp_path, tiny_model_
     results = json.loads((out / "results.json").read_text())
     assert results["tool"] == "eager-eval" and results["format_version"] == 1
     assert results["model"] == str(tiny_model_dir) and results["task"] == "tiny"
-    assert set(results["versions"]) == {"python", "eager_eval", "torch", "transformers", "platform"}
+    assert set(results["versions"]) == {"python", "eager_eval", "torch", "transformers", "vllm",
+                                        "platform"}
     assert results["engine"]["backend"] == "hf"
     assert results["data"]["n_prompts"] == 4 and len(results["data"]["sha256"]) == 64
     runs = {r["method"]: r for r in results["runs"]}

@@ -182,6 +182,7 @@ def test_model_info_holds_settings_versions_and_seed(lm):
     info = lm.get_model_info()["eager_eval"]
     assert info["settings"]["mode"] == "eager_adapt" and info["settings"]["max_seqs"] == 3
     assert info["seed"] == 5
+    assert info["backend"] == "hf"
     assert info["versions"]["lm_eval"] and info["versions"]["torch"]
     json.dumps(info)  # lands in the results JSON as it is
 

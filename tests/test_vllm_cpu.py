@@ -196,3 +196,17 @@ def test_runner_on_vllm_cpu(backend):
                 parent = seqs[s.parent]
                 assert s.tokens[: s.fork_position] == parent.tokens[: s.fork_position]
     assert not backend.has_unfinished() and not backend.engine.has_unfinished_requests()
+
+
+def test_full_parallel_on_vllm_cpu_asks_for_no_logprobs_and_is_plain_sampling(backend):
+    """Full Parallel: M roots per prompt, each plain sampling with its seed; no logprobs asked."""
+    prompts = [PromptInput(PROMPT), PromptInput(PROMPT[:20])]
+    config = EagerConfig(mode="full_parallel", max_seqs=3, topk=K, think_end=None,
+                         max_new_tokens=12, seed=7, temperature=TEMPERATURE)
+    fp_backend = VLLMBackend.from_llm(backend.llm, config)
+    assert fp_backend.settings.logprobs is False
+    result = run(prompts, fp_backend, config)
+    seeds = [branch_seed(7, i, j) for i in range(len(prompts)) for j in range(3)]
+    want, _ = generate(backend, [p.tokens for p in prompts for _ in range(3)], seeds, 12)
+    got = [s.tokens for p in result.prompts for s in sorted(p.sequences, key=lambda s: s.index)]
+    assert got == want

@@ -6,7 +6,8 @@ generator seeded at admission (like the CPU Model Runner V1: draw i of a request
 (seed, i)). It reports top-K logprobs the vLLM way (ranks 1..K, plus the sampled token with
 its true rank when it is not among them, first), can hold a new request back for a few steps
 (child lag), emit several tokens per step, and keep emitting an aborted request's output for
-one more step (an abort that races a step in flight).
+one more step (an abort that races a step in flight). A request with `logprobs=None` gets
+`logprobs=None` outputs, as in vLLM.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from eager_eval.backends.vllm import (
     topk_rows,
 )
 from eager_eval.seeds import _splitmix64, unit_uniform
+from eager_eval.seeds import restart_seed as seeds_restart_seed
 
 EOS = 0
 VOCAB = 24
@@ -123,7 +125,7 @@ class _Request:
     context: list[int]
     seed: int
     max_tokens: int
-    logprobs: int
+    logprobs: int | None
     stop: frozenset[int]
     delay: int
     generated: int = 0
@@ -194,8 +196,9 @@ class FakeEngine:
                 dist = distribution(tuple(req.context))
                 token = sample(dist, req.seed, req.generated)
                 rank = next(i for i, (t, _) in enumerate(dist, 1) if t == token)
-                top = [(t, lp, r) for r, (t, lp) in enumerate(dist[: req.logprobs], 1)]
-                sampled = [] if rank <= req.logprobs else [(token, dist[rank - 1][1], rank)]
+                k = req.logprobs or 0
+                top = [(t, lp, r) for r, (t, lp) in enumerate(dist[:k], 1)]
+                sampled = [] if rank <= k else [(token, dist[rank - 1][1], rank)]
                 entries.append(sampled + top)  # vLLM: the sampled token first, then ranks 1..K
                 tokens.append(token)
                 req.context.append(token)
@@ -203,7 +206,9 @@ class FakeEngine:
                 if token in req.stop or req.generated >= req.max_tokens:
                     finished = True
                     break
-            if self.flat:
+            if req.logprobs is None:
+                logprobs = None  # vLLM computes and sends none
+            elif self.flat:
                 logprobs = FlatLogprobs()
                 for e in entries:
                     logprobs.append(e)
@@ -232,7 +237,7 @@ class FakeTokenizer:
         return " ".join(f"t{i}" for i in ids if not (skip_special_tokens and i == EOS))
 
 
-def fake_builder(k: int, stop: frozenset[int] = frozenset({EOS})):
+def fake_builder(k: int | None, stop: frozenset[int] = frozenset({EOS})):
     def build(spec: RequestSpec):
         params = SimpleNamespace(seed=spec.seed, max_tokens=spec.max_tokens, logprobs=k,
                                  ignore_eos=True, stop_token_ids=sorted(stop))
@@ -439,6 +444,17 @@ def test_fork_that_changes_the_parent_token_restarts_the_parent():
     assert [s.position for s in child_after] == list(range(p + 1, 14))
     assert backend.stats.restarts == 1 and backend.stats.dropped_tokens == len(old_tokens) - p - 1
     assert_reports_match_model(backend, after, 5)
+
+
+def test_restart_seed_is_the_public_one_in_seeds_and_keeps_its_values():
+    assert restart_seed is seeds_restart_seed
+    # Pinned: a change would silently change every restarted parent's tokens.
+    cases = [(0, 1), (11, 1), (21, 1), (2**63 - 1, 3), (12345, 7)]
+    assert [restart_seed(s, n) for s, n in cases] == [
+        9029155475474254836, 974765626265451189, 95743996321227772, 529736123372993274,
+        7855266407219965329]
+    assert len({restart_seed(11, n) for n in range(1, 50)} | {11}) == 50
+    assert all(0 <= restart_seed(s, 1) < 2**63 for s in (0, 1, 2**64 - 1))
 
 
 def test_restart_of_a_request_that_already_ended_resubmits_it():
@@ -694,6 +710,72 @@ def test_from_llm_takes_an_eager_config_and_warns_without_prefix_caching(fake_vl
 def test_unloadable_model_is_named(fake_vllm):
     with pytest.raises(VLLMModelLoadError, match="missing/model"):
         VLLMBackend.from_model("missing/model")
+
+
+# ---- runs that never branch ask for no logprobs ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode, logprobs", [("full_parallel", None), ("eager_init", 5),
+                                            ("eager_adapt", 5), ("eager", 5)])
+def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
+    from eager_eval.backends.vllm import load_llm
+    from eager_eval.config import EagerConfig
+
+    config = EagerConfig(mode=mode, topk=5)
+    assert SamplingSettings.from_config(config).logprobs is (logprobs is not None)
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", topk=5), config)
+    _, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
+    assert params.logprobs == logprobs
+
+
+def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
+    from eager_eval.backends.vllm import load_llm
+    from eager_eval.config import EagerConfig
+    from eager_eval.runner import PromptInput, run
+
+    config = EagerConfig(mode="full_parallel", max_seqs=3, topk=5, think_end=None,
+                         max_new_tokens=12, seed=4, temperature=1.0)
+    prompts = [PromptInput(PROMPT), PromptInput((8, 9))]
+
+    def sequences(settings):
+        llm = load_llm("tiny/model", topk=5)
+        result = run(prompts, VLLMBackend.from_llm(llm, settings), config)
+        return [[(s.index, tuple(s.tokens), s.finish_reason) for s in p.sequences]
+                for p in result.prompts], llm.llm_engine
+
+    with_logprobs, engine = sequences(SamplingSettings(topk=5, temperature=1.0))
+    assert all(o.outputs[0].logprobs is not None for o in engine.raw_outputs)
+    without, engine = sequences(config)  # from the config: logprobs off
+    assert all(o.outputs[0].logprobs is None for o in engine.raw_outputs)
+    assert without == with_logprobs
+    assert all(len(p) == 3 for p in without)
+
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", topk=5), config)
+    backend.add([NewSequence(0, PROMPT, 3, 6)])
+    steps = drain(backend)
+    assert len(steps) == 6 and all(s.topk_ids == () == s.topk_logprobs for s in steps)
+
+
+def test_engine_logprob_limits_apply_only_when_logprobs_are_requested():
+    settings = SamplingSettings(topk=30, entropy_source="processed", logprobs=False)
+    VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), settings,
+                request_builder=fake_builder(None))  # asks for none: any engine will do
+    with pytest.raises(ValueError, match="max_logprobs=20"):
+        VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), SamplingSettings(topk=30),
+                    request_builder=fake_builder(30))
+
+
+@pytest.mark.parametrize("mode", ["eager_init", "eager_adapt"])
+def test_missing_logprobs_in_a_branching_run_is_a_clear_error(mode):
+    """Logprobs requested (every eager mode) but absent from the output: fail, never guess."""
+    from eager_eval.config import EagerConfig
+    from eager_eval.runner import PromptInput, run
+
+    config = EagerConfig(mode=mode, topk=5, think_end=None, max_new_tokens=6)
+    backend = VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings.from_config(config),
+                          request_builder=fake_builder(None))  # a builder that forgets them
+    with pytest.raises(RuntimeError, match=r"logprobs for none of 1 new tokens.*logprobs=K"):
+        run([PromptInput(PROMPT)], backend, config)
 
 
 # ---- with the runner -------------------------------------------------------------------------

@@ -27,7 +27,9 @@ class TokenStep:
 
     `topk_ids`/`topk_logprobs` are the K most probable next tokens at that position, most
     probable first, as log-probabilities of the distribution the entropy is read from (raw by
-    default). `token` is what the backend sampled there with the sequence's own seed.
+    default). A backend told the run never branches (full_parallel) may leave both empty: the
+    runner reads them only while a tree can branch. `token` is what the backend sampled there
+    with the sequence's own seed.
     """
 
     seq_id: int

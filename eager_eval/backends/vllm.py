@@ -6,6 +6,8 @@ only translates (ENGINES.md section 3; docs/VLLM.md has the long version):
 - **Requests.** One per sequence: `prompt = root prompt + the sequence's generated tokens so
   far`, `SamplingParams(seed=<sequence seed>, logprobs=K, output_kind=DELTA, detokenize=False)`.
   Each `step()` turns the deltas into `TokenStep`s, one per new token (a delta may hold several).
+  A full_parallel run never branches, so nothing reads the top-K: its requests ask for no
+  logprobs (`logprobs=None`) and its TokenSteps carry empty top-K tuples.
 - **Positions.** A request submitted with `n` generated tokens in its prompt produces absolute
   positions `n, n + 1, ...`; the backend keeps each sequence's reported tokens, so the next
   token's position is always `len(tokens)`.
@@ -16,8 +18,9 @@ only translates (ENGINES.md section 3; docs/VLLM.md has the long version):
   the prefix is recomputed.
 - **Parent restarts.** When the fork changes the parent's token at p (top2 policy), the parent's
   request is aborted and resubmitted on `prompt + parent[:p] + [parent_token]` with
-  `restart_seed(seed, n)` (n = its n-th restart). Tokens the old request produced past p are
-  dropped here; the runner drops them too and waits for positions > p to be re-reported.
+  `restart_seed(seed, n)` (from eager_eval.seeds; n = its n-th restart). Tokens the old
+  request produced past p are dropped here; the runner drops them too and waits for positions
+  > p to be re-reported.
   A fresh seed, not the sequence seed: on the CPU engine (Model Runner V1) a request's
   generator is seeded at admission, so reusing the seed would replay the noise of the
   sequence's first positions; a derived seed keeps the restart deterministic and its noise new.
@@ -39,7 +42,8 @@ from typing import Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
 from eager_eval.backends.tokens import end_token_ids
-from eager_eval.seeds import _splitmix64
+from eager_eval.config import Mode
+from eager_eval.seeds import restart_seed
 
 INSTALL_HINT = (
     "install it with: pip install 'eager-eval[vllm]' (CUDA). On a CPU-only x86-64 machine use "
@@ -74,6 +78,9 @@ class SamplingSettings:
     entropy_source: str = "raw"
     """raw: logprobs before temperature/top-k/top-p (vLLM's `raw_logprobs`, the reference);
     processed: of the distribution sampled from (`processed_logprobs`). An ENGINE setting."""
+    logprobs: bool = True
+    """Ask vLLM for the top-K logprobs. False only for runs that never branch (full_parallel):
+    nothing reads them there, and on a GPU they cost a top-K over the vocabulary per token."""
 
     def __post_init__(self) -> None:
         source = str(getattr(self.entropy_source, "value", self.entropy_source))
@@ -95,9 +102,11 @@ class SamplingSettings:
 
     @classmethod
     def from_config(cls, config: Any) -> "SamplingSettings":
-        """From an EagerConfig (or anything with its field names)."""
+        """From an EagerConfig (or anything with its field names); `logprobs` from its mode."""
+        mode = getattr(config, "mode", None)
+        never_branches = str(getattr(mode, "value", mode)) == Mode.FULL_PARALLEL.value
         return cls(config.topk, config.temperature, config.top_p, config.top_k,
-                   config.entropy_source)
+                   config.entropy_source, logprobs=not never_branches)
 
 
 @dataclass(frozen=True)
@@ -139,11 +148,6 @@ class EngineStats:
     def prefill_tokens(self) -> int:
         """Prompt tokens actually computed (the fork/restart recompute cost included)."""
         return self.prompt_tokens - self.cached_prompt_tokens
-
-
-def restart_seed(seed: int, restart: int) -> int:
-    """Seed of a sequence's `restart`-th resubmission (63-bit, like branch_seed)."""
-    return _splitmix64(_splitmix64(seed & ((1 << 64) - 1)) ^ (0x5EED0000 + restart)) >> 1
 
 
 @dataclass(eq=False)
@@ -233,8 +237,9 @@ class VLLMBackend:
         """A fresh backend over an already loaded `vllm.LLM` (one per run; the LLM is reused).
 
         `settings`: a SamplingSettings, an EagerConfig (its topk, temperature, top_p, top_k,
-        entropy_source), or None for the defaults. The LLM must have been built with
-        `max_logprobs >= topk` and the matching `logprobs_mode` (`load_llm` does both).
+        entropy_source; mode full_parallel requests no logprobs), or None for the defaults. A
+        run that requests logprobs needs an LLM built with `max_logprobs >= topk` and the
+        matching `logprobs_mode` (`load_llm` does both).
         """
         if settings is None:
             settings = SamplingSettings()
@@ -265,6 +270,7 @@ class VLLMBackend:
 
     def step(self) -> list[TokenStep]:
         k = self.settings.topk
+        no_topk = itertools.repeat(((), ()))  # logprobs off: the runner never reads the top-K
         steps: list[TokenStep] = []
         for out in self.engine.step():
             seq = self._live.get(out.request_id)
@@ -275,7 +281,8 @@ class VLLMBackend:
                 self.stats.cached_prompt_tokens += out.num_cached_tokens or 0
             completion = out.outputs[0]
             token_ids = completion.token_ids
-            rows = topk_rows(completion.logprobs, len(token_ids), k)
+            rows = (topk_rows(completion.logprobs, len(token_ids), k) if self.settings.logprobs
+                    else no_topk)
             for token, (ids, logprobs) in zip(token_ids, rows):
                 steps.append(TokenStep(seq.seq_id, len(seq.tokens), token, ids, logprobs))
                 seq.tokens.append(token)
@@ -508,7 +515,7 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k if settings.top_k > 0 else defaults.top_k,  # 0 or -1: off
-        logprobs=settings.topk,
+        logprobs=settings.topk if settings.logprobs else None,
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
         # Stop at exactly the backend's EOS set, the one the runner finishes on.
@@ -526,7 +533,10 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
 
 
 def _check_engine(engine: Any, settings: SamplingSettings) -> None:
-    """Engine-level limits a request cannot change (read only where the engine exposes them)."""
+    """Engine-level limits a request cannot change (read only where the engine exposes them).
+    Both concern logprobs only: a run that requests none runs on any engine."""
+    if not settings.logprobs:
+        return
     model_config = getattr(engine, "model_config", None)
     max_logprobs = getattr(model_config, "max_logprobs", None)
     if isinstance(max_logprobs, int) and max_logprobs != -1 and settings.topk > max_logprobs:

