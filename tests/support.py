@@ -35,3 +35,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def save_tiny_llama_with_smollm2_tokenizer(out: Path, **config: object) -> Path:
+    """A random-weight Llama (1 layer, hidden 16 unless `config` says otherwise) that speaks
+    through the embedded SmolLM2 tokenizer: real chat template, end-of-turn token and prompts."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from eager_eval.models import converted_model_dir, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
+    tokenizer.save_pretrained(out)
+    settings = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)
+    settings.update(config)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                                         bos_token_id=tokenizer.bos_token_id, **settings))
+    model.to(torch.float32).save_pretrained(out)
+    return out

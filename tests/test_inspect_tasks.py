@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from eager_eval.datasets import DataFileError, load_aime25, load_gpqa_diamond
-from support import needs_smollm2  # noqa: E402
+from support import needs_smollm2, save_tiny_llama_with_smollm2_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
@@ -101,23 +101,7 @@ def test_missing_data_file_offline_is_a_clear_error(tmp_path, monkeypatch, name,
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A random 1-layer Llama (hidden 16) with the embedded SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from eager_eval.models import converted_model_dir, resolve_model
-
-    out = tmp_path_factory.mktemp("tiny-smollm2-llama")
-    tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
-    tokenizer.save_pretrained(out)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
+    return save_tiny_llama_with_smollm2_tokenizer(tmp_path_factory.mktemp("tiny-smollm2-llama"))
 
 
 def inspect_eval_cli(args: list[str], data_dir: Path, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ pytest.importorskip("vllm")
 pytest.importorskip("lm_eval")
 pytest.importorskip("inspect_ai")
 
-from support import SHARED_DATA, needs_smollm2  # noqa: E402
+from support import SHARED_DATA, needs_smollm2, save_tiny_llama_with_smollm2_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
@@ -37,24 +37,11 @@ needs_aime = pytest.mark.skipif(not (SHARED_DATA / "aime25.jsonl").is_file(),
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """A random 1-layer Llama (head_dim 32: a size vLLM's CPU attention takes) + SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from eager_eval.models import converted_model_dir, resolve_model
-
-    out = tmp_path_factory.mktemp("tiny-smollm2-llama")
-    tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
-    tokenizer.save_pretrained(out)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-        initializer_range=0.2,  # peaky distributions: entropies vary, so trees branch
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out)
-    return out
+    """head_dim 32: a size vLLM's CPU attention takes; peaky logits (initializer_range 0.2), so
+    entropies vary and trees branch."""
+    return save_tiny_llama_with_smollm2_tokenizer(
+        tmp_path_factory.mktemp("tiny-smollm2-llama"), hidden_size=64, intermediate_size=128,
+        num_key_value_heads=2, head_dim=32, initializer_range=0.2)
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
