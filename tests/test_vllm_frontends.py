@@ -125,3 +125,14 @@ def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
     assert list(metrics) == METRICS
     assert metrics["tokens_generated"]["value"] == sum(
         s["output"]["metadata"]["tokens_generated"] for s in log["samples"])
+
+
+def test_eager_vllm_names_a_model_vllm_cannot_load(tmp_path):
+    from eager_eval.backends.vllm import VLLMModelLoadError
+    from eager_eval.integrations import lm_eval as adapter
+
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")  # no model_type: vLLM refuses it
+    with pytest.raises(VLLMModelLoadError, match=r"vLLM could not load model '.*not-a-model'"):
+        adapter.EagerVLLM.create_from_arg_obj({"pretrained": str(bad), "max_seqs": 2}, {})

@@ -75,9 +75,10 @@ FROM_PRETRAINED_ARGS = frozenset({
 arg is an error (HFLM would hand a typo to from_pretrained, which may ignore it)."""
 
 ADAPTER_ARGS = frozenset({"max_rows", "chat"})
-"""Model args of the adapters themselves: `max_rows` = rows the HF backend admits at once;
-`chat` = auto | true | false: wrap each prompt in the tokenizer's chat template (auto: when
-the tokenizer has one and lm-eval's --apply_chat_template did not already)."""
+"""Model args of the adapters themselves: `max_rows` = most live rows in the HF backend's
+batch (each tree reserves its cap); `chat` = auto | true | false: wrap each prompt in the
+tokenizer's chat template (auto: when the tokenizer has one and lm-eval's
+--apply_chat_template did not already)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,7 +637,15 @@ def _build_eager_vllm() -> type:
             rest.setdefault("logprobs_mode", "raw_logprobs" if raw else "processed_logprobs")
             rest.setdefault("seed", self.eager_config.seed)
             self._model_name = pretrained
-            super().__init__(pretrained=_resolve_pretrained(pretrained), **rest)
+            path = _resolve_pretrained(pretrained)
+            try:
+                super().__init__(pretrained=path, **rest)
+            except Exception as err:  # vLLM raises many types (pydantic, OSError, RuntimeError)
+                from eager_eval.backends.vllm import VLLMModelLoadError
+
+                raise VLLMModelLoadError(
+                    f"vLLM could not load model {pretrained!r} ({path}): "
+                    f"{type(err).__name__}: {err}") from err
             from eager_eval.engines import VLLMEngine
 
             self._engine = VLLMEngine(self._model_name, self.model, self.tokenizer)
