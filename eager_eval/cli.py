@@ -475,8 +475,8 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default=None, help="auto (default: float32 on CPU, bf16 on "
                        "CUDA), float32, bfloat16 or float16")
     group.add_argument("--max-rows", type=int, default=64, metavar="N",
-                       help="sequences decoded together in one batch (default: 64); forks may "
-                       "exceed it, new prompts wait")
+                       help="most sequences decoded together in one batch (default: 64); each "
+                       "prompt's tree reserves its cap (M in eager modes), later prompts wait")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="CPU threads for torch (default: torch's own; demo: "
                        f"{DEMO_THREADS}, robust on a busy machine)")

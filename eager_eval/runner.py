@@ -90,6 +90,8 @@ class _Tree:
         self.prompt_idx = prompt_idx
         self.round = round_idx
         self.prompt = prompt
+        if cap < n_roots:
+            raise ValueError(f"a tree's cap ({cap}) must hold its {n_roots} roots")
         self.cap = cap
         self.theta = theta
         self.max_new_tokens = prompt.max_new_tokens or c.max_new_tokens
@@ -279,6 +281,7 @@ class _Driver:
         self.on_tree_done = on_tree_done
         self.think_start = config.think_end.replace("/", "", 1) if config.think_end else None
         self._next_id = 0
+        self._next_tree = 0  # backend tree ids: one per tree of every round of the run
         self._tree_of: dict[int, _Tree] = {}
         self._seq_of: dict[int, _Seq] = {}
 
@@ -296,10 +299,12 @@ class _Driver:
     def run_trees(self, specs: Iterable[tuple[int, int, int, float, int]]) -> list[TreeResult]:
         """specs: (prompt_idx, round, cap, theta, n_roots). Results in the order of specs."""
         trees = [_Tree(self, p, r, self.prompts[p], cap, theta, n) for p, r, cap, theta, n in specs]
-        self.backend.add([
-            NewSequence(s.seq_id, self.prompts[t.prompt_idx].tokens, s.seed, t.max_new_tokens)
-            for t in trees for s in t.roots
-        ])
+        new: list[NewSequence] = []
+        for t in trees:
+            new += [NewSequence(s.seq_id, t.prompt.tokens, s.seed, t.max_new_tokens,
+                                tree=self._next_tree, tree_cap=t.cap) for s in t.roots]
+            self._next_tree += 1
+        self.backend.add(new)
         open_trees = {id(t): t for t in trees}
         finished: dict[int, TreeResult] = {}  # built once: result() decodes every sequence
         while open_trees:

@@ -86,6 +86,19 @@ def roots(prompts, seeds=None, max_new_tokens=50):
     ]
 
 
+def tree_roots(trees, max_new_tokens=50):
+    """[(prompt, roots, tree_cap)] -> the roots of trees 0, 1, ..., seq ids counting from 0."""
+    out = []
+    for tree, (prompt, n, cap) in enumerate(trees):
+        out += [NewSequence(len(out) + i, tuple(prompt), 100 + len(out) + i, max_new_tokens,
+                            tree=tree, tree_cap=cap) for i in range(n)]
+    return out
+
+
+def ids(steps):
+    return [s.seq_id for s in steps]
+
+
 def reference_logprobs(model, prefix) -> torch.Tensor:
     """log_softmax of one plain batch-1 forward of `prefix`: the oracle."""
     with torch.no_grad():
@@ -259,7 +272,9 @@ def test_finish_drops_rows_and_queued_roots_are_admitted_under_max_rows(llama):
     assert backend.step() == []
 
 
-def test_forks_may_exceed_max_rows_and_drops_free_cache_rows(llama):
+def test_forks_are_never_refused_and_drops_free_cache_rows(llama):
+    """Forks past a tree's cap (the runner never asks for one) are still applied; that tree
+    then reserves its live rows, so the next root waits until they finish."""
     backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=2)
     backend.add(roots(PROMPTS[:3]))
     steps = backend.step()
@@ -267,7 +282,7 @@ def test_forks_may_exceed_max_rows_and_drops_free_cache_rows(llama):
     for child in (10, 11):
         backend.fork(Fork(0, child, 0, steps[0].token, None, child))
     steps = backend.step()
-    assert [s.seq_id for s in steps] == [0, 1, 10, 11]  # soft limit: no admission of root 2
+    assert [s.seq_id for s in steps] == [0, 1, 10, 11]  # past max_rows: root 2 waits
     assert backend._cache.layers[0].keys.shape[0] == 4
     for seq_id in (0, 10, 11):
         backend.finish(seq_id)
@@ -289,19 +304,69 @@ def test_fork_rejects_a_stale_position_and_reused_ids(llama):
         backend.add(roots(PROMPTS[:1]))
 
 
-def test_a_prompts_roots_are_admitted_together(llama):
+def test_a_trees_roots_are_admitted_together(llama):
     """Full parallel: the runner advances a tree in lockstep, so its roots enter as one group,
     even past max_rows into an empty batch; the next group waits until it fits."""
     backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=3)
-    prompts = [PROMPTS[0]] * 4 + [PROMPTS[1]] * 2
-    backend.add(roots(prompts))
-    assert [s.seq_id for s in backend.step()] == [0, 1, 2, 3]
+    backend.add(tree_roots([(PROMPTS[0], 4, 4), (PROMPTS[1], 2, 2)]))
+    assert ids(backend.step()) == [0, 1, 2, 3]  # one tree larger than max_rows runs alone
     backend.finish(0)
-    assert [s.seq_id for s in backend.step()] == [1, 2, 3]  # 3 live + 2 > max_rows
+    assert ids(backend.step()) == [1, 2, 3]  # 3 reserved + 2 > max_rows
     backend.finish(1)
-    assert [s.seq_id for s in backend.step()] == [2, 3]  # 2 live + 2 > 3: the group waits
+    assert ids(backend.step()) == [2, 3]  # 2 reserved + 2 > 3: the group waits
     backend.finish(2)
-    assert [s.seq_id for s in backend.step()] == [3, 4, 5]
+    assert ids(backend.step()) == [3, 4, 5]
+
+
+def test_trees_are_told_apart_by_id_not_by_prompt(llama):
+    """Two trees with the same prompt are two groups; each is still prefilled once per prompt."""
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=3)
+    backend.add(tree_roots([(PROMPTS[0], 2, 2), (PROMPTS[0], 2, 2), (PROMPTS[1], 1, 1)]))
+    assert ids(backend.step()) == [0, 1]  # tree 1 is not tree 0's: 2 + 2 > 3, it waits
+    backend.finish(0)
+    assert ids(backend.step()) == [1, 2, 3]  # 1 + 2 fits; tree 2 (1 more) waits
+    backend.finish(2)
+    assert ids(backend.step()) == [1, 3, 4]
+
+
+def test_add_checks_that_a_trees_roots_come_together(llama):
+    backend = HFBackend(llama, FakeTokenizer(), max_rows=3)
+    a, b, c = tree_roots([(PROMPTS[0], 2, 2), (PROMPTS[1], 1, 1)])
+    with pytest.raises(ValueError, match="adjacent"):
+        backend.add([a, c, b])
+    with pytest.raises(ValueError, match="already in use"):
+        backend.add([a, a])
+    with pytest.raises(ValueError, match="tree_cap"):
+        backend.add([NewSequence(0, PROMPTS[0], 1, 5, tree=0, tree_cap=0)])
+    assert not backend.has_unfinished()  # a bad call queues nothing
+    backend.add([a, b])
+    with pytest.raises(ValueError, match="adjacent"):
+        backend.add([NewSequence(7, PROMPTS[3], 1, 5, tree=0)])  # tree 0 is still open
+    backend.add([c])
+    backend.step()
+    for seq_id in (0, 1):
+        backend.finish(seq_id)
+    backend.add([NewSequence(7, PROMPTS[3], 1, 5, tree=0)])  # tree 0 is done: its id is free
+    assert ids(backend.step()) == [2, 7]
+
+
+def test_a_tree_reserves_its_cap_until_its_sequences_finish(llama):
+    """Eager modes: a tree of one root may grow to tree_cap rows (forks are never refused), so
+    it reserves them; each finished sequence frees one, and a third tree waits until they fit."""
+    backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=8)
+    backend.add(tree_roots([(PROMPTS[i], 1, 4) for i in range(3)]))
+    steps = backend.step()
+    assert ids(steps) == [0, 1]  # 4 + 4 reserved: tree 2 waits though only 2 rows are live
+    for child in (10, 11, 12):  # tree 0 grows to its cap
+        backend.fork(Fork(0, child, steps[0].position, steps[0].token, None, child))
+    assert ids(backend.step()) == [0, 1, 10, 11, 12]
+    for child in (10, 11, 12):  # tree 0 reserves 3, 2, 1: 1 + 4 + 4 > 8 still
+        backend.finish(child)
+    steps = backend.step()
+    assert ids(steps) == [0, 1]
+    backend.fork(Fork(1, 13, steps[1].position, steps[1].token, None, 13))
+    backend.finish(13)  # tree 1 reserves 3: 1 + 3 + 4 fits, with trees 0 and 1 still live
+    assert ids(backend.step()) == [0, 1, 2]
 
 
 def test_sampler_draws_from_the_warped_distribution(llama):

@@ -76,3 +76,35 @@ def test_theta_inf_on_hf_equals_plain_seeded_sampling(model):
             (step,) = alone.step()
             tokens.append(step.token)
         assert tokens == seq.tokens
+
+
+class _RowCounting(HFBackend):
+    """HFBackend that records its most live rows (and KV-cache rows) after any step."""
+
+    peak = 0
+
+    def step(self):
+        steps = super().step()
+        cache_rows = self._cache.layers[0].keys.shape[0] if self._cache is not None else 0
+        self.peak = max(self.peak, len(self._rows), cache_rows)
+        return steps
+
+
+@pytest.mark.parametrize("mode,policy", [("eager_init", "top2"), ("eager_adapt", "sample")])
+def test_max_rows_bounds_live_rows_and_never_changes_the_trees(model, mode, policy):
+    """Every test branches, so every tree grows to its cap: with max_rows=8 and cap 4 at most two
+    trees are in flight and the batch never holds more than 8 rows, yet every tree (sampled with
+    its own seeds) is the one an unbounded batch builds."""
+    prompts = PROMPTS + [PromptInput(p) for p in [(4, 4, 90), (7, 33, 21, 70), (12, 9)]]
+    config = EagerConfig(mode=mode, theta=0.01, max_seqs=4, percentile=None, topk=20,
+                         think_end=None, temperature=1.0, max_new_tokens=8, seed=5,
+                         branch_policy=policy, max_rounds=2)
+    runs = {}
+    for max_rows in (8, 1000):
+        backend = _RowCounting(model, FakeTokenizer(), topk=20, temperature=1.0, max_rows=max_rows)
+        runs[max_rows] = (run(prompts, backend, config), backend.peak)
+    (bounded, peak), (free, free_peak) = runs[8], runs[1000]
+    assert peak <= 8 < free_peak  # the bound binds: unbounded, more trees grow at once
+    # every tree really branched (but for a root that ended at position 0)
+    assert all(t.hit_cap for p in free.prompts for t in p.trees if len(t.sequences[0].tokens) > 1)
+    assert trees(bounded) == trees(free)

@@ -44,6 +44,49 @@ def test_same_seed_same_tree_and_numbers():
     assert shape(c) != shape(a)
 
 
+class _AddRecording(ScriptedBackend):
+    def add(self, sequences):
+        self.added = [*getattr(self, "added", []), list(sequences)]
+        super().add(sequences)
+
+
+@pytest.mark.parametrize("mode", ["full_parallel", "eager_adapt"])
+def test_roots_name_their_tree_and_its_cap(mode):
+    """Backends group roots by `tree` (unique over all rounds) and bound memory by `tree_cap`."""
+    def script(prompt, generated):  # odd prompts branch to their cap, even ones never branch
+        if len(generated) >= 5:
+            return peaked(EOS)
+        return flat([5, 6, 7]) if prompt[0] % 2 else peaked(8)
+
+    backend = _AddRecording(script, greedy=False)
+    result = run(PROMPTS, backend, cfg(mode=mode))
+    trees = [t for p in result.prompts for t in p.trees]
+    # eager_adapt: the even prompts' unspent budget is a retry with cap 3 for each odd prompt
+    assert [r.allotments for r in result.rounds[1:]] == ([] if mode == "full_parallel"
+                                                         else [{0: 3, 2: 3}])
+    roots = [s for call in backend.added for s in call]
+    assert len({s.tree for s in roots}) == len(trees)
+    for call, round_trees in zip(backend.added, [[t for t in trees if t.round == r]
+                                                 for r in range(len(result.rounds))]):
+        by_tree = {}
+        for s in call:
+            by_tree.setdefault(s.tree, []).append(s)
+        caps = sorted((group[0].tree_cap, len(group)) for group in by_tree.values())
+        n_roots = 4 if mode == "full_parallel" else 1
+        assert caps == sorted((t.cap, n_roots) for t in round_trees)
+        assert {len({s.tree_cap for s in g}) for g in by_tree.values()} == {1}
+
+
+def test_scripted_backend_wants_a_trees_roots_in_one_add():
+    from eager_eval.backends.base import NewSequence
+
+    backend = ScriptedBackend(hashed_script(1))
+    backend.add([NewSequence(0, (1,), 1, 5, tree=0, tree_cap=2)])
+    with pytest.raises(ValueError, match="tree 0"):
+        backend.add([NewSequence(1, (1,), 2, 5, tree=0, tree_cap=2)])
+    backend.add([NewSequence(2, (1,), 3, 5)])  # no tree: always a tree of its own
+
+
 @settings(max_examples=25, deadline=None)
 @given(salt=st.integers(0, 10_000), lag=st.integers(0, 3), burst=st.integers(1, 3),
        shuffle=st.integers(0, 100), policy=st.sampled_from(["top2", "sample"]),

@@ -19,6 +19,14 @@ class NewSequence:
     prompt: tuple[int, ...]
     seed: int
     max_new_tokens: int
+    tree: int | None = None
+    """The tree this root starts. Roots with the same id are one tree (Full Parallel's M): they
+    come adjacent in one `add()` call and must be admitted together, because the runner advances
+    a tree in lockstep. None: a tree of its own."""
+    tree_cap: int = 1
+    """The most sequences the tree can ever hold, its roots and finished ones included (the
+    controller refuses forks past it). Forks are never refused by a backend (the tree must not
+    depend on batching), so a backend that bounds its memory reserves this many rows per tree."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +78,10 @@ class Backend(Protocol):
     def add(self, sequences: Sequence[NewSequence]) -> None:
         """Queue root sequences; the backend admits them as its row or memory limit allows.
 
-        Roots of one tree (adjacent, same prompt: Full Parallel's M) must be admitted together:
-        the runner decides a position only when every live sequence of the tree reported it,
-        so a tree split across admissions would wait on rows that never run.
+        Roots of one tree (same `tree` id, adjacent, all in this call) must be admitted
+        together: the runner decides a position only when every live sequence of the tree
+        reported it, so a tree split across admissions would wait on rows that never run. A
+        fork's child belongs to its parent's tree.
         """
         ...
 

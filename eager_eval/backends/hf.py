@@ -5,15 +5,20 @@
 row, attention-mask row, next position id and the logits of its last forward. One forward per
 `step()` serves every row of every prompt.
 
-- **Admission.** `add()` queues roots; each `step()` admits queued roots (first in, first out)
-  while they fit under `max_rows`, prefills them together and merges their cache into the
-  running one (the shorter side is left-padded; one copy of the cache per admission, about the
-  cost of one decode step). Consecutive roots with the same prompt (one tree's roots in full
-  parallel) are admitted all or none: the runner advances a tree in lockstep, so a root left in
-  the queue would stall its admitted siblings. `max_rows` is a soft limit: a fork is never
-  refused, and a group larger than `max_rows` is admitted alone into an empty batch. A cache
-  whose layers are not plain `DynamicLayer`s (sliding windows, linear attention) cannot be
-  merged: then roots are admitted in waves, only when no row is live.
+- **Admission.** `add()` queues roots; each `step()` admits queued trees (first in, first out,
+  nothing overtakes), prefills them together and merges their cache into the running one (the
+  shorter side is left-padded; one copy of the cache per admission, about the cost of one
+  decode step). A tree's roots (same `NewSequence.tree`) are admitted all or none: the runner
+  advances a tree in lockstep, so a root left in the queue would stall its admitted siblings.
+- **`max_rows` bounds live rows.** Forks are never refused (the tree must not depend on
+  batching), so each live tree reserves the rows it may still need: `tree_cap` minus its
+  finished sequences. A tree is admitted only while all reservations fit in `max_rows`, so
+  live rows never exceed it, except that a tree is always admitted into an empty batch (one
+  tree larger than `max_rows` runs alone). In eager modes a tree reserves its cap (M) from its
+  first row: raise `max_rows` to keep more trees in flight; an unused reservation costs no
+  memory, as the cache only holds live rows. A cache whose layers are not plain
+  `DynamicLayer`s (sliding windows, linear attention) cannot be merged: then roots are
+  admitted in waves, only when no row is live.
 - **Forks and drops.** `fork()` and `finish()` only edit the row list; the next `step()` applies
   all of them in ONE `cache.reorder_cache(idx)` (idx repeats a forked parent's row and omits
   dropped rows), so the prefix is never recomputed and dropped rows' memory is freed. Columns
@@ -55,6 +60,24 @@ class _Row:
     """Last reported generated position (0-based); -1 until the first report."""
     token: int = -1
     """Token at `position`: the next step feeds it (a fork may have replaced the sampled one)."""
+
+
+@dataclass(eq=False)  # identity: hashed into sets of live trees
+class _TreeRows:
+    """One tree's share of `max_rows`: what it holds now and may still grow to."""
+
+    tree_id: int | None
+    """`NewSequence.tree`; None: a root that is a tree of its own."""
+    size: int
+    """The most sequences it can ever hold: max(tree_cap, its roots)."""
+    queued: int = 0
+    live: int = 0
+    finished: int = 0
+
+    def reserved(self, live: int | None = None) -> int:
+        """Rows kept for it while it has live rows (`live`: as if it had that many)."""
+        live = self.live if live is None else live
+        return max(self.size - self.finished, live) if live else 0
 
 
 class HFBackend:
@@ -104,6 +127,8 @@ class HFBackend:
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
         self._waiting: deque[NewSequence] = deque()
+        self._tree_of: dict[int, _TreeRows] = {}  # queued or live seq_id -> its tree
+        self._open_trees: dict[int, _TreeRows] = {}  # NewSequence.tree id -> tree, until done
         self._rows: list[_Row] = []  # live rows in creation order (forks append)
         self._live: dict[int, _Row] = {}  # seq_id -> its row in `_rows`
         self._seen: set[int] = set()  # every seq_id ever added or forked, to reject reuse
@@ -119,10 +144,34 @@ class HFBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def add(self, sequences: Sequence[NewSequence]) -> None:
-        for seq in sequences:
+        """Queue roots; all are checked first, so a bad one queues none."""
+        ids: set[int] = set()
+        sizes: dict[int, int] = {}  # tree id -> its roots in this call
+        for i, seq in enumerate(sequences):
             if not seq.prompt:
                 raise ValueError(f"sequence {seq.seq_id}: prompt must not be empty")
+            if seq.seq_id in self._seen or seq.seq_id in ids:
+                raise ValueError(f"sequence id {seq.seq_id} is already in use")
+            ids.add(seq.seq_id)
+            if seq.tree_cap < 1:
+                raise ValueError(f"sequence {seq.seq_id}: tree_cap must be >= 1, "
+                                 f"got {seq.tree_cap}")
+            if seq.tree is None:
+                continue
+            if seq.tree in self._open_trees or (
+                seq.tree in sizes and sequences[i - 1].tree != seq.tree
+            ):
+                raise ValueError(f"the roots of tree {seq.tree} must be adjacent in one add() call")
+            sizes[seq.tree] = sizes.get(seq.tree, 0) + 1
+        tree = None
+        for i, seq in enumerate(sequences):
+            if seq.tree is None or i == 0 or sequences[i - 1].tree != seq.tree:
+                tree = _TreeRows(seq.tree, max(seq.tree_cap, sizes.get(seq.tree, 1)))
+                if seq.tree is not None:
+                    self._open_trees[seq.tree] = tree
             self._claim(seq.seq_id)
+            tree.queued += 1
+            self._tree_of[seq.seq_id] = tree
             self._waiting.append(replace(seq, prompt=tuple(seq.prompt)))  # hashable: dedup key
 
     def has_unfinished(self) -> bool:
@@ -152,6 +201,8 @@ class HFBackend:
             child_token = int(self._sample(scores, [generator])[0])
         parent.token = fork.parent_token
         self._add_row(_Row(fork.child, generator, parent.slot, parent.position, child_token))
+        tree = self._tree_of[fork.child] = self._tree_of[fork.parent]  # the parent's tree
+        tree.live += 1
         self._reshape = True
         return child_token
 
@@ -160,14 +211,22 @@ class HFBackend:
         last one) or a queued root. Finishing an already finished sequence does nothing."""
         if seq_id not in self._seen:
             raise KeyError(f"unknown sequence {seq_id}")
+        tree = self._tree_of.pop(seq_id, None)
+        if tree is None:
+            return  # already finished
+        tree.finished += 1  # its reservation shrinks: the tree can never hold it again
         row = self._live.pop(seq_id, None)
-        if row is None:  # queued (or already finished)
+        if row is None:  # queued
             self._waiting = deque(s for s in self._waiting if s.seq_id != seq_id)
-            return
-        self._rows.remove(row)
-        self._reshape = True
-        if not self._rows:
-            self._clear_batch()  # nothing left to reorder: free the cache now
+            tree.queued -= 1
+        else:
+            tree.live -= 1
+            self._rows.remove(row)
+            self._reshape = True
+            if not self._rows:
+                self._clear_batch()  # nothing left to reorder: free the cache now
+        if not tree.live and not tree.queued and tree.tree_id is not None:
+            del self._open_trees[tree.tree_id]  # done: its id may be used again
 
     # ---- the step's parts --------------------------------------------------------------------
 
@@ -203,15 +262,19 @@ class HFBackend:
         self._logits = out.logits[:, -1].float()  # [rows, vocab]
 
     def _admit(self) -> None:
-        """Prefill as many queued roots as fit under `max_rows` and merge them into the batch."""
+        """Prefill the queued trees whose reservations fit under `max_rows`; merge them in."""
         if not self._waiting or (self._rows and not self._mergeable()):
             return
+        reserved = sum(t.reserved() for t in {self._tree_of[row.seq_id] for row in self._rows})
         seqs: list[NewSequence] = []
         while self._waiting:
-            group = self._next_group_size()
-            if (self._rows or seqs) and len(self._rows) + len(seqs) + group > self.max_rows:
-                break  # FIFO: a group that does not fit waits; nothing overtakes it
-            seqs.extend(self._waiting.popleft() for _ in range(group))
+            tree = self._tree_of[self._waiting[0].seq_id]
+            need = tree.reserved(live=tree.queued)
+            if (self._rows or seqs) and reserved + need > self.max_rows:
+                break  # FIFO: a tree that does not fit waits; nothing overtakes it
+            reserved += need
+            seqs.extend(self._waiting.popleft() for _ in range(tree.queued))
+            tree.live, tree.queued = tree.queued, 0
         if not seqs:
             return
         # Each distinct prompt is prefilled once (M full-parallel roots share one prompt), then
@@ -320,17 +383,6 @@ class HFBackend:
             self._mask = self._mask[:, start:]
             for layer in self._cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-
-    def _next_group_size(self) -> int:
-        """Queued roots at the front with the first one's prompt: one tree's roots (full
-        parallel), admitted together, because the runner advances a tree in lockstep and would
-        wait forever on a root left in the queue."""
-        first, size = self._waiting[0].prompt, 0
-        for seq in self._waiting:
-            if seq.prompt != first:
-                break
-            size += 1
-        return size
 
     def _mergeable(self) -> bool:
         return self._cache is not None and all(

@@ -68,6 +68,7 @@ class ScriptedBackend:
     def __post_init__(self) -> None:
         self.eos_token_ids = frozenset(self.eos_token_ids)
         self._live: dict[int, _Live] = {}
+        self._tree_of: dict[int, int | None] = {}  # live seq id -> NewSequence.tree
         self._rng = random.Random(self.shuffle_seed)
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -76,8 +77,13 @@ class ScriptedBackend:
         return "".join(self.vocab.get(t, f"<{t}>") for t in token_ids)
 
     def add(self, sequences: Sequence[NewSequence]) -> None:
+        open_trees = {self._tree_of[i] for i in self._live} - {None}
+        for s in sequences:
+            if s.tree in open_trees:  # the protocol: a tree's roots come in one add() call
+                raise ValueError(f"tree {s.tree} already has sequences from an earlier add()")
         for s in sequences:
             self._live[s.seq_id] = _Live(s.prompt, s.seed, [], self._delay(s.seq_id))
+            self._tree_of[s.seq_id] = s.tree
 
     def _delay(self, seq_id: int) -> int:
         return self.start_delay(seq_id) if self.start_delay else 0
@@ -115,6 +121,7 @@ class ScriptedBackend:
         prefix = parent.tokens[:t]
         child = _Live(parent.prompt, fork.child_seed, list(prefix), self._delay(fork.child))
         self._live[fork.child] = child
+        self._tree_of[fork.child] = self._tree_of[fork.parent]
         if fork.child_token is not None:
             child.tokens.append(fork.child_token)
             return fork.child_token
@@ -126,6 +133,7 @@ class ScriptedBackend:
     def finish(self, seq_id: int) -> None:
         self.finished.append(seq_id)
         self._live.pop(seq_id, None)
+        self._tree_of.pop(seq_id, None)
 
     def has_unfinished(self) -> bool:
         return bool(self._live)

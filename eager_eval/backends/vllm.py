@@ -261,6 +261,7 @@ class VLLMBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def add(self, sequences: Sequence[NewSequence]) -> None:
+        # `tree`/`tree_cap` are ignored: vLLM's scheduler admits by KV memory and preempts itself
         for new in sequences:  # check all first: a bad one submits none
             self._check_new(new)
         for new in sequences:
