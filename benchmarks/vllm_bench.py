@@ -19,6 +19,8 @@ R times, interleaved, and keeps each side's fastest. Prints a table (wall, time 
 `llm_engine.step()` and outside it, #T, tokens/s, Pass@k) and the lines
 
     RATIO vllm_eager_vs_n_tokens_per_s <x>         our full_parallel tok/s / vLLM n=M tok/s
+    RATIO vllm_logprobs_cost_tokens_per_s <x>      vLLM n=M tok/s with logprobs=K / without
+                                                   (what the branching modes pay for entropies)
     RATIO vllm_eager_wall_vs_full_parallel <x>     eager_adapt wall / our full_parallel wall
     RATIO vllm_eager_tokens_vs_full_parallel <x>   eager_adapt #T / full_parallel #T
     RATIO vllm_eager_vs_reference_tokens_per_s <x> our full_parallel tok/s / reference tok/s
@@ -416,8 +418,9 @@ def main() -> None:
     if fp is not None:
         print(f"RATIO vllm_eager_vs_n_tokens_per_s {fp.tokens_per_s / n.tokens_per_s:.3f}")
         if "vllm_n+lp" in best:
-            print(f"RATIO vllm_eager_vs_n_logprobs_tokens_per_s "
-                  f"{fp.tokens_per_s / best['vllm_n+lp'].tokens_per_s:.3f}")
+            # full_parallel asks for no logprobs (like vllm_n); the branching modes need them.
+            print(f"RATIO vllm_logprobs_cost_tokens_per_s "
+                  f"{best['vllm_n+lp'].tokens_per_s / n.tokens_per_s:.3f}")
         adapt = best.get("eager_adapt")
         if adapt is not None:
             wall_ratio, token_ratio = adapt.wall / fp.wall, adapt.tokens / fp.tokens
