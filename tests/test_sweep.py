@@ -4,6 +4,7 @@ line each cell gets, the report at the end, and the configs shipped in configs/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import subprocess
@@ -278,6 +279,15 @@ def test_paper_configs_hold_the_paper_settings(name):
         assert c.think_end
         if c.is_branching:
             assert 2.0 <= c.theta <= 2.5
+    # every cell's command line is one the CLI accepts (run_args included)
+    from eager_eval.cli import build_parser
+
+    for cell in cells:
+        task = dataclasses.replace(cell.task, data=Path(f"data/{cell.task.name}.jsonl"))
+        args = build_parser().parse_args(run_command_line(
+            cell.model, task, cell.config, cell.output_dir, run_args=sweep.run_args))
+        assert (args.backend, args.dtype, args.engine_arg) == (
+            "vllm", "bfloat16", ["gpu_memory_utilization=0.9"])
 
 
 def test_demo_config_is_small():

@@ -136,3 +136,27 @@ def test_eager_vllm_names_a_model_vllm_cannot_load(tmp_path):
     (bad / "config.json").write_text("{}")  # no model_type: vLLM refuses it
     with pytest.raises(VLLMModelLoadError, match=r"vLLM could not load model '.*not-a-model'"):
         adapter.EagerVLLM.create_from_arg_obj({"pretrained": str(bad), "max_seqs": 2}, {})
+
+
+@needs_smollm2
+def test_eager_eval_run_on_vllm_records_the_engine_and_resumes(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tiny_model), "--data", str(SHARED_DATA / "math500.jsonl"),
+            "--limit", "3", "--mode", "eager_adapt", "--max-seqs", "4", "--theta", "1.0",
+            "--percentile", "none", "--max-new-tokens", "16", "--seed", "2", "--backend", "vllm",
+            "--dtype", "float32", "--output", str(out), "--no-progress",
+            *[arg for pair in ENGINE_ARGS.split(",") if not pair.startswith("dtype=")
+              for arg in ("--engine-arg", pair)]]
+    command("eager-eval", args, tmp_path, cwd=tmp_path)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    engine = results["engine"]
+    assert engine["backend"] == "vllm" and engine["block_size"] == 32 and engine["enforce_eager"] is True
+    assert results["versions"]["vllm"]
+    (entry,) = results["runs"]
+    first = (out / "eager_adapt.jsonl").read_text(encoding="utf-8")
+    assert entry["metrics"]["tokens_generated"] > 0 and entry["resumed_trees"] == 0 and first
+
+    command("eager-eval", [*args, "--resume"], tmp_path, cwd=tmp_path)  # every tree is stored
+    (again,) = json.loads((out / "results.json").read_text(encoding="utf-8"))["runs"]
+    assert again["resumed_trees"] >= 3 and again["metrics"] == entry["metrics"]
+    assert (out / "eager_adapt.jsonl").read_text(encoding="utf-8") == first
