@@ -45,6 +45,9 @@ class TokenStep:
     token: int
     topk_ids: tuple[int, ...]
     topk_logprobs: tuple[float, ...]
+    entropy: float | None = None
+    """The top-K entropy of `topk_logprobs` when the backend computed it (batched, once per
+    step for all rows: `entropy.topk_entropies`); None: the runner computes it."""
 
 
 @dataclass(frozen=True)
