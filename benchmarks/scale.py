@@ -43,6 +43,7 @@ class TimedBackend:
         self.inner = inner
         self.eos_token_ids = inner.eos_token_ids
         self.token_pieces = getattr(inner, "token_pieces", None)
+        self.late_forks = getattr(inner, "late_forks", False)
         self.engine_seconds = 0.0
         self.steps = 0
         self.max_rows = 0

@@ -44,7 +44,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
-from eager_eval.backends.tokens import end_token_ids
+from eager_eval.backends.tokens import end_token_ids, token_pieces
 
 
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
@@ -122,6 +122,9 @@ class HFBackend:
         self.max_rows = max_rows
         config = getattr(model, "generation_config", None)
         self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
+        self.token_pieces = token_pieces(tokenizer)
+        """Each token's bytes when decode is their concatenation: the runner's text rules
+        then need no decode per token (text_watch.py)."""
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40)
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.tokens import token_pieces
 from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import hash64
 
@@ -80,6 +81,8 @@ class SimulatedBackend:
         self.logprobs = logprobs
         """False: report no top-K (a run that never branches), as the real backends do."""
         self.eos_token_ids = frozenset({tokenizer.eos_token_id})
+        self.token_pieces = token_pieces(tokenizer)
+        self.late_forks = True
         self.steps_taken = 0
         self._marker = tuple(tokenizer.encode(self.profile.think_end, add_special_tokens=False))
         self._stop = tuple(tokenizer.encode(" " + self.profile.stop, add_special_tokens=False))

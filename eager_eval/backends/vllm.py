@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
-from eager_eval.backends.tokens import end_token_ids
+from eager_eval.backends.tokens import end_token_ids, token_pieces
 from eager_eval.seeds import restart_seed
 
 if TYPE_CHECKING:
@@ -175,6 +175,9 @@ class _Seq:
 class VLLMBackend:
     """`Backend` over a vLLM V1 engine (`LLM.llm_engine`). See the module docstring.
 
+    Forks may name a position the parent already ran past (`late_forks`): the child is a new
+    request on the prefix, the parent restarts if its token there changed.
+
     `engine` is duck-typed: `add_request(request_id, prompt, params)`, `step()` returning
     RequestOutput-like objects (`request_id`, `outputs[0].token_ids`, `outputs[0].logprobs`,
     `finished`, `num_cached_tokens`), `abort_request(ids)`. Build a real one with `from_model`.
@@ -197,12 +200,14 @@ class VLLMBackend:
             eos_token_ids if eos_token_ids is not None else end_token_ids(tokenizer)
         )
         _check_engine(engine, self.settings)
+        self.token_pieces = token_pieces(tokenizer)
         max_model_len = getattr(getattr(engine, "model_config", None), "max_model_len", None)
         self._max_model_len = max_model_len if isinstance(max_model_len, int) else None
         self._build = request_builder or vllm_request_builder(self.settings, self.eos_token_ids)
         self.llm = llm
         """The `vllm.LLM` that owns `engine` when built by from_model (kept alive here)."""
         self.stats = EngineStats()
+        self.late_forks = True
         self._seqs: dict[int, _Seq] = {}  # added or forked, not finished
         self._finished: set[int] = set()  # finished ids, until a new sequence reuses one
         self._live: dict[str, _Seq] = {}  # request id -> sequence, for running requests only
