@@ -79,7 +79,7 @@ class ByteWatch:
                 return False
             if seq.opened_at is None and self.start in buf:
                 seq.opened_at = t
-            seq.think_tail = buf[len(buf) - self.keep:] if self.keep else b""
+            seq.think_tail = buf[-self.keep:] if self.keep else b""
             if seq.opened_at is not None:
                 return False  # inside the thinking block: no stop strings
         if not stops.texts:
@@ -88,7 +88,7 @@ class ByteWatch:
         for stop in stops.encoded:
             if stop in buf:
                 return True
-        seq.stop_tail = buf[len(buf) - stops.keep:] if stops.keep else b""
+        seq.stop_tail = buf[-stops.keep:] if stops.keep else b""
         return False
 
     def restore(self, seq: WatchedSeq, t: int, stops: StopSet) -> None:
@@ -111,7 +111,7 @@ class ByteWatch:
             size += len(piece)
             i -= 1
         buf = b"".join(reversed(parts))
-        return buf[len(buf) - keep:]
+        return buf[-keep:]
 
 
 class DecodeWatch:
