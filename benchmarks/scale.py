@@ -77,6 +77,78 @@ class TimedBackend:
         return self.inner.has_unfinished()
 
 
+class _FlatLogprobs:
+    """vLLM's FlatLogprobs layout: per position, ranks 1..K in flat lists."""
+
+    def __init__(self, ids: Sequence[int], logprobs: Sequence[float]) -> None:
+        self.start_indices, self.end_indices = [0], [len(ids)]
+        self.token_ids, self.logprobs = list(ids), list(logprobs)
+        self.ranks = list(range(1, len(ids) + 1))
+
+    def __len__(self) -> int:
+        return 1
+
+
+class SimulatedVLLMEngine:
+    """The SimulatedBackend's streams behind vLLM's engine interface (`add_request`, `step`
+    returning DELTA RequestOutputs with flat logprobs, `abort_request`): what VLLMBackend
+    drives on a GPU, at zero cost, so the backend's own per-token work can be measured. A
+    request on `root prompt + tokens` continues the stream from there with its own seed."""
+
+    def __init__(self, sim: Any, root_len: int) -> None:
+        from types import SimpleNamespace
+
+        self.sim = sim
+        self.root_len = root_len
+        self.requests: dict[str, tuple[Any, int | None]] = {}
+        self.engine_seconds = 0.0
+        self._ns = SimpleNamespace
+
+    def add_request(self, request_id: str, prompt: list[int], params: dict) -> None:
+        start = time.process_time()
+        offset = len(prompt) - self.root_len
+        seq = self.sim._new_seq(params["seed"], tuple(prompt[: self.root_len]), max(offset - 1, 0),
+                                offset + params["max_tokens"], list(prompt[self.root_len:]))
+        self.requests[request_id] = (seq, params["logprobs"])
+        self.engine_seconds += time.process_time() - start
+
+    def step(self) -> list[Any]:
+        start = time.process_time()
+        ns, eos, outs = self._ns, self.sim.eos_token_ids, []
+        for request_id, (seq, k) in list(self.requests.items()):
+            token, ids, logprobs, _ = self.sim._next(seq, len(seq.tokens))
+            seq.tokens.append(token)
+            finished = token in eos or len(seq.tokens) >= seq.max_new_tokens
+            flat = _FlatLogprobs(ids, logprobs) if k else None
+            outs.append(ns(request_id=request_id, finished=finished, num_cached_tokens=0,
+                           outputs=[ns(token_ids=[token], logprobs=flat,
+                                       finish_reason="stop" if finished else None)]))
+            if finished:
+                del self.requests[request_id]
+        self.engine_seconds += time.process_time() - start
+        return outs
+
+    def abort_request(self, request_ids: Sequence[str]) -> None:
+        for request_id in request_ids:
+            self.requests.pop(request_id, None)
+
+
+def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int) -> tuple[Any, Any]:
+    """(VLLMBackend over a SimulatedVLLMEngine, the engine)."""
+    from eager_eval.backends.vllm import SamplingSettings, VLLMBackend
+
+    engine = SimulatedVLLMEngine(sim, root_len)
+    k = config.topk if config.is_branching else None
+
+    def build(spec: Any) -> tuple[Any, Any]:
+        return spec.prompt_token_ids, {"seed": spec.seed, "max_tokens": spec.max_tokens, "logprobs": k}
+
+    settings = SamplingSettings.from_config(config)
+    backend = VLLMBackend(engine, tokenizer, settings, eos_token_ids=sim.eos_token_ids,
+                          request_builder=build)
+    return backend, engine
+
+
 def load_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
@@ -99,7 +171,12 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     prompts = [PromptInput(tuple(prompt_words) + (1000 + i,), stop=(profile.stop,),
                            opens_thinking=True) for i in range(args.prompts)]
     sim = SimulatedBackend(tokenizer, profile, logprobs=config.is_branching)
-    backend = TimedBackend(sim)
+    engine = None
+    if args.backend == "vllm-sim":
+        inner, engine = simulated_vllm_backend(sim, tokenizer, config, len(prompts[0].tokens))
+    else:
+        inner = sim
+    backend = TimedBackend(inner)
     labels = {i: i % 4 == 0 for i in range(args.prompts)}  # full EAGer: a quarter solved
 
     def verifier(prompt_idx: int, text: str) -> bool:
@@ -108,17 +185,22 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = run(prompts, backend, config, verifier=verifier if mode == "eager" else None)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    reported = sum(len(s.tokens) - s.fork_position for p in result.prompts for s in p.sequences)
     tokens = result.tokens_generated
     runner_cpu = cpu - backend.engine_seconds
-    return {
+    out = {}
+    if engine is not None:  # the vLLM backend's own share: its step/fork/... minus the engine's
+        reported = inner.stats.reported_tokens
+        own = backend.engine_seconds - engine.engine_seconds
+        out = {"reported": reported, "vllm_backend_cpu_s": own,
+               "vllm_backend_us_per_token": 1e6 * own / max(reported, 1),
+               "restarts": inner.stats.restarts, "dropped": inner.stats.dropped_tokens}
+    return out | {
         "mode": mode,
         "tokens": tokens,
         "sequences": result.n_sequences,
         "rounds": len(result.rounds),
         "steps": backend.steps,
         "max_rows": backend.max_rows,
-        "reported": reported,
         "runner_cpu_s": runner_cpu,
         "engine_cpu_s": backend.engine_seconds,
         "wall_s": wall,
@@ -147,6 +229,28 @@ def machine() -> str:
     return f"{cpu}, Python {platform.python_version()}"
 
 
+def report(backend: str, rows: dict[str, dict[str, Any]]) -> None:
+    vllm = backend == "vllm-sim"
+    print(f"\n## backend {backend}" + (" (VLLMBackend over a zero-cost vLLM-like engine)" if vllm else ""))
+    extra = f"{'vLLM us/tok':>12}" if vllm else ""
+    print(f"{'mode':<14}{'#T':>10}{'seqs':>7}{'rounds':>7}{'steps':>7}{'rows':>6}"
+          f"{'runner s':>10}{'engine s':>10}{'us/token':>10}{'RSS MB':>8}" + extra)
+    for r in rows.values():
+        extra = f"{r['vllm_backend_us_per_token']:>12.2f}" if vllm else ""
+        print(f"{r['mode']:<14}{r['tokens']:>10}{r['sequences']:>7}{r['rounds']:>7}{r['steps']:>7}"
+              f"{r['max_rows']:>6}{r['runner_cpu_s']:>10.2f}{r['engine_cpu_s']:>10.2f}"
+              f"{r['runner_us_per_token']:>10.2f}{r['peak_rss_mb']:>8.0f}" + extra)
+    if vllm:
+        worst = max(r["vllm_backend_us_per_token"] for r in rows.values())
+        print(f"RATIO vllm_backend_us_per_token {worst:.2f}")
+        return
+    print(f"RATIO driver_us_per_token {max(r['runner_us_per_token'] for r in rows.values()):.2f}")
+    if "full_parallel" in rows and "eager_adapt" in rows:
+        fp, ad = rows["full_parallel"], rows["eager_adapt"]
+        print(f"RATIO adapt_steps_vs_fp {ad['steps'] / fp['steps']:.3f}")
+        print(f"RATIO adapt_tokens_vs_fp {ad['tokens'] / fp['tokens']:.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=30)
@@ -155,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--theta", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--backends", default="sim,vllm-sim",
+                        help="sim: SimulatedBackend; vllm-sim: VLLMBackend over the same streams")
+    parser.add_argument("--backend", default="sim", help=argparse.SUPPRESS)  # child process
     parser.add_argument("--quick", action="store_true", help="N=8, M=8, L=512")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one mode, JSON out
     parser.add_argument("--profile", metavar="MODE", help="cProfile one mode in this process")
@@ -170,25 +277,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"# scale.py: N={args.prompts} M={args.max_seqs} L={args.length} theta={args.theta} "
           f"seed={args.seed}; think_end and a stop string set; {machine()}")
-    rows = {}
-    for mode in args.modes.split(","):
-        cmd = [sys.executable, __file__, "--one", mode, "--prompts", str(args.prompts),
-               "--max-seqs", str(args.max_seqs), "--length", str(args.length),
-               "--theta", str(args.theta), "--seed", str(args.seed)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{'mode':<14}{'#T':>10}{'seqs':>7}{'rounds':>7}{'steps':>7}{'rows':>6}"
-          f"{'runner s':>10}{'engine s':>10}{'us/token':>10}{'RSS MB':>8}")
-    for r in rows.values():
-        print(f"{r['mode']:<14}{r['tokens']:>10}{r['sequences']:>7}{r['rounds']:>7}{r['steps']:>7}"
-              f"{r['max_rows']:>6}{r['runner_cpu_s']:>10.2f}{r['engine_cpu_s']:>10.2f}"
-              f"{r['runner_us_per_token']:>10.2f}{r['peak_rss_mb']:>8.0f}")
-    print(f"RATIO driver_us_per_token {max(r['runner_us_per_token'] for r in rows.values()):.2f}")
-    if "full_parallel" in rows and "eager_adapt" in rows:
-        fp, ad = rows["full_parallel"], rows["eager_adapt"]
-        print(f"RATIO adapt_steps_vs_fp {ad['steps'] / fp['steps']:.3f}")
-        print(f"RATIO adapt_tokens_vs_fp {ad['tokens'] / fp['tokens']:.3f}")
+    for backend in args.backends.split(","):
+        rows = {}
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--one", mode, "--backend", backend,
+                   "--prompts", str(args.prompts), "--max-seqs", str(args.max_seqs),
+                   "--length", str(args.length), "--theta", str(args.theta),
+                   "--seed", str(args.seed)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        report(backend, rows)
     return 0
 
 

@@ -45,6 +45,24 @@ def topk_entropies(logprobs: "np.ndarray") -> "np.ndarray":
     return -terms.sum(axis=1)
 
 
+def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
+    """`topk_entropy` of each row of log-probabilities (rows may differ in length), batched."""
+    import numpy as np
+
+    if not rows:
+        return []
+    width = max(len(r) for r in rows)
+    if width == 0:
+        raise ValueError("entropies_of_rows got rows without log-probabilities")
+    if all(len(r) == width for r in rows):
+        values = np.array(rows, dtype=np.float64)
+    else:  # pad with -inf: zero probability, no share of the entropy
+        values = np.full((len(rows), width), -np.inf)
+        for i, r in enumerate(rows):
+            values[i, : len(r)] = r
+    return topk_entropies(values).tolist()
+
+
 class EntropyHistory:
     """The entropies one prompt recorded so far, for one percentile of them.
 

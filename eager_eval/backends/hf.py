@@ -45,6 +45,7 @@ from transformers.cache_utils import DynamicLayer
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
 from eager_eval.backends.tokens import end_token_ids, token_pieces
+from eager_eval.entropy import topk_entropies
 
 
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
@@ -95,6 +96,7 @@ class HFBackend:
         entropy_source: str = "raw",
         max_rows: int = 64,
         device: str | None = None,
+        logprobs: bool = True,
     ):
         entropy_source = str(getattr(entropy_source, "value", entropy_source))
         if entropy_source not in ("raw", "processed"):
@@ -120,6 +122,10 @@ class HFBackend:
         self.top_k = top_k
         self.processed_entropy = entropy_source == "processed"
         self.max_rows = max_rows
+        self.logprobs = logprobs
+        """Report top-K logprobs and entropies. False only for runs that never branch
+        (full_parallel): nothing reads them, and a top-K over the vocabulary per row per step
+        is not free on a GPU."""
         config = getattr(model, "generation_config", None)
         self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
         self.token_pieces = token_pieces(tokenizer)
@@ -319,14 +325,22 @@ class HFBackend:
             return []
         assert all(row.slot == i for i, row in enumerate(self._rows)), "reorder before sampling"
         scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
+        tokens = self._sample(scores, [row.generator for row in self._rows]).tolist()
+        if not self.logprobs:
+            steps = []
+            for row, token in zip(self._rows, tokens):
+                row.position, row.token = row.position + 1, token
+                steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
+            return steps
         logprobs = (scores if self.processed_entropy else self._logits).log_softmax(-1)
         top_logprobs, top_ids = logprobs.topk(min(self.topk, logprobs.shape[-1]), -1)  # [rows, K]
-        tokens = self._sample(scores, [row.generator for row in self._rows]).tolist()
+        top_logprobs = top_logprobs.cpu().numpy()
+        entropies = topk_entropies(top_logprobs).tolist()  # all rows at once, in float64
         top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once
         steps = []
-        for row, token, ids, lps in zip(self._rows, tokens, top_ids, top_logprobs):
+        for row, token, ids, lps, entropy in zip(self._rows, tokens, top_ids, top_logprobs, entropies):
             row.position, row.token = row.position + 1, token
-            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps)))
+            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps), entropy))
         return steps
 
     # ---- sampling ----------------------------------------------------------------------------

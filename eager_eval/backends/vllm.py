@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
 from eager_eval.backends.tokens import end_token_ids, token_pieces
+from eager_eval.entropy import entropies_of_rows
 from eager_eval.seeds import restart_seed
 
 if TYPE_CHECKING:
@@ -281,9 +282,13 @@ class VLLMBackend:
             self._submit(seq, new.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
+        """Every engine output's new tokens as TokenSteps; entropies in one batch per step."""
         k = self.settings.topk
-        no_topk = itertools.repeat(((), ()))  # logprobs off: the runner never reads the top-K
-        steps: list[TokenStep] = []
+        seq_ids: list[int] = []
+        positions: list[int] = []
+        tokens: list[int] = []
+        top_ids: list[tuple[int, ...]] = []
+        top_lps: list[tuple[float, ...]] = []
         for out in self.engine.step():
             seq = self._live.get(out.request_id)
             if seq is None:
@@ -293,12 +298,20 @@ class VLLMBackend:
                 self.stats.cached_prompt_tokens += out.num_cached_tokens or 0
             completion = out.outputs[0]
             token_ids = completion.token_ids
-            rows = (topk_rows(completion.logprobs, len(token_ids), k) if self.settings.logprobs
-                    else no_topk)
-            for token, (ids, logprobs) in zip(token_ids, rows):
-                steps.append(TokenStep(seq.seq_id, len(seq.tokens), token, ids, logprobs))
-                seq.tokens.append(token)
-            self.stats.reported_tokens += len(token_ids)
+            n = len(token_ids)
+            start = len(seq.tokens)
+            if self.settings.logprobs:
+                for ids, logprobs in topk_rows(completion.logprobs, n, k):
+                    top_ids.append(ids)
+                    top_lps.append(logprobs)
+            else:  # full_parallel: the runner never reads the top-K
+                top_ids.extend(itertools.repeat((), n))
+                top_lps.extend(itertools.repeat((), n))
+            seq_ids.extend(itertools.repeat(seq.seq_id, n))
+            positions.extend(range(start, start + n))
+            tokens.extend(token_ids)
+            seq.tokens.extend(token_ids)
+            self.stats.reported_tokens += n
             if out.finished:  # EOS or length: vLLM already freed it
                 del self._live[out.request_id]
                 seq.request_id = None
@@ -308,7 +321,9 @@ class VLLMBackend:
                         f"{seq.max_new_tokens} tokens without EOS (finish_reason="
                         f"{completion.finish_reason!r}); the runner cannot finish its tree"
                     )
-        return steps
+        entropies = (entropies_of_rows(top_lps) if self.settings.logprobs and top_lps
+                     else itertools.repeat(None))
+        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies))
 
     def fork(self, fork: Fork) -> int | None:
         if fork.parent in self._finished:
