@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from typing import TYPE_CHECKING, Sequence
 
@@ -51,12 +52,14 @@ def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
 
     if not rows:
         return []
-    width = max(len(r) for r in rows)
-    if width == 0:
-        raise ValueError("entropies_of_rows got rows without log-probabilities")
-    if all(len(r) == width for r in rows):
-        values = np.array(rows, dtype=np.float64)
+    width = len(rows[0])
+    if width and all(len(r) == width for r in rows):  # the usual case: one flat array
+        flat = list(itertools.chain.from_iterable(rows))
+        values = np.array(flat, dtype=np.float64).reshape(len(rows), width)
     else:  # pad with -inf: zero probability, no share of the entropy
+        width = max(len(r) for r in rows)
+        if width == 0:
+            raise ValueError("entropies_of_rows got rows without log-probabilities")
         values = np.full((len(rows), width), -np.inf)
         for i, r in enumerate(rows):
             values[i, : len(r)] = r

@@ -9,9 +9,11 @@ the same tree as a lockstep one (transformers).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from eager_eval.backends.base import Backend, NewSequence
 from eager_eval.config import ConfigError, EagerConfig, Mode
@@ -235,7 +237,8 @@ def run(
     driver = _Driver(backend, config, prompts, schedule, store, tree_done, verifier)
     schedule.grade = driver.grade
     n_roots = m if config.mode is Mode.FULL_PARALLEL else 1
-    driver.run([Start(p, 0, config.theta, m, m, m) for p in range(n)], n_roots)
+    with _frozen_heap():
+        driver.run([Start(p, 0, config.theta, m, m, m) for p in range(n)], n_roots)
 
     results = [PromptResult(i) for i in range(n)]
     for (p, _), tree in sorted(driver.results.items(), key=lambda item: item[0][1]):
@@ -247,6 +250,22 @@ def run(
         settings=config.to_dict(), prompts=results, rounds=rounds,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the garbage collector off what existed before the run (model, tokenizer, imported
+    modules: often millions of objects). A run allocates per token; each full collection would
+    scan that whole heap, which at a GPU engine's rate cost more than the runner itself (as
+    vLLM does after loading its model). Nested or concurrent runs leave it to the first."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _round_stats(round_idx: int, budget: int, caps: dict[int, int],
