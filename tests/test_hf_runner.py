@@ -115,7 +115,7 @@ def test_overlapping_rounds_on_hf_build_the_trees_of_sequential_rounds(model, mo
     """HF cannot fork behind its lockstep, so its rounds start once the earlier trees settle
     (schedule.py, no guaranteed floors): the trees must be those of rounds run in sequence."""
     prompts = PROMPTS + [PromptInput(p) for p in [(4, 4, 90), (7, 33, 21, 70), (12, 9)]]
-    config = EagerConfig(mode=mode, theta=2.85, max_seqs=3, percentile=None, topk=20,
+    config = EagerConfig(mode=mode, theta=2.9, max_seqs=3, percentile=None, topk=20,
                          think_end=None, temperature=1.0, max_new_tokens=10, seed=2, window=3)
     verifier = (lambda p, text: len(text) % 3 == 0) if mode == "eager" else None
 
