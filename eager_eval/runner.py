@@ -2,9 +2,10 @@
 
 The runner owns the trees: which sequences exist, their tokens, when they finish, which forks
 are granted, and the reallocation rounds. The backend only advances sequences. Each prompt's
-tree is decided position by position, and a position is decided only once every live sequence
-of that tree has reported it, so an engine that lets some sequences run ahead (vLLM) yields
-the same tree as a lockstep one (transformers).
+tree (tree.py) is decided position by position, and a position is decided only once every
+live sequence of that tree has reported it, so an engine that lets some sequences run ahead
+(vLLM) yields the same tree as a lockstep one (transformers). Rounds start as early as the
+same trees allow (schedule.py), in the same loop as the trees that are still decoding.
 """
 
 from __future__ import annotations
