@@ -116,7 +116,7 @@ def test_roots_equal_plain_generate(backend):
         assert [s.token for s in mine] == tokens
         for s, position in zip(mine, logprobs):
             top = sorted((lp.rank, t, lp.logprob) for t, lp in position.items() if lp.rank <= K)
-            assert s.topk_ids == tuple(t for _, t, _ in top)
+            assert tuple(s.topk_ids) == tuple(t for _, t, _ in top)
             assert s.topk_logprobs == pytest.approx([lp for *_, lp in top], abs=1e-5)
             assert list(s.topk_logprobs) == sorted(s.topk_logprobs, reverse=True)
     assert not backend.engine.has_unfinished_requests()

@@ -324,8 +324,8 @@ class VLLMBackend:
                 top = hi - k
                 if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
                         and flat.ranks[hi - 1] == k:
-                    top_ids.append(tuple(flat.token_ids[top:hi]))
-                    top_lps.append(tuple(flat.logprobs[top:hi]))
+                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
+                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
                 else:
                     for ids, lps in topk_rows(flat, n, k):
                         top_ids.append(ids)
