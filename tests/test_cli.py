@@ -188,7 +188,8 @@ def test_resume_from_other_settings(capsys, math_file, tmp_path, tiny_model_dir)
     assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
                              "--theta", "1.5", "--resume")) == 2
     line = error_line(capsys)
-    assert "cannot resume from" in line and "settings: stored" in line
+    assert "cannot resume from" in line
+    assert "(settings.theta: stored 1.0, now 1.5)" in line, "names the one key, both values"
     assert "use another --output directory, or drop --resume" in line
 
 
