@@ -50,6 +50,10 @@ class Case:
     setup: Callable[["Workspace", Path], object] | None = None
     """Prepares the case's output directory (a finished run, a held lock); may return a
     context manager the case runs inside."""
+    in_suite: bool = True
+    """Run by the test suite. Most harness cases are not (a subprocess each, ~15 s for lm-eval):
+    their checks are tested in-process (test_lm_eval_models, test_inspect_provider); the suite
+    runs one of each kind as a user would, and this script runs them all."""
     id: str = ""
 
     @property
@@ -187,22 +191,22 @@ INSPECT = ("eval", "tasks/aime25.py", "--limit", "1", "--max-tokens", "4", "--lo
 
 
 def lm_eval(what: str, model_args: str, words: tuple[str, ...], *, tasks: str = "aime25",
-            env: dict[str, str] | None = None) -> Case:
+            env: dict[str, str] | None = None, in_suite: bool = False) -> Case:
     argv = list(LM_EVAL)
     argv[argv.index("aime25")] = tasks
     return Case("lm-eval", what, ("--model_args", model_args, *argv), 1, words, program="lm_eval",
-                env={**LM_EVAL_ENV, **(env or {})})
+                env={**LM_EVAL_ENV, **(env or {})}, in_suite=in_suite)
 
 
 def inspect(what: str, args: tuple[str, ...], words: tuple[str, ...], *, task: str = "aime25",
             model: str = "eager/{chatmodel}", env: dict[str, str] | None = None,
-            exit_code: int = 1) -> Case:
+            exit_code: int = 1, in_suite: bool = False) -> Case:
     """exit_code 1: Inspect could not build the model or the task; 0: the eval ran and its
     samples failed (Inspect logs the eval as an error and exits 0)."""
     argv = list(INSPECT)
     argv[1] = f"tasks/{task}.py"
     return Case("inspect", what, (*argv, "--model", model, *args), exit_code, words,
-                program="inspect", env={**LM_EVAL_ENV, **(env or {})})
+                program="inspect", env={**LM_EVAL_ENV, **(env or {})}, in_suite=in_suite)
 
 
 CASES: list[Case] = [
@@ -334,7 +338,8 @@ CASES: list[Case] = [
          ("sweep", "{W}/sweep-cuda.yaml", "--output", "{out}"), 1,
          ("eager_init", "exited with code 2")),
     # --- lm-eval model_args ---
-    lm_eval("theta=-1", "pretrained={chatmodel},theta=-1", ("theta must be a number of nats > 0",)),
+    lm_eval("theta=-1", "pretrained={chatmodel},theta=-1", ("theta must be a number of nats > 0",),
+            in_suite=True),
     lm_eval("misspelt thetta=2", "pretrained={chatmodel},thetta=2",
             ("unknown eager-hf model arg 'thetta'", "did you mean 'theta'")),
     lm_eval("pretrained=no-such-model", "pretrained=no-such-model", ("unknown model 'no-such-model'",)),
@@ -345,9 +350,10 @@ CASES: list[Case] = [
             ("topk must be <= the model's vocabulary size",)),
     lm_eval("chat=maybe", "pretrained={chatmodel},chat=maybe", ("chat must be auto, true or false",)),
     lm_eval("gpqa_diamond without its CSV (offline data dir)", "pretrained={chatmodel}",
-            ("has no gpqa_diamond.csv",), tasks="gpqa_diamond", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"}),
+            ("has no gpqa_diamond.csv",), tasks="gpqa_diamond", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"},
+            in_suite=True),
     # --- Inspect -M ---
-    inspect("-M theta=-1", ("-M", "theta=-1"), ("theta must be a number of nats > 0",)),
+    inspect("-M theta=-1", ("-M", "theta=-1"), ("theta must be a number of nats > 0",), in_suite=True),
     inspect("misspelt -M max_seq=4", ("-M", "max_seq=4"),
             ("unknown -M option of the eager provider 'max_seq'", "did you mean 'max_seqs'")),
     inspect("-M batch_window=0", ("-M", "batch_window=0"), ("batch_window must be a finite number",)),
@@ -355,11 +361,12 @@ CASES: list[Case] = [
     inspect("-M temperature=inf", ("-M", "temperature=inf"), ("temperature must be a finite number",)),
     inspect("-M max_rows=0", ("-M", "max_rows=0"), ("max_rows must be an integer >= 1",)),
     inspect("-M topk above the vocabulary (checked when the weights load, at the first call)",
-            ("-M", "topk=100000"), ("topk must be <= the model's vocabulary size",), exit_code=0),
+            ("-M", "topk=100000"), ("topk must be <= the model's vocabulary size",), exit_code=0,
+            in_suite=True),
     inspect("unknown model eager/no-such-model", (), ("unknown model 'no-such-model'",),
             model="eager/no-such-model"),
     inspect("gpqa.py without its CSV (offline data dir)", (), ("has no gpqa_diamond.csv",),
-            task="gpqa", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"}),
+            task="gpqa", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"}, in_suite=True),
 ]
 for _number, _case in enumerate(CASES, 1):
     object.__setattr__(_case, "id", f"{_number:02d}-{_case.surface}-" +
@@ -469,26 +476,39 @@ def verdict(case: Case, seen: Observed, ws: Workspace, out: Path) -> tuple[bool,
     if case.program == "eager-eval":
         parts.append("no traceback" if not seen.traceback_after else "TRACEBACK")
         if case.exit_code != 0:
-            parts.append("nothing written" if not seen.wrote else f"wrote {', '.join(seen.wrote[:3])}")
+            parts.append(_written(seen.wrote))
     else:
         first = seen.stderr.find(ERROR)
         trace = seen.stderr.find("Traceback")
         parts.append("clear line first, then the harness's traceback" if 0 <= first < trace or
                      (first >= 0 > trace) else "NO CLEAR LINE FIRST")
+    parts.append("after the model loaded" if "Loading weights" in seen.stderr
+                 else "no model loaded")
     return ok, "; ".join(parts)
+
+
+def _written(paths: list[str]) -> str:
+    if not paths:
+        return "nothing written"
+    runs = [p for p in paths if p.endswith((".jsonl", "results.json"))]
+    if not runs:
+        return f"no trees or results written ({', '.join(Path(p).name for p in paths[:2])} …)"
+    return f"wrote {', '.join(runs[:3])}"
 
 
 def case_words(case: Case, ws: Workspace, out: Path) -> tuple[str, ...]:
     return tuple(ws.fill(w, out) for w in case.words)
 
 
-def _shown(line: str | None, ws: Workspace) -> str:
-    """The line as the table shows it: no log prefix, short paths, at most 150 characters."""
+def _shown(line: str | None, ws: Workspace, out: Path) -> str:
+    """The line as the table shows it: no log prefix or padding, short paths (W: the
+    workspace, OUT: the case's output directory), at most 150 characters."""
     if line is None:
         return "(none)"
     if ERROR in line:
         line = line[line.index(ERROR):]
-    line = line.replace(str(ws.root), "W").replace(str(REPO), ".").replace("|", "\\|")
+    line = line.replace(str(out), "OUT").replace(str(ws.root), "W").replace(str(REPO), ".")
+    line = re.sub(r"\s{2,}", " ", line).strip().replace("|", "\\|")
     return (line[:150] + " …") if len(line) > 150 else line
 
 
@@ -506,7 +526,7 @@ def main() -> int:
         failures += not ok
         line = seen.line(case_words(case, ws, out))
         rows.append(f"| {len(rows) + 1} | {case.surface} | {case.what} | "
-                    f"{'✓' if ok else '✗'} {said} | `{_shown(line, ws)}` | {seen.seconds:.1f} |")
+                    f"{'✓' if ok else '✗'} {said} | `{_shown(line, ws, out)}` | {seen.seconds:.1f} |")
         print(f"{case.id}: {'ok' if ok else 'UNEXPECTED'} ({said})", file=sys.stderr, flush=True)
     print("| # | surface | bad input | verdict | the line the user reads | s |")
     print("|---|---|---|---|---|---:|")

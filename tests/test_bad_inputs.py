@@ -53,7 +53,8 @@ def harness_workspace(tmp_path_factory) -> Workspace:
 
 @pytest.mark.slow
 @needs_smollm2
-@pytest.mark.parametrize("case", [c for c in CASES if not c.in_process], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [c for c in CASES if not c.in_process and c.in_suite],
+                         ids=lambda c: c.id)
 def test_harness_logs_the_clear_line_before_its_traceback(case, harness_workspace, tmp_path):
     seen = run_case(case, harness_workspace, tmp_path / "out", in_process=False)
     assert seen.exit_code == case.exit_code, seen.stderr[-3000:]
