@@ -15,8 +15,8 @@ Bad input (unknown model, missing data, bad setting, a resume from other setting
 is not there, an output directory another run is using) ends with one line on stderr and exit
 code 2, never a traceback, and before the model loads wherever the check does not need the model
 (docs/RELIABILITY.md lists the cases); Ctrl-C ends with exit code 130 and the command that
-resumes. Heavy imports (torch, transformers, math-verify)
-wait until a subcommand needs them, so `--help` and argument errors are instant.
+resumes. Heavy imports (torch, transformers, math-verify) wait until a subcommand needs them, so
+`--help` and argument errors are instant.
 """
 
 from __future__ import annotations
