@@ -12,18 +12,22 @@ tokens_generated (#T) and n_sequences (#S). Full EAGer (`-M mode=eager`) gets ea
 target through `eager_generate()`. See docs/INSPECT.md.
 """
 
+import logging
+
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 
 from eager_eval.answers import AnswerType
 from eager_eval.datasets import GPQA_SHUFFLE_SEED, LETTERS, load_gpqa_diamond
+from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
 
 
 @task
 def gpqa_diamond(shuffle_seed: int = GPQA_SHUFFLE_SEED) -> Task:
     """`shuffle_seed`: base seed of the per-question choice shuffle (default: lm-eval's order)."""
-    questions = load_gpqa_diamond(shuffle_seed)
+    with log_user_errors(logging.getLogger("eager_eval.tasks")):  # the line before the traceback
+        questions = load_gpqa_diamond(shuffle_seed)
     samples = [
         Sample(id=q.id, input=q.prompt, target=q.answer,
                metadata={"choices": list(q.choices), "question": q.question})

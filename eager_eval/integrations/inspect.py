@@ -33,7 +33,14 @@ gathers the calls that arrive within a *batch window* and answers them from ONE 
   output_tokens is #T (shared prefixes once); `ModelOutput.metadata` holds the prompt's EAGer
   statistics and its pool's rounds, which `inspect view` shows per sample.
 
-Nothing here imports torch: the model loads through `engines.load_engine` in `__init__`.
+- **Loading.** Building the provider checks the options, the model name, the device and the
+  dtype; the weights load (`engines.load_engine`) at the first generate() (`LazyEngine`), after
+  Inspect has built the tasks, so a task's missing data shows before a model loads. A user
+  error is logged as one `eager-eval: error: ...` line before Inspect's traceback.
+- **Prompt length.** A prompt that fills the model's context fails its own call, naming its
+  length and the context (`engines.check_prompt_fits`).
+
+Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
@@ -63,7 +70,8 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
 
 from eager_eval.answers import AnswerType, is_correct
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.engines import BACKENDS, Engine, load_engine
+from eager_eval.engines import BACKENDS, Engine, check_prompt_fits, load_engine
+from eager_eval.errors import log_user_errors
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
 from eager_eval.runner import PromptInput, Verifier, run
@@ -276,6 +284,8 @@ class BatchWorker:
                                            enable_thinking=self.options.enable_thinking)
         if not tokens:
             raise ValueError("the prompt encodes to no tokens: give the sample some input")
+        check_prompt_fits(len(tokens), getattr(self.engine, "context_length", None),
+                          prompt="of this sample", model=getattr(self.engine, "name", "the model"))
         return PromptInput(tuple(tokens), request.stop, request.config.max_new_tokens,
                            opens_thinking=self._opens_thinking(tokens, request.config.think_end))
 
@@ -429,22 +439,27 @@ class EagerModelAPI(ModelAPI):
         if engine is not None and not hasattr(engine, "new_backend"):
             raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
                               "engine with -M backend=hf|vllm")
-        self.options, self.eager_settings = split_model_args(model_args)
-        self.base_config = EagerConfig.from_mapping(self.eager_settings)
-        if engine is None:
-            resolve_model(model_name)
-            engine = load_engine(model_name, backend=self.options.backend, device=self.options.device,
-                                 dtype=self.options.dtype, max_rows=self.options.max_rows,
-                                 config=self.base_config,  # vllm: fixes top-K logprobs at start
-                                 **dict(self.options.engine_args or {}))
+        with log_user_errors(logger):  # the clear line before Inspect's traceback
+            self.options, self.eager_settings = split_model_args(model_args)
+            self.base_config = EagerConfig.from_mapping(self.eager_settings)
+            if engine is None:
+                _check_before_loading(model_name, self.options)
+                engine = LazyEngine(lambda: self._load_engine(model_name))
         self.engine = engine
-        tokenizer = getattr(engine, "tokenizer", None)
-        if tokenizer is not None:
-            self.base_config.verify_think_end(lambda text: tokenizer.encode(text, add_special_tokens=False))
         self.worker = BatchWorker(engine, self.options)
         self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
             self.worker.run_batch, self.options.batch_window)
         self._warned: set[str] = set()
+
+    def _load_engine(self, model_name: str) -> Engine:
+        with log_user_errors(logger):
+            engine = load_engine(model_name, backend=self.options.backend,
+                                 device=self.options.device, dtype=self.options.dtype,
+                                 max_rows=self.options.max_rows,
+                                 config=self.base_config,  # vllm: fixes top-K logprobs at start
+                                 **dict(self.options.engine_args or {}))
+            engine.verify(self.base_config)  # top-K within the vocabulary, the marker encodes
+        return engine
 
     async def generate(
         self,
@@ -508,6 +523,50 @@ class EagerModelAPI(ModelAPI):
 
     def should_retry(self, ex: Exception) -> bool:
         return False  # local generation: a retry fails the same way
+
+
+def _check_before_loading(model_name: str, options: ProviderOptions) -> None:
+    """What can be checked without the weights, checked when Inspect builds the provider."""
+    resolve_model(model_name)
+    if options.backend == "hf":
+        from eager_eval.models import check_device, dtype_name
+
+        dtype_name(options.dtype)
+        check_device(options.device or "cpu")
+
+
+class LazyEngine:
+    """An Engine whose weights load at the first call that needs them (once; a failed load is
+    raised again to every later call, not retried).
+
+    Inspect builds the model before it builds the tasks, so a task whose data is missing (no
+    GPQA CSV offline) failed only after the weights had loaded. Loading on first use lets the
+    tasks load, and fail, first; what needs no weights was checked when the provider was built.
+    """
+
+    def __init__(self, load: Callable[[], Engine]) -> None:
+        self._load = load
+        self._engine: Engine | None = None
+        self._error: Exception | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                if self._error is not None:
+                    raise self._error
+                try:
+                    self._engine = self._load()
+                except Exception as err:
+                    self._error = err
+                    raise
+            return self._engine
+
+    def __getattr__(self, name: str) -> Any:  # name, tokenizer, new_backend, encode_prompt ...
+        if name.startswith("_"):  # our own fields, before __init__ set them (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.loaded, name)
 
 
 def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
