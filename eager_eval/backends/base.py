@@ -106,3 +106,10 @@ class Backend(Protocol):
     def has_unfinished(self) -> bool:
         """True while any added sequence is queued or live."""
         ...
+
+
+# Optional, for speed only (the runner checks with getattr; the trees never depend on them):
+#   token_pieces: Sequence[bytes]   each token's bytes, when decode is their concatenation
+#   late_forks: bool                fork() may name a position the parent already ran past
+#   stop_topk(seq_ids) -> None      the runner will not read these sequences' top-K again
+#                                   (their tree can no longer branch): skip preparing it
