@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from eager_eval.budget import BudgetPool, PromptState, RetryPlan
+from eager_eval.budget import BudgetPool, PromptState
 from eager_eval.config import EagerConfig, Mode
 
 
@@ -239,5 +239,3 @@ def _share(budget: int, index: int, size: int) -> int:
         return 0
     return -(-(budget - index) // size)
 
-
-__all__ = ["RoundPlan", "RoundSchedule", "RetryPlan", "Start", "TreeView"]
