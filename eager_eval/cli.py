@@ -101,6 +101,7 @@ def subcommand(name: str, help: str, add_arguments: Callable[[argparse.ArgumentP
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="EAGer entropy-aware branching decoding: run and "
                      "compare methods (arXiv 2510.11170).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for cmd in SUBCOMMANDS.values():
@@ -108,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(sub)
         sub.set_defaults(handler=cmd.handler)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip reports), else the package's own."""
+    import importlib.metadata
+
+    from eager_eval import __version__
+
+    try:
+        return importlib.metadata.version("eager-eval")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,10 +364,7 @@ def _load_engine(session: Session) -> "Engine":
     from eager_eval.models import gguf_cache_dir, resolve_model
 
     resolved = resolve_model(session.model)  # fails fast, before torch is imported
-    if session.threads is not None:
-        import torch
-
-        torch.set_num_threads(session.threads)
+    _set_cpu_threads(session)
     if resolved.is_gguf and not (gguf_cache_dir(resolved) / "config.json").is_file():
         print(f"first use of {session.model}: converting its GGUF once (about 30-60 s) ...",
               file=sys.stderr, flush=True)
@@ -363,6 +373,22 @@ def _load_engine(session: Session) -> "Engine":
                            config=session.configs[0], **session.engine_args)
     return load_engine(session.model, device=session.device, dtype=session.dtype,
                        max_rows=session.max_rows)
+
+
+def _set_cpu_threads(session: Session) -> None:
+    """--threads N, else on a CPU the free cores (eager_eval.threads): torch's default of one
+    spinning thread per core is slow on a machine other jobs keep busy."""
+    if session.backend != "hf" or (session.threads is None
+                                   and not session.device.startswith("cpu")):
+        return
+    import torch
+
+    from eager_eval.threads import default_threads
+
+    threads = session.threads or default_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
+    print(f"torch threads: {threads}" + ("" if session.threads else " (free CPUs; set with "
+          "--threads N)"), file=sys.stderr)
 
 
 def _resume_command(argv: Sequence[str]) -> str:
@@ -493,8 +519,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="most sequences decoded together in one batch (default: 64); each "
                        "prompt's tree reserves its cap (M in eager modes), later prompts wait")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                       help="CPU threads for torch (default: torch's own; demo: "
-                       f"{DEMO_THREADS}, robust on a busy machine)")
+                       help="CPU threads for torch (default on a CPU: the CPUs not kept busy by "
+                       "other processes, i.e. usable CPUs minus the 1-minute load average, at "
+                       "least 1, at most torch's own default)")
     group.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                        help="apply the model's chat template (default: on)")
     group.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
@@ -564,9 +591,8 @@ half of Full Parallel's tokens (ratio 0.53 at seed 0; 0.23 and 0.48 at seeds 1 a
 on 6 prompts is coarse: equal at seed 0 (3/6 each), lower at seeds 1 and 2 (2/6 vs 4/6); theta
 2.4 or 2.5 spent more tokens without a better Pass@k on those seeds."""
 DEMO_THREADS = 1
-"""Torch threads of the demo. On a busy 2-core machine torch's default (2 OpenMP threads, which
-spin) made a decode step 7x slower: 3.0 s vs 0.42 s per step for 24 rows (measured, load
-average ~10). On an idle machine a second thread may help a little: try --threads 2."""
+"""Torch threads benchmarks/savings.py pins, so its timings compare across runs. The demo itself
+uses the free-CPU default of `eager_eval.threads` (1 on a busy machine, more on an idle one)."""
 DEMO_MODES = ("full_parallel", "eager_init", "eager_adapt", "eager")
 
 
@@ -612,8 +638,7 @@ def demo_command(args: argparse.Namespace) -> int:
         argv += ["--output", str(output)]
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
-                      args.threads if args.threads is not None else DEMO_THREADS, args.chat,
-                      args.thinking, argv, *_backend_args(args))
+                      args.threads, args.chat, args.thinking, argv, *_backend_args(args))
     return _finish(session, args.progress)
 
 

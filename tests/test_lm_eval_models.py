@@ -118,9 +118,27 @@ def test_model_args_device_wins_over_the_cli_device(tiny_dir):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cli_default_cuda_falls_back_to_cpu(tiny_dir, caplog):
+def test_cli_default_cuda_falls_back_to_cpu_quietly(tiny_dir, caplog, monkeypatch):
+    """lm-eval passes device='cuda:0' when --device is absent: nobody asked, nobody is warned."""
+    monkeypatch.setattr(sys, "argv", ["lm_eval", "--model", "eager-hf", "--tasks", "t"])
     with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
         lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir}, {"device": "cuda:0"})
+    assert str(lm.device) == "cpu"
+    assert "CUDA" not in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@pytest.mark.parametrize("argv, model_args", [
+    (["lm_eval", "--device", "cuda:0"], {}),
+    (["lm_eval", "--device=cuda:0"], {}),
+    (["lm_eval"], {"device": "cuda"}),
+])
+def test_a_requested_cuda_device_warns_and_falls_back(tiny_dir, caplog, monkeypatch, argv,
+                                                      model_args):
+    monkeypatch.setattr(sys, "argv", argv)
+    with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
+        lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **model_args},
+                                           {"device": "cuda:0"})
     assert str(lm.device) == "cpu"
     assert "CUDA is not available; using cpu" in caplog.text
 

@@ -24,6 +24,7 @@ import importlib.metadata
 import inspect
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -384,6 +385,20 @@ def split_model_args(kwargs: Mapping[str, Any], accepted: frozenset[str],
     return eager, rest
 
 
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"
+"""What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
+
+
+def _device_on_command_line(argv: Sequence[str] | None = None) -> bool:
+    """Whether the lm_eval command line names a device (`--device X` or `--device=X`).
+
+    lm-eval hands every model `device='cuda:0'` when the user gave none, so the value alone
+    cannot tell a request from the default; the command line can.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    return any(a == "--device" or a.startswith("--device=") for a in args)
+
+
 def _init_params(cls: type) -> frozenset[str]:
     params = inspect.signature(cls.__init__).parameters.values()
     return frozenset(p.name for p in params
@@ -422,6 +437,8 @@ class _EagerGeneration:
         """The CLI's constructor. Its extras (`device` = 'cuda:0' by default, `batch_size`) may
         repeat a model arg; the model arg wins (stock HFLM fails with 'multiple values')."""
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if extra.get("device") == LM_EVAL_DEFAULT_DEVICE and not _device_on_command_line():
+            del extra["device"]  # lm-eval's default, not a request: no CUDA warning on a CPU
         return cls(**{**extra, **arg_dict})
 
     @classmethod
