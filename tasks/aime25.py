@@ -16,12 +16,12 @@ from inspect_ai.dataset import MemoryDataset, Sample
 
 from eager_eval.answers import AnswerType
 from eager_eval.datasets import load_aime25
-from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
+from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer, task_data
 
 
 @task
 def aime25() -> Task:
-    samples = [Sample(id=p.id, input=p.prompt, target=p.answer) for p in load_aime25()]
+    samples = [Sample(id=p.id, input=p.prompt, target=p.answer) for p in task_data(load_aime25)]
     return Task(
         dataset=MemoryDataset(samples, name="aime25"),
         solver=eager_generate(AnswerType.MATH),

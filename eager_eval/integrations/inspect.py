@@ -2,18 +2,24 @@
 
 Inspect runs every sample (x epoch) as its own asyncio task, each calling `generate()` once.
 EAGer's budget pool needs a task's prompts together (METHOD.md section 4), so the provider
-gathers the calls that arrive within a *batch window* and answers them from ONE `run()`:
+holds the calls as they arrive and answers them all from ONE `run()` once no more can come:
 
     generate() ─┐                               worker thread (one batch at a time)
     generate() ─┼─> CallBatcher ── batch ──> BatchWorker.run_batch: encode, group, run(), split
-    generate() ─┘   (window: batch_window s     ─> one CallAnswer (or exception) per call
-                     or batch_size calls)
+    generate() ─┘   (closes when every running     ─> one CallAnswer (or exception) per call
+                     sample of the eval waits in it)
 
-- **Window.** A batch opens with its first call and closes `batch_window` seconds later, or
-  at once when it holds `batch_size` calls (default: Inspect's `max_connections`, else 64).
-  To pool a whole task of N samples x E epochs, let every call in at once and the window wait
-  for all of them: `--max-connections N*E -M batch_size=N*E -M batch_window=60` (the batch
-  runs as soon as the last call arrives; the window is only a timeout). docs/INSPECT.md.
+- **The whole task, by default.** The provider asks Inspect to let every sample call at once
+  (`admit_every_call`: a --max-connections the user did not set), and a batch closes when every
+  sample of the eval that can still call is waiting in it (`inspect_samples.pool_state`). So
+  `inspect eval tasks/gpqa.py --model eager/<m>` pools all samples x epochs in one run, with no
+  flags. `-M batch_size=N` caps a pool (memory); an explicit `--max-connections N` or
+  `--max-samples N` below the task's size splits it (a batch then closes when it holds what
+  Inspect lets in, or after `batch_window` seconds with the rest held back). Calls from outside
+  an eval (Python) batch within a `batch_window`-second window. docs/INSPECT.md.
+- **Weights load late.** `__init__` checks the settings and resolves the model name; the
+  weights load with the first batch, so a task whose data is missing fails before that
+  (Inspect builds the model before it loads the tasks).
 - **Off the event loop.** Tokenising and decoding run in a worker thread (`anyio.to_thread`),
   one batch at a time (a lock: one engine, one run). The event loop only waits.
 - **Order.** Within a run, prompts are ordered by their token ids (ties: arrival), so seeds and
@@ -33,7 +39,7 @@ gathers the calls that arrive within a *batch window* and answers them from ONE 
   output_tokens is #T (shared prefixes once); `ModelOutput.metadata` holds the prompt's EAGer
   statistics and its pool's rounds, which `inspect view` shows per sample.
 
-Nothing here imports torch: the model loads through `engines.load_engine` in `__init__`.
+Nothing here imports torch: the model loads through `engines.load_engine` with the first batch.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import logging
 import math
 import threading
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Generic, Mapping, Sequence, TypeVar
 
 import anyio
 from inspect_ai.model import (
@@ -64,6 +70,7 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
 from eager_eval.answers import AnswerType, is_correct
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.engines import BACKENDS, Engine, load_engine
+from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
 from eager_eval.runner import PromptInput, Verifier, run
@@ -86,9 +93,26 @@ logger = logging.getLogger(__name__)
 LABEL_KEY = "eager_eval_label"
 """Key in GenerateConfig.extra_body under which a solver passes the sample's `Label`."""
 
-DEFAULT_BATCH_SIZE = 64
-"""Batch bound when neither -M batch_size nor --max-connections is given (adaptive
-connections keep 20-100 calls in flight)."""
+ADMIT_ALL = 10_000
+"""The connection limit the provider asks Inspect for when the user set none: every sample x
+epoch of a task may call at once (Inspect's own ceiling for batch APIs,
+DEFAULT_MAX_CONNECTIONS_BATCH). A local engine has no rate limit to respect; what bounds its
+memory is -M max_rows (live sequences) and -M batch_size (calls per pool)."""
+
+
+def admit_every_call(config: GenerateConfig) -> None:
+    """Let every sample of a task call generate() at once, unless the user set
+    --max-connections.
+
+    Inspect (0.3.285) runs at most max_samples samples and max_connections calls at a time, and
+    by default adapts both between 10 and 100 (adaptive connections): a task of 198 samples
+    would reach the pool in pieces. An explicit max_connections turns adaptation off and sets
+    both limits (max_samples defaults to it). Inspect hands the model's GenerateConfig to the
+    provider before it reads these limits from it (`Model.config` is this object), so setting
+    it here is what `--max-connections` would do.
+    """
+    if config.max_connections is None:
+        config.max_connections = ADMIT_ALL
 
 GENERATE_TO_EAGER = {
     "max_tokens": "max_new_tokens",
@@ -123,10 +147,13 @@ class ProviderOptions:
     max_rows: int = 64
     """hf: live sequences per forward pass (soft: forks may exceed it, admission waits)."""
     batch_window: float = 2.0
-    """Seconds a batch stays open after its first call (> 0, finite). The batch runs earlier
-    when it holds batch_size calls, so a long window costs nothing once the batch is full."""
+    """Seconds (> 0, finite) a batch waits where the eval's samples cannot tell it whether more
+    calls are coming: calls from outside an Inspect eval, or when Inspect holds samples back
+    (--max-samples / --max-connections below the task's size) while all running ones wait."""
     batch_size: int | None = None
-    """Most calls one batch (one budget pool) takes; None: Inspect's max_connections, else 64."""
+    """Most calls one batch (one budget pool) takes; None: no cap (the whole task). Memory
+    while decoding is bounded by max_rows whatever the pool size; a cap bounds what a pool
+    holds (every sequence of its prompts) and how long its first results take."""
     chat: bool = True
     """Apply the tokenizer's chat template to the messages (False: join their texts)."""
     enable_thinking: bool = True
@@ -249,10 +276,15 @@ Outcome = CallAnswer | Exception
 class BatchWorker:
     """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
 
-    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | Callable[[], Engine], options: ProviderOptions) -> None:
+        """`engine`: an Engine, or a function that returns it (loaded on first use)."""
+        self._engine = engine
         self.options = options
         self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine() if callable(self._engine) else self._engine
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> list[Outcome]:
         """One outcome per request, in order: a CallAnswer, or the exception that call raises."""
@@ -337,44 +369,74 @@ A = TypeVar("A")
 @dataclass
 class _Slot(Generic[R, A]):
     request: R
+    origin: CallOrigin | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: A | Exception | None = None
 
 
 @dataclass
 class _Batch(Generic[R, A]):
-    size: int
+    size: int | None
+    """Close at once with this many calls (None: no cap)."""
+    eval_id: str | None = None
+    """The Inspect eval whose calls this batch gathers (None: calls from outside an eval)."""
     slots: list[_Slot[R, A]] = field(default_factory=list)
     closed: anyio.Event = field(default_factory=anyio.Event)
+    last_join: float = 0.0
+    """When the latest call joined (anyio time)."""
+
+
+PoolStateFn = Callable[[str, Collection[str]], PoolState]
 
 
 class CallBatcher(Generic[R, A]):
-    """Gathers concurrent calls into batches and runs each batch in a worker thread.
+    """Gathers concurrent calls into batches (one open batch per eval) and runs each batch in a
+    worker thread.
 
-    The first call of a batch leads: it waits until the batch is full (`size` calls) or
-    `window_s` seconds have passed, runs the batch off the event loop, and hands every call its
-    outcome. The leader's part is shielded from cancellation, so a cancelled leader (a sample
-    time limit) never strands the calls that joined its batch.
+    The first call of a batch leads: it waits until the batch may close, runs the batch off the
+    event loop, and hands every call its outcome. A batch closes
+
+    - at once when it holds `size` calls (a pool cap, or all the calls Inspect lets in at once);
+    - inside an Inspect eval, when no further call of that eval can come
+      (`pool_state(...)` is COMPLETE: every running sample waits in the batch, none is queued),
+      or when every running sample has waited `window_s` seconds while Inspect keeps the others
+      queued (BLOCKED: they could start only after the batch ran);
+    - otherwise (UNKNOWN: a call from outside an eval, or an Inspect without the state)
+      `window_s` seconds after its first call.
+
+    The leader's part is shielded from cancellation, so a cancelled leader (a sample time
+    limit) never strands the calls that joined its batch.
     """
 
-    def __init__(self, run_batch: Callable[[list[R]], list[A | Exception]], window_s: float) -> None:
+    POLL_S = 0.05
+    """How often a leader looks at the eval's samples while its batch is open."""
+    STALL_S = 60.0
+    """A batch still OPEN after this long without a new call runs anyway, with a warning:
+    running samples that never call mean a limit the provider could not lift (e.g. Inspect's
+    adaptive connections holding calls back while the batch holds the connections)."""
+
+    def __init__(self, run_batch: Callable[[list[R]], list[A | Exception]], window_s: float,
+                 pool_state: PoolStateFn | None = None) -> None:
         self.run_batch = run_batch
         self.window_s = window_s
-        self._open: _Batch[R, A] | None = None
+        self.pool_state = pool_state
+        self._open: dict[str | None, _Batch[R, A]] = {}
 
-    async def submit(self, request: R, size: int) -> A:
-        slot: _Slot[R, A] = _Slot(request)
-        batch = self._open
+    async def submit(self, request: R, size: int | None, origin: CallOrigin | None = None) -> A:
+        slot: _Slot[R, A] = _Slot(request, origin)
+        key = origin.eval_id if origin is not None else None
+        batch = self._open.get(key)
         is_leader = batch is None
         if batch is None:
-            batch = self._open = _Batch(size=max(1, size))
+            batch = self._open[key] = _Batch(size=None if size is None else max(1, size),
+                                             eval_id=key)
         batch.slots.append(slot)
-        if len(batch.slots) >= batch.size:
+        batch.last_join = anyio.current_time()
+        if batch.size is not None and len(batch.slots) >= batch.size:
             self._close(batch)
         if is_leader:
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.window_s):
-                    await batch.closed.wait()
+                await self._wait_until_closing(batch)
                 self._close(batch)
                 await self._run(batch)
         await slot.done.wait()
@@ -382,9 +444,39 @@ class CallBatcher(Generic[R, A]):
             raise slot.outcome
         return slot.outcome  # type: ignore[return-value]
 
+    async def _wait_until_closing(self, batch: _Batch[R, A]) -> None:
+        if batch.eval_id is None or self.pool_state is None:
+            with anyio.move_on_after(self.window_s):
+                await batch.closed.wait()
+            return
+        opened = anyio.current_time()
+        blocked_since: float | None = None
+        while not batch.closed.is_set():
+            waiting = {s.origin.sample for s in batch.slots if s.origin is not None}
+            state = self.pool_state(batch.eval_id, waiting)
+            now = anyio.current_time()
+            if state is PoolState.COMPLETE:
+                return
+            if state is PoolState.UNKNOWN and now - opened >= self.window_s:
+                return
+            if state is PoolState.BLOCKED:
+                blocked_since = now if blocked_since is None else blocked_since
+                if now - blocked_since >= self.window_s:
+                    return
+            else:
+                blocked_since = None
+            if state is PoolState.OPEN and now - batch.last_join >= self.STALL_S:
+                logger.warning(
+                    "eager: %d calls waited %.0f s for samples of their eval that are running "
+                    "but do not call; running the pool without them (is --max-connections or "
+                    "--adaptive-connections holding calls back?)", len(batch.slots), self.STALL_S)
+                return
+            with anyio.move_on_after(self.POLL_S):
+                await batch.closed.wait()
+
     def _close(self, batch: _Batch[R, A]) -> None:
-        if self._open is batch:
-            self._open = None
+        if self._open.get(batch.eval_id) is batch:
+            del self._open[batch.eval_id]
         batch.closed.set()
 
     async def _run(self, batch: _Batch[R, A]) -> None:
@@ -413,18 +505,23 @@ class EagerModelAPI(ModelAPI):
         model_name: str,
         base_url: str | None = None,
         api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
+        config: GenerateConfig | None = None,
         *,
         engine: Engine | None = None,
         **model_args: Any,
     ) -> None:
-        """`engine`: an already loaded Engine (Python only; tests pass a scripted one). Otherwise
-        the model is resolved (a clear error before torch loads) and loaded once, here."""
+        """`engine`: an already loaded Engine (Python only; tests pass a scripted one).
+        Otherwise the model name is resolved here (a clear error before torch loads) and the
+        weights load with the first batch, so that Inspect checks the task's data first (it
+        builds the model before it loads the tasks)."""
+        config = GenerateConfig() if config is None else config
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
-        self.engine: Engine | None = None
-        if api_key == MODEL_INFO_LOOKUP_API_KEY:
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self.is_lookup_only = api_key == MODEL_INFO_LOOKUP_API_KEY
+        if self.is_lookup_only:
             # Inspect builds a throwaway instance (no -M) only to ask canonical_name() for its
-            # model-info lookup; loading the weights here would load them twice.
+            # model-info lookup; it must load nothing.
             return
         if engine is not None and not hasattr(engine, "new_backend"):
             raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
@@ -433,18 +530,36 @@ class EagerModelAPI(ModelAPI):
         self.base_config = EagerConfig.from_mapping(self.eager_settings)
         if engine is None:
             resolve_model(model_name)
-            engine = load_engine(model_name, backend=self.options.backend, device=self.options.device,
-                                 dtype=self.options.dtype, max_rows=self.options.max_rows,
-                                 config=self.base_config,  # vllm: fixes top-K logprobs at start
-                                 **dict(self.options.engine_args or {}))
-        self.engine = engine
+        else:
+            self._use_engine(engine)
+        admit_every_call(config)
+        self.worker = BatchWorker(self._loaded_engine, self.options)
+        self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
+            self.worker.run_batch, self.options.batch_window, pool_state)
+        self._warned: set[str] = set()
+
+    @property
+    def engine(self) -> Engine | None:
+        """The loaded engine; None until the first batch loads it (or for a lookup instance)."""
+        return self._engine
+
+    def _loaded_engine(self) -> Engine:
+        """The engine, loaded on first use (in the worker thread: the event loop never waits)."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._use_engine(load_engine(
+                    self.model_name, backend=self.options.backend, device=self.options.device,
+                    dtype=self.options.dtype, max_rows=self.options.max_rows,
+                    config=self.base_config,  # vllm: fixes top-K logprobs at start-up
+                    **dict(self.options.engine_args or {})))
+            return self._engine  # type: ignore[return-value]
+
+    def _use_engine(self, engine: Engine) -> None:
         tokenizer = getattr(engine, "tokenizer", None)
         if tokenizer is not None:
-            self.base_config.verify_think_end(lambda text: tokenizer.encode(text, add_special_tokens=False))
-        self.worker = BatchWorker(engine, self.options)
-        self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
-            self.worker.run_batch, self.options.batch_window)
-        self._warned: set[str] = set()
+            self.base_config.verify_think_end(
+                lambda text: tokenizer.encode(text, add_special_tokens=False))
+        self._engine = engine
 
     async def generate(
         self,
@@ -453,12 +568,17 @@ class EagerModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        if self.engine is None:
+        if self.is_lookup_only:
             raise RuntimeError("this eager provider instance was built for a model-info lookup")
         request = self.request_for(input, tools, config)
-        size = self.options.batch_size or config.max_connections or DEFAULT_BATCH_SIZE
-        answer = await self.batcher.submit(request, size)
+        answer = await self.batcher.submit(request, self.pool_cap(config), call_origin())
         return model_output(self.model_name, answer)
+
+    def pool_cap(self, config: GenerateConfig) -> int | None:
+        """Most calls one pool takes: -M batch_size, and never more than Inspect lets in at
+        once (its max_connections): a batch holding that many can wait for no other call."""
+        caps = [c for c in (self.options.batch_size, config.max_connections) if c]
+        return min(caps) if caps else None
 
     def request_for(self, input: Sequence[ChatMessage], tools: Sequence[ToolInfo],
                     config: GenerateConfig) -> GenerateRequest:
@@ -503,8 +623,9 @@ class EagerModelAPI(ModelAPI):
         return None
 
     def max_connections(self) -> int:
-        """Used only with --adaptive-connections false and no --max-connections."""
-        return self.options.batch_size or DEFAULT_BATCH_SIZE
+        """Used only with --adaptive-connections false and no --max-connections, which
+        `admit_every_call` leaves nowhere: the model's config then holds ADMIT_ALL."""
+        return ADMIT_ALL
 
     def should_retry(self, ex: Exception) -> bool:
         return False  # local generation: a retry fails the same way
