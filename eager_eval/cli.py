@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from eager_eval.backends.vllm import VLLMModelLoadError, VLLMNotInstalledError
+from eager_eval.calibration import is_auto, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.models import DeviceError, ModelNotFoundError
 from eager_eval.store import StoreError
 
 if TYPE_CHECKING:
+    from eager_eval.calibration import Calibration
     from eager_eval.engines import Engine
     from eager_eval.outputs import MethodRun, Problem
     from eager_eval.progress import RunProgress
@@ -188,7 +190,14 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(EagerConfig)
                    if getattr(args, f.name, None) is not None})
     values.update(fixed)
+    values, _ = split_auto_theta(values)  # 'auto': the default stands in until run_session
     return EagerConfig.from_mapping(values)
+
+
+def theta_is_auto(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> bool:
+    """--theta auto (or an `auto` default): run_session calibrates theta on the task."""
+    value = getattr(args, "theta", None)
+    return is_auto((defaults or {}).get("theta") if value is None else value)
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -323,6 +332,10 @@ class Session:
     backend: str = "hf"
     engine_args: dict[str, Any] = field(default_factory=dict)
     """vLLM engine keyword arguments (`--engine-arg KEY=VALUE`)."""
+    auto_theta: bool = False
+    """--theta auto: the configs hold a placeholder theta until run_session calibrates it."""
+    calibration: "Calibration | None" = None
+    """The theta=auto calibration the run uses (measured now, or read back on --resume)."""
 
 
 def _base_fingerprint(session: Session) -> dict[str, Any]:
@@ -411,10 +424,15 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
     resolve_model(session.model)  # an unknown name fails before the output directory is made
     if session.output.exists() and not session.output.is_dir():
         raise ConfigError("output", str(session.output), "a directory (this is a file)")
-    stores = _open_stores(session)
+    if session.auto_theta and session.resume:
+        _reuse_calibration(session)
+    stores = {} if session.auto_theta else _open_stores(session)
     try:
         engine = _load_engine(session)
         prompts = _encode_prompts(engine, session)
+        if session.auto_theta:  # theta is part of the stores' fingerprint: calibrate first
+            _calibrate(session, engine, prompts)
+            stores = _open_stores(session)
         with RunProgress(enabled=progress) as bars:
             runs = [_run_method(engine, prompts, session.task, config,
                                 stores[config.mode.value], bars)
@@ -430,9 +448,54 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
     path = write_run_dir(
         session.output, runs, session.task.problems, answer_type=session.task.answer_type,
         command=command_line(session.argv), model=session.model, task=session.task.name,
-        engine_info=engine.info(), extra={"data": session.task.info},
+        engine_info=engine.info(), extra={"data": session.task.info, **(
+            {"theta_auto": session.calibration.to_dict()} if session.calibration else {})},
     )
     return runs, path
+
+
+CALIBRATION_FILE = "theta_auto.json"
+"""OUTPUT/theta_auto.json: the theta=auto calibration of a run, written before its first tree,
+so that --resume continues with the theta the stored trees were grown with."""
+
+
+def _reuse_calibration(session: Session) -> None:
+    """--resume of a theta=auto run: the recorded theta, no warm-up (if one was recorded)."""
+    from eager_eval.calibration import Calibration
+
+    path = session.output / CALIBRATION_FILE
+    if not path.is_file():
+        return  # interrupted before the calibration ended: calibrate again
+    try:
+        calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as err:
+        raise StoreError(f"{path} is unreadable ({err}); delete it to calibrate theta again")
+    _use_calibration(session, calibration)
+    print(f"theta=auto: {calibration.theta:g}, recorded in {path}", file=sys.stderr)
+
+
+def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PromptInput"]) -> None:
+    """theta=auto: the warm-up (eager_eval.calibration) on this task's prompts, recorded."""
+    from eager_eval.calibration import calibrate_theta
+    from eager_eval.outputs import atomic_write
+
+    started = time.perf_counter()
+    calibration = calibrate_theta(engine.new_backend, [p.tokens for p in prompts],
+                                  session.configs[0])
+    session.output.mkdir(parents=True, exist_ok=True)
+    atomic_write(session.output / CALIBRATION_FILE,
+                 json.dumps(calibration.to_dict(), indent=2) + "\n")
+    _use_calibration(session, calibration)
+    print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
+          f"{calibration.n_entropies} top-{session.configs[0].topk} entropies "
+          f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
+          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+
+
+def _use_calibration(session: Session, calibration: "Calibration") -> None:
+    session.configs = [c.replace(theta=calibration.theta) for c in session.configs]
+    session.calibration = calibration
+    session.auto_theta = False
 
 
 def _encode_prompts(engine: "Engine", session: Session) -> list["PromptInput"]:
@@ -638,7 +701,8 @@ def demo_command(args: argparse.Namespace) -> int:
         argv += ["--output", str(output)]
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
-                      args.threads, args.chat, args.thinking, argv, *_backend_args(args))
+                      args.threads, args.chat, args.thinking, argv, *_backend_args(args),
+                      auto_theta=theta_is_auto(args, DEMO_DEFAULTS))
     return _finish(session, args.progress)
 
 
@@ -688,7 +752,7 @@ def run_command(args: argparse.Namespace) -> int:
                           args.limit)
     session = Session(args.model, task, [config], Path(args.output), args.resume, args.device,
                       args.dtype, args.max_rows, args.threads, args.chat, args.thinking, args.argv,
-                      *_backend_args(args))
+                      *_backend_args(args), auto_theta=theta_is_auto(args))
     return _finish(session, args.progress)
 
 

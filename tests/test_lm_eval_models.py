@@ -259,7 +259,7 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     (data / "aime25.jsonl").symlink_to(SHARED_DATA / "aime25.jsonl")
     output = tmp_path / "out"
     lm_eval_cli(["--model", "eager-hf", "--model_args",
-                 f"pretrained={tiny_dir},mode=eager_adapt,max_seqs=3,seed=1",
+                 f"pretrained={tiny_dir},mode=eager_adapt,max_seqs=3,seed=1,theta=auto",
                  "--tasks", "aime25", "--include_path", str(REPO / "tasks"), "--limit", "3",
                  "--gen_kwargs", "max_gen_toks=8", "--output_path", str(output), "--log_samples"],
                 {"EAGER_EVAL_DATA_DIR": str(data)}, cwd=tmp_path)
@@ -272,6 +272,14 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     info = results["config"]["eager_eval"]
     assert info["settings"]["mode"] == "eager_adapt" and info["seed"] == 1
     assert info["tasks"]["aime25"][0]["tokens_generated"] == metrics["tokens_generated,all"]
+    task_info = info["tasks"]["aime25"][0]  # theta=auto: calibrated on the task, recorded
+    assert info["settings"]["theta"] == "auto"
+    assert task_info["theta"] == task_info["theta_auto"]["theta"] > 0
+    assert task_info["theta_auto"]["n_prompts"] == 3
+    from eager_eval.report.readers import read_runs
+
+    (run,) = read_runs([output]).runs
+    assert run.theta == task_info["theta"]  # the report shows the value, not "auto"
     assert len(samples) == 3
     record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
     assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]

@@ -68,6 +68,7 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
     MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
 
 from eager_eval.answers import AnswerType, is_correct
+from eager_eval.calibration import Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.engines import BACKENDS, Engine, load_engine
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
@@ -264,6 +265,8 @@ class CallAnswer:
     run: RunResult
     pool_index: int
     """Index of this call's prompt in `run.prompts`."""
+    calibration: Calibration | None = None
+    """theta=auto: how the run's theta was measured (`run.settings` holds the value)."""
 
     @property
     def result(self) -> PromptResult:
@@ -276,10 +279,15 @@ Outcome = CallAnswer | Exception
 class BatchWorker:
     """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
 
-    def __init__(self, engine: Engine | Callable[[], Engine], options: ProviderOptions) -> None:
-        """`engine`: an Engine, or a function that returns it (loaded on first use)."""
+    def __init__(self, engine: Engine | Callable[[], Engine], options: ProviderOptions,
+                 auto_theta: bool = False) -> None:
+        """`engine`: an Engine, or a function that returns it (loaded on first use).
+        `auto_theta`: calibrate theta (theta=auto) on the first pool of each set of run
+        settings; later pools of the same settings reuse it, so one task has one theta."""
         self._engine = engine
         self.options = options
+        self.auto_theta = auto_theta
+        self._calibrations: dict[EagerConfig, Calibration] = {}
         self._lock = threading.Lock()
 
     @property
@@ -324,9 +332,13 @@ class BatchWorker:
                    requests: Sequence[GenerateRequest], outcomes: list[Outcome | None]) -> None:
         labels = [requests[i].label for i, _ in members]
         prompts = [p for _, p in members]
-        config = config.replace(max_new_tokens=max(p.max_new_tokens or 1 for p in prompts))
+        run_config = config.replace(max_new_tokens=max(p.max_new_tokens or 1 for p in prompts))
+        calibration = None
         try:
-            result = run(prompts, self.engine.new_backend(config), config,
+            if self.auto_theta:
+                calibration = self._calibration(config, run_config, prompts)
+                run_config = run_config.replace(theta=calibration.theta)
+            result = run(prompts, self.engine.new_backend(run_config), run_config,
                          verifier=_labels_verifier(labels) if config.mode is Mode.EAGER else None)
         except Exception as err:  # noqa: BLE001
             if len(members) == 1:
@@ -339,7 +351,15 @@ class BatchWorker:
                 self._run_group(config, [member], requests, outcomes)
             return
         for pool_index, (i, prompt) in enumerate(members):
-            outcomes[i] = CallAnswer(prompt, result, pool_index)
+            outcomes[i] = CallAnswer(prompt, result, pool_index, calibration)
+
+    def _calibration(self, key: EagerConfig, config: EagerConfig,
+                     prompts: Sequence[PromptInput]) -> Calibration:
+        """theta=auto for the calls of run settings `key`: measured on the first pool."""
+        if key not in self._calibrations:
+            self._calibrations[key] = calibrate_theta(self.engine.new_backend,
+                                                      [p.tokens for p in prompts], config)
+        return self._calibrations[key]
 
 
 def _run_settings(config: EagerConfig) -> EagerConfig:
@@ -526,14 +546,15 @@ class EagerModelAPI(ModelAPI):
         if engine is not None and not hasattr(engine, "new_backend"):
             raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
                               "engine with -M backend=hf|vllm")
-        self.options, self.eager_settings = split_model_args(model_args)
+        self.options, eager_settings = split_model_args(model_args)
+        self.eager_settings, self.auto_theta = split_auto_theta(eager_settings)
         self.base_config = EagerConfig.from_mapping(self.eager_settings)
         if engine is None:
             resolve_model(model_name)
         else:
             self._use_engine(engine)
         admit_every_call(config)
-        self.worker = BatchWorker(self._loaded_engine, self.options)
+        self.worker = BatchWorker(self._loaded_engine, self.options, self.auto_theta)
         self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
             self.worker.run_batch, self.options.batch_window, pool_state)
         self._warned: set[str] = set()
@@ -702,6 +723,7 @@ def eager_statistics(answer: CallAnswer) -> dict[str, Any]:
             "wall_seconds": run_result.wall_seconds,
         },
         "settings": run_result.settings,
+        **({"theta_auto": answer.calibration.to_dict()} if answer.calibration else {}),
     }
     return _json_ready(stats)
 

@@ -36,6 +36,7 @@ from lm_eval.utils import simple_parse_args_string
 
 from eager_eval.answers import AnswerType, extract_answer, labels_verifier, same_answer
 from eager_eval.backends.base import Backend
+from eager_eval.calibration import AUTO, Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.integrations import lm_eval_tasks
 from eager_eval.integrations.lm_eval_tasks import (
@@ -264,6 +265,8 @@ class GroupOutcome:
     settings: RequestSettings
     result: RunResult
     has_labels: bool
+    calibration: Calibration | None = None
+    """theta=auto: how this run's theta was measured (`result.settings` holds the value)."""
 
 
 def _labels(group: RequestGroup,
@@ -304,12 +307,14 @@ def generate_texts(
     default_max_gen_toks: int = 256,
     finalize: Callable[[str], str] = lambda text: text,
     render: Callable[[str], str] = lambda context: context,
+    auto_theta: bool = False,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string per request, in request order, plus each group's run.
 
     `render(context)` gives the prompt text the model sees (e.g. chat-templated);
     `encode(text, max_new_tokens)` its token ids; `finalize` post-processes a sequence's text
-    before it fills a slot (e.g. cut the thinking block off), never a marker.
+    before it fills a slot (e.g. cut the thinking block off), never a marker. With
+    `auto_theta`, each group's theta is calibrated on its own prompts first (theta=auto).
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -328,13 +333,18 @@ def generate_texts(
                         settings.max_new_tokens, opens_thinking(text, run_config.think_end))
             for text in rendered
         ]
+        calibration = None
+        if auto_theta:  # a warm-up on this task's prompts (eager_eval.calibration)
+            calibration = calibrate_theta(new_backend, [p.tokens for p in prompts], run_config)
+            run_config = run_config.replace(theta=calibration.theta)
         result = run(prompts, new_backend(run_config), run_config, verifier=verifier)
         for doc, prompt, answer_type in zip(group.docs, result.prompts, types, strict=True):
             filled = texts_for_slots(prompt, len(doc.slots), answer_type or AnswerType.MATH)
             for slot, text in zip(doc.slots, filled, strict=True):
                 texts[slot] = text if text == NO_SEQUENCE else finalize(text)
         outcomes.append(GroupOutcome(group, settings, result,
-                                     has_labels=all(t is not None for t in targets)))
+                                     has_labels=all(t is not None for t in targets),
+                                     calibration=calibration))
     if any(text is None for text in texts):  # every slot belongs to exactly one doc
         raise RuntimeError("eager-eval: a request slot was left without a string")
     return texts, outcomes  # type: ignore[return-value]
@@ -357,6 +367,8 @@ def group_statistics(outcome: GroupOutcome) -> dict[str, Any]:
              "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
             for r in result.rounds
         ],
+        "theta": result.settings["theta"],
+        **({"theta_auto": outcome.calibration.to_dict()} if outcome.calibration else {}),
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "top_k": cfg.top_k,
@@ -449,6 +461,7 @@ class _EagerGeneration:
     def _take_eager_args(self, kwargs: dict[str, Any], accepted: frozenset[str]) -> dict[str, Any]:
         """Validate every model arg, set `eager_config`; return the base class's kwargs."""
         eager, rest = split_model_args(kwargs, accepted, self.MODEL_NAME)
+        eager, self._auto_theta = split_auto_theta(eager)
         self.eager_config = EagerConfig.from_mapping(eager)
         self._explicit = frozenset(eager)
         self._task_stats: dict[str, list[dict[str, Any]]] = {}
@@ -518,7 +531,7 @@ class _EagerGeneration:
             requests, config=self.eager_config, new_backend=self._new_backend,
             encode=self._encode_prompt, explicit=self._explicit,
             default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
-            render=self._render,
+            render=self._render, auto_theta=self._auto_theta,
         )
         for outcome in outcomes:
             self._record(outcome)
@@ -568,7 +581,8 @@ class _EagerGeneration:
         return {
             "model": self._model_name,
             "backend": backend,
-            "settings": self.eager_config.to_dict(),
+            "settings": {**self.eager_config.to_dict(),  # each task's theta: "tasks"
+                         **({"theta": AUTO} if self._auto_theta else {})},
             "seed": self.eager_config.seed,
             "versions": _versions("eager-eval", "lm_eval", *engine_packages),
             "tasks": self._task_stats,
