@@ -448,6 +448,7 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
     path = write_run_dir(
         session.output, runs, session.task.problems, answer_type=session.task.answer_type,
         command=command_line(session.argv), model=session.model, task=session.task.name,
+        decode=lambda ids: engine.tokenizer.decode(list(ids), skip_special_tokens=True),
         engine_info=engine.info(), extra={"data": session.task.info, **(
             {"theta_auto": session.calibration.to_dict()} if session.calibration else {})},
     )
@@ -771,6 +772,17 @@ def _register_report_and_sweep() -> None:
 
 
 _register_report_and_sweep()
+
+
+def _register_show() -> None:
+    from eager_eval.show import add_show_arguments, show_command
+
+    subcommand("show", "draw one prompt's trees: forks, entropy vs threshold, answers, "
+               "reallocation (any eager-eval, lm-eval or Inspect output)",
+               add_show_arguments)(show_command)
+
+
+_register_show()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -171,6 +171,12 @@ def test_inspect_eval_command_on_a_tiny_model_pools_the_whole_task(tiny_model_di
     pools = [dict(s["output"]["metadata"]["pool"]) for s in log["samples"]]
     assert sorted(pool.pop("index") for pool in pools) == list(range(6))
     assert pools[0]["prompts"] == 6 and pools[1:] == pools[:-1]  # one pool, one run
+    from eager_eval.report.trees import load_runs
+
+    (trees,) = load_runs(log_dir)  # what `eager-eval show` and the drill-down read
+    assert [len(p.sequences) for p in trees.prompts] == [
+        s["output"]["metadata"]["n_sequences"] for s in log["samples"]]
+    assert all(f.context is not None for p in trees.prompts for f in p.forks)
     settings = log["samples"][0]["output"]["metadata"]["settings"]
     assert (settings["max_seqs"], settings["seed"], settings["max_new_tokens"]) == (4, 1, 16)
 

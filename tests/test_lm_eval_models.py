@@ -280,6 +280,11 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
 
     (run,) = read_runs([output]).runs
     assert run.theta == task_info["theta"]  # the report shows the value, not "auto"
+    from eager_eval.report.trees import load_runs
+
+    (trees,) = load_runs(output)  # what `eager-eval show` and the drill-down read
+    assert [len(p.sequences) for p in trees.prompts] == [s["n_sequences"] for s in samples]
+    assert all(f.context is not None for p in trees.prompts for f in p.forks)
     assert len(samples) == 3
     record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
     assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]

@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, Generic, Mapping, Sequence, TypeVar
 
 import anyio
@@ -75,6 +75,7 @@ from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
 from eager_eval.runner import PromptInput, Verifier, run
+from eager_eval.tree_records import Decode, branch_event_records, tree_records
 
 __all__ = [
     "EagerModelAPI",
@@ -593,7 +594,14 @@ class EagerModelAPI(ModelAPI):
             raise RuntimeError("this eager provider instance was built for a model-info lookup")
         request = self.request_for(input, tools, config)
         answer = await self.batcher.submit(request, self.pool_cap(config), call_origin())
-        return model_output(self.model_name, answer)
+        return model_output(self.model_name, answer, self._decode)
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        """Token ids -> text, for the text around each fork (None-safe for scripted engines)."""
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if tokenizer is None:
+            return "".join(f"<{t}>" for t in token_ids)
+        return tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def pool_cap(self, config: GenerateConfig) -> int | None:
         """Most calls one pool takes: -M batch_size, and never more than Inspect lets in at
@@ -666,8 +674,9 @@ def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
 # ----------------------------------------------------------------------------------------------
 
 
-def model_output(model_name: str, answer: CallAnswer) -> ModelOutput:
-    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata."""
+def model_output(model_name: str, answer: CallAnswer, decode: Decode | None = None) -> ModelOutput:
+    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata
+    (with `decode`, each fork carries the text around it)."""
     result = answer.result
     choices = [
         ChatCompletionChoice(
@@ -689,27 +698,22 @@ def model_output(model_name: str, answer: CallAnswer) -> ModelOutput:
         usage=ModelUsage(input_tokens=input_tokens, output_tokens=result.tokens_generated,
                          total_tokens=input_tokens + result.tokens_generated),
         time=answer.run.wall_seconds,
-        metadata=eager_statistics(answer),
+        metadata=eager_statistics(answer, decode),
     )
 
 
-def eager_statistics(answer: CallAnswer) -> dict[str, Any]:
+def eager_statistics(answer: CallAnswer, decode: Decode | None = None) -> dict[str, Any]:
     """The prompt's EAGer statistics and its pool's rounds (JSON-ready; inf as 'inf')."""
     result, run_result = answer.result, answer.run
-    trees = result.trees
     stats = {
         "mode": run_result.settings["mode"],
         "n_sequences": result.n_sequences,
         "tokens_generated": result.tokens_generated,
         "tokens_in_outputs": result.tokens_in_outputs,
         "n_branch_events": len(result.branch_events),
-        "n_rounds": len(trees),
-        "rounds": [{"round": t.round, "cap": t.cap, "theta": t.theta,
-                    "n_sequences": len(t.sequences), "hit_cap": t.hit_cap,
-                    "n_branch_events": len(t.branch_events),
-                    "tokens_generated": sum(s.tokens_generated for s in t.sequences)}
-                   for t in trees],
-        "branch_events": [{"round": t.round, **asdict(e)} for t in trees for e in t.branch_events],
+        "n_rounds": len(result.trees),
+        "rounds": tree_records(result),
+        "branch_events": branch_event_records(result, decode),
         "pool": {
             "prompts": len(run_result.prompts),
             "index": answer.pool_index,

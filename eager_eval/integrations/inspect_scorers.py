@@ -169,7 +169,8 @@ def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
             },
             answer=winner,
             explanation=f"{graded.correct} of {graded.n} choices correct; majority answer {winner!r}",
-            metadata={"answers": list(graded.answers), "correct": graded.correct},
+            metadata={"answers": list(graded.answers), "correct": graded.correct,
+                      "answer_type": answer_type.value, "n_choices": n_choices},
         )
 
     return score

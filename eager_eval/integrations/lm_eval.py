@@ -547,7 +547,8 @@ class _EagerGeneration:
         docs = list(zip(group.docs, result.prompts, strict=True))
         for doc, prompt in docs:
             lm_eval_tasks.remember(doc.instance.doc, lm_eval_tasks.record_of(
-                prompt, task=group.task_name, doc_id=doc.instance.doc_id, slots=len(doc.slots)))
+                prompt, task=group.task_name, doc_id=doc.instance.doc_id, slots=len(doc.slots),
+                decode=lambda ids: self.tokenizer.decode(list(ids), skip_special_tokens=True)))
         stats = group_statistics(outcome)
         self._task_stats.setdefault(group.task_name or "", []).append(stats)
         log.info("eager-eval: task %s: %d prompts, mode %s, M=%d -> %d sequences (%d-%d per "
