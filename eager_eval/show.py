@@ -191,8 +191,9 @@ def fork_label(fork):
     if fork.threshold is not None:
         text.append(f" > τ {fork.threshold:.3f}")
     if fork.context:
-        text.append("   “…" + one_line(fork.context.get("before", ""), 60))
-        text.append("” then ")
+        before = one_line(fork.context.get("before", ""), 60)
+        text.append(f"   after “…{before}”" if before else "   at the start", style=None)
+        text.append(": ")
         text.append("“" + one_line(fork.context.get("parent", ""), 30) + "”", style="green")
         text.append(f" (seq {fork.parent}) or ")
         text.append("“" + one_line(fork.context.get("child", ""), 30) + "”", style="yellow")

@@ -136,7 +136,8 @@ def _fork_html(fork) -> str:
         before = escape(one_line(fork.context.get("before", ""), 80))
         parent = escape(one_line(fork.context.get("parent", ""), 40))
         child = escape(one_line(fork.context.get("child", ""), 40))
-        html += (f' <span class="ctx">“…{before}” then <b class="parent">“{parent}”</b> '
+        where = f"after “…{before}”" if before else "at the start"
+        html += (f' <span class="ctx">{where}: <b class="parent">“{parent}”</b> '
                  f'(seq {fork.parent}) or <b class="child">“{child}”</b> (seq {fork.child})</span>')
     return html
 
