@@ -50,16 +50,22 @@ def test_dom_has_the_table_and_embedded_plots(page, tmp_path):
     assert images == ["accuracy_vs_tokens", "sequences_per_prompt", "branch_points"]
 
 
-def test_screenshot_shows_the_plot(page, tmp_path):
+def _screenshot(html: Path, tmp_path: Path, height: int):
+    """The page as headless Chromium paints it, 1280 x `height`, as an RGB array in [0, 1]."""
     from matplotlib.image import imread
 
-    html, _ = page
     shot = tmp_path / "screenshot.png"
-    done = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
-                     html.as_uri())
+    done = _chromium(tmp_path / "profile", f"--screenshot={shot}",
+                     f"--window-size=1280,{height}", html.as_uri())
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = imread(shot)[..., :3]
-    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels.shape[:2] == (height, 1280)
+    return pixels
+
+
+def test_screenshot_shows_the_plot(page, tmp_path):
+    html, _ = page
+    pixels = _screenshot(html, tmp_path, 2000)
     # The EAGer-adapt markers are orange (#ff7f0e); nothing else on the page is: if they show,
     # the embedded PNG was decoded and painted.
     orange = ((abs(pixels[..., 0] - 1.0) < 0.05) & (abs(pixels[..., 1] - 0x7F / 255) < 0.08)
@@ -109,14 +115,8 @@ def test_dom_has_a_collapsible_tree_per_prompt(drilldown_page, tmp_path):
 
 
 def test_screenshot_shows_the_open_tree(drilldown_page, tmp_path):
-    from matplotlib.image import imread
-
     html, _ = drilldown_page
-    shot = tmp_path / "screenshot.png"
-    done = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1600",
-                     html.as_uri())
-    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
-    pixels = imread(shot)[..., :3]
+    pixels = _screenshot(html, tmp_path, 1600)
     # Fork labels are #cc00cc; nothing else on the page is: the open prompt's tree is painted.
     magenta = ((abs(pixels[..., 0] - 0xCC / 255) < 0.1) & (pixels[..., 1] < 0.2)
                & (abs(pixels[..., 2] - 0xCC / 255) < 0.1))

@@ -36,7 +36,7 @@ from eager_eval.report.readers import (
     _read_jsonl,
     parse_model_args,
 )
-from eager_eval.report.runs import METHODS, as_number, normalise_method
+from eager_eval.report.runs import METHODS, as_number, normalise_method, normalise_settings
 
 _LETTER = re.compile(r"^\(?[A-Z]\)?$")
 
@@ -355,20 +355,12 @@ def _read_eager_eval(path: Path, data: dict) -> list[RunTrees]:
                 _trees(sequences, forks, record.get("trees"))))
         settings = entry.get("settings") if isinstance(entry.get("settings"), dict) else {}
         runs.append(RunTrees(path, "eager-eval", str(data.get("model")), str(data.get("task")),
-                             normalise_method(entry.get("method")), _numbers(settings), prompts,
+                             normalise_method(entry.get("method")),
+                             normalise_settings(settings), prompts,
                              _pool_rounds(entry.get("rounds"))))
     if not runs:
         raise UnreadableRun("its runs' <method>.jsonl files are missing")
     return runs
-
-
-def _numbers(settings: dict) -> dict[str, Any]:
-    """Settings with 'inf' and numeric strings as numbers (what the title formats)."""
-    out = {}
-    for key, value in settings.items():
-        number = as_number(value)
-        out[key] = number if number is not None and not isinstance(value, bool) else value
-    return out
 
 
 # --- 2. lm-eval ---------------------------------------------------------------------------------
@@ -395,7 +387,8 @@ def _read_lm_eval(path: Path, data: dict) -> list[RunTrees]:
             continue
         stats = (eager.get("tasks") or {}).get(task) or [{}]
         stats = stats[0] if isinstance(stats, list) and stats else {}
-        run_settings = _numbers({**settings, **({"theta": stats["theta"]} if "theta" in stats else {})})
+        calibrated = {"theta": stats["theta"]} if "theta" in stats else {}  # theta=auto's value
+        run_settings = normalise_settings({**settings, **calibrated})
         runs.append(RunTrees(path, "lm-eval", model, str(task),
                              normalise_method(settings.get("mode", "full_parallel")), run_settings,
                              prompts, _pool_rounds(stats.get("rounds"))))
@@ -454,8 +447,8 @@ def _read_inspect(path: Path) -> RunTrees:
     provider, _, name = log.eval.model.partition("/")
     return RunTrees(path, "inspect", name if provider == "eager" and name else log.eval.model,
                     log.eval.task.rsplit("@", 1)[-1],
-                    normalise_method(settings.get("mode", "eager_adapt")), _numbers(settings),
-                    prompts, _pool_rounds(pool.get("rounds")), note)
+                    normalise_method(settings.get("mode", "eager_adapt")),
+                    normalise_settings(settings), prompts, _pool_rounds(pool.get("rounds")), note)
 
 
 def _inspect_prompt(number: int, sample: Any, epochs: int) -> PromptTrees:
