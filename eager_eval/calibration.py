@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from eager_eval.backends.base import Backend, NewSequence
 from eager_eval.config import EagerConfig, Mode
-from eager_eval.entropy import EntropyHistory, topk_entropy
+from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import branch_seed
 
 AUTO = "auto"
@@ -148,16 +148,16 @@ def calibrate_theta(new_backend: Callable[[EagerConfig], Backend],
     if not entropies:
         raise ValueError("theta=auto: the warm-up produced no entropies (every prompt ended at "
                          "its first token); give theta a number")
-    history = EntropyHistory()
-    history.add(entropies)
+    import numpy as np
+
     quantile = target_quantile(config.max_seqs, config.max_new_tokens)
-    theta = max(round(history.percentile(100.0 * quantile), 4), MIN_THETA)
+    # linear interpolation, numpy's default: the rule of the dynamic threshold's percentile
+    at_q, median, largest = np.percentile(entropies, [100.0 * quantile, 50.0, 100.0])
     return Calibration(
-        theta=theta, quantile=round(quantile, 6),
+        theta=max(round(float(at_q), 4), MIN_THETA), quantile=round(quantile, 6),
         n_entropies=len(entropies), n_prompts=count,
         warmup_tokens=min(warmup_tokens, config.max_new_tokens),
-        median_entropy=round(history.percentile(50.0), 4),
-        max_entropy=round(history.percentile(100.0), 4),
+        median_entropy=round(float(median), 4), max_entropy=round(float(largest), 4),
     )
 
 
