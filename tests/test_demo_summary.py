@@ -7,22 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import run_args, tiny_model_dir  # noqa: F401 (fixture)
+from test_show import write_scripted_run
 
 from eager_eval import cli, demo_summary
 from eager_eval.config import EagerConfig
 
 
 @pytest.fixture(scope="module")
-def two_methods(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
-    """Full Parallel and EAGer-adapt into one directory, as the demo writes them."""
-    out = tmp_path_factory.mktemp("demo_summary") / "run"
-    data = out.parent / "math.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"what is {i} + 4", "answer": str(i + 4)})
-                            + "\n" for i in range(3, 7)))
-    for mode in ("full_parallel", "eager_adapt"):
-        assert cli.main(run_args(tiny_model_dir, data, out, "--mode", mode)) == 0
-    return out
+def two_methods(tmp_path_factory) -> Path:
+    """Full Parallel and EAGer-adapt in one directory, as the demo writes them (the scripted
+    model, whose odd prompts fill their cap: EAGer-adapt moves budget every time)."""
+    return write_scripted_run(tmp_path_factory.mktemp("demo_summary") / "run").parent
 
 
 def test_settings_come_first_with_n_m_theta_and_tokens():
@@ -48,7 +43,7 @@ def test_the_story_counts_what_the_run_wrote(two_methods):
     capped = [r["prompt_idx"] for r in records if r["trees"][0]["hit_cap"]]
     assert moved > 0
     assert f"EAGer-adapt moved {moved} sequences of the unspent budget to the prompts that hit" in text
-    assert f"{len(capped)} of 4 prompts hit the cap M = 3" in text
+    assert f"{len(capped)} of 6 prompts hit the cap M = 4" in text
     results = json.loads((two_methods / "results.json").read_text())
     entries = {e["method"]: e for e in results["runs"]}
     saved = entries["eager_adapt"]["savings_vs_full_parallel"]

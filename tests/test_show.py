@@ -25,10 +25,44 @@ def text_of(renderables) -> str:
     return console.export_text()
 
 
+def write_scripted_run(out: Path, modes=("full_parallel", "eager_adapt")) -> Path:
+    """A run directory written by the CLI's own writer (outputs.write_run_dir) from runs on the
+    scripted model of test_inspect_provider: its odd prompts branch at most positions and fill
+    their cap, its even ones never branch, so EAGer-adapt always moves budget (a tiny random
+    model may or may not). Returns results.json."""
+    from test_inspect_provider import VOCAB, mixed_script
+
+    from eager_eval.backends.scripted import ScriptedBackend
+    from eager_eval.config import EagerConfig
+    from eager_eval.metrics import score_run
+    from eager_eval.outputs import MethodRun, Problem, write_run_dir
+    from eager_eval.runner import PromptInput, run
+
+    texts = [f"q{i}" for i in range(6)]
+    prompts = [PromptInput(tuple(ord(c) for c in t)) for t in texts]
+    problems = [Problem(f"p{i}", f"(made-up question {t})", "7") for i, t in enumerate(texts)]
+    runs = []
+    for mode in modes:
+        config = EagerConfig(mode=mode, theta=0.9, max_seqs=4, percentile=None, think_end=None,
+                             seed=5, max_new_tokens=30)
+        backend = ScriptedBackend(mixed_script(), greedy=False, vocab=VOCAB)
+        result = run(prompts, backend, config)
+        scores, metrics = score_run(result.prompts, [p.target for p in problems], "math")
+        runs.append(MethodRun(config, result, scores, metrics))
+    return write_run_dir(out, runs, problems, answer_type="math", command="(test)",
+                         model="scripted", task="made-up", engine_info={"backend": "scripted"},
+                         decode=backend.decode)
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tmp_path_factory) -> Path:
+    return write_scripted_run(tmp_path_factory.mktemp("scripted") / "run").parent
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
-    """An eager_adapt run on the tiny random model: theta 1.0 forks at once, trees fill M = 3,
-    reallocation rounds follow."""
+    """An eager_adapt run on the tiny random model: theta 1.0 forks at once (a real model's
+    tree through the CLI; whether budget is left to move depends on its samples)."""
     out = tmp_path_factory.mktemp("show") / "run"
     data = out.parent / "math.jsonl"
     data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"what is {i} + 4",
@@ -71,11 +105,12 @@ def test_show_draws_every_fork_sequence_and_grade_of_the_prompt(cli_run):
     assert "Budget M·N = 3·4 = 12 sequences" in text
 
 
-def test_show_picks_eager_adapt_and_its_most_reallocated_prompt(cli_run, capsys, monkeypatch):
+def test_show_picks_eager_adapt_and_its_most_reallocated_prompt(scripted_run, capsys,
+                                                                 monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
-    assert cli.main(["show", str(cli_run)]) == 0
+    assert cli.main(["show", str(scripted_run)]) == 0
     out = capsys.readouterr().out
-    (run,) = load_runs(cli_run)
+    (run,) = [r for r in load_runs(scripted_run) if r.method == "eager_adapt"]
     best = max(run.prompts, key=lambda p: (p.reallocated, len(p.sequences), -p.index))
     assert run.moved > 0 and f"Prompt #{best.index} · {best.label} (the prompt with the most reallocated" in out
     assert f"In all, {run.moved} sequences moved" in out
