@@ -7,6 +7,13 @@ ignored) on both sides; prefill is included in both timings. Not a test: prints 
     python benchmarks/throughput.py                          # SmolLM2-135M, 1 prompt x 32 rows
     python benchmarks/throughput.py --prompts 4 --max-seqs 8
     python benchmarks/throughput.py --model tiny --quick     # random tiny model, seconds
+    python benchmarks/throughput.py --model random:DIR --device cuda --prompts 30   # GPU: a
+        # random-weight model of DIR's config.json (no weights need to travel), 960 rows
+    python benchmarks/throughput.py ... --rows-sweep 32,128,512,960   # ms per decode step
+
+Each backend side runs twice: as a run that never branches gets it (no top-K, `logprobs=False`)
+and as a branching run gets it (top-K logprobs and entropies every step): `RATIO
+topk_cost` is their time ratio, what EAGer's uncertainty signal costs the engine.
 """
 
 from __future__ import annotations
@@ -28,14 +35,41 @@ PROMPTS = [
 ]
 
 
-def load(name: str):
+def load(name: str, device: str = "cpu", dtype: str | None = None, n_prompts: int = 1):
     """(model, tokenizer, token id lists of the prompts)."""
     if name == "tiny":
         return _tiny()
+    if name.startswith("random:"):
+        return _random(name.removeprefix("random:"), device, dtype, n_prompts)
     from eager_eval.models import apply_chat, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(name)
     return model, tokenizer, [apply_chat(tokenizer, p) for p in PROMPTS]
+
+
+def _synthetic_prompts(n: int, vocab: int) -> list[list[int]]:
+    """n prompts of 40.. token ids: a random-weight model reads any ids alike."""
+    return [[1 + (i * 7919 + j * 104729) % (vocab - 1) for j in range(40 + 9 * (i % 12))]
+            for i in range(n)]
+
+
+def _random(path: str, device: str, dtype: str | None, n_prompts: int):
+    """A model of `path`'s config.json with random weights, and `path`'s tokenizer: the speed
+    of the real architecture where its weights cannot travel (a lent GPU machine)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(path)
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, _synthetic_prompts(n_prompts, config.vocab_size)
+
+
+def _sync(model) -> None:
+    """Wait for the GPU: timings must include the work queued, not just its launch."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
 
 
 def _tiny():
@@ -68,13 +102,15 @@ def _tiny():
 
 
 def run_backend(
-    model, tokenizer, prompts, m: int, t: int, temperature: float
+    model, tokenizer, prompts, m: int, t: int, temperature: float, logprobs: bool = False
 ) -> tuple[float, float]:
     """(seconds for every row to reach `t` tokens, seconds of the first step = prefill + token 0).
     The runner's finishing is done by hand."""
     backend = HFBackend(
-        model, tokenizer, temperature=temperature, top_p=1.0, top_k=0, max_rows=len(prompts) * m
+        model, tokenizer, temperature=temperature, top_p=1.0, top_k=0, max_rows=len(prompts) * m,
+        logprobs=logprobs,
     )
+    _sync(model)
     start = time.perf_counter()
     backend.add(
         [
@@ -98,6 +134,7 @@ def run_generate(model, prompts, m: int, t: int, temperature: float) -> float:
     mask = torch.tensor(
         [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device
     )
+    _sync(model)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
@@ -112,20 +149,43 @@ def run_generate(model, prompts, m: int, t: int, temperature: float) -> float:
             min_new_tokens=t,
             pad_token_id=0,
         )
+    _sync(model)
     elapsed = time.perf_counter() - start
     assert out.shape == (len(prompts) * m, width + t), out.shape
     return elapsed
 
 
+def rows_sweep(model, tokenizer, rows_list: list[int], t: int, temperature: float) -> None:
+    """Decode-step time of the backend (no top-K) at several batch sizes: on a GPU a step costs
+    about the same at 50 or 500 rows, so a method's wall time follows its steps."""
+    print(f"{'rows':>6}{'ms/step':>10}{'tok/s':>10}{'peak GB':>9}")
+    for rows in rows_list:
+        m = min(rows, 32)
+        prompts = _synthetic_prompts(max(1, rows // m), model.config.vocab_size)
+        if model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(model.device)
+        total, first = run_backend(model, tokenizer, prompts, m, t, temperature)
+        step_ms = 1000 * (total - first) / max(t - 1, 1)
+        peak = torch.cuda.max_memory_allocated(model.device) / 2**30 if model.device.type == "cuda" else float("nan")
+        print(f"{len(prompts) * m:>6}{step_ms:>10.2f}{len(prompts) * m * (t - 1) / (total - first):>10.0f}"
+              f"{peak:>9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", default="smollm2-135m", help="models.py name, or 'tiny' (random)"
+        "--model", default="smollm2-135m",
+        help="models.py name, 'tiny' (random), or random:DIR (DIR's config, random weights)"
     )
-    parser.add_argument("--prompts", type=int, default=1, help=f"1..{len(PROMPTS)}")
+    parser.add_argument("--prompts", type=int, default=1,
+                        help=f"1..{len(PROMPTS)} (more with random weights: synthetic ids)")
     parser.add_argument("--max-seqs", type=int, default=32, help="M: rows per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: bf16 on CUDA)")
+    parser.add_argument("--rows-sweep", default=None, metavar="LIST",
+                        help="only time decode steps at these row counts (e.g. 32,128,512,960)")
     parser.add_argument(
         "--repeats", type=int, default=1, help="best of N for each side, alternating"
     )
@@ -134,27 +194,34 @@ def main() -> None:
     if args.quick:
         args.max_seqs, args.max_new_tokens = min(args.max_seqs, 8), min(args.max_new_tokens, 16)
 
-    model, tokenizer, prompts = load(args.model)
+    model, tokenizer, prompts = load(args.model, args.device, args.dtype, args.prompts)
+    if args.rows_sweep:
+        run_backend(model, tokenizer, prompts[:1], 2, 2, args.temperature)  # warm-up
+        rows_sweep(model, tokenizer, [int(r) for r in args.rows_sweep.split(",")],
+                   args.max_new_tokens, args.temperature)
+        return
     prompts = prompts[: args.prompts]
     m, t = args.max_seqs, args.max_new_tokens
     tokens = len(prompts) * m * t
     print(
         f"model={args.model} device={model.device} dtype={model.dtype} threads={torch.get_num_threads()} "
-        f"load={os.getloadavg()[0]:.2f} prompts={len(prompts)} (lengths {[len(p) for p in prompts]}) "
+        f"load={os.getloadavg()[0]:.2f} prompts={len(prompts)} (lengths {[len(p) for p in prompts][:8]}) "
         f"M={m} T={t} rows={len(prompts) * m}"
     )
     run_backend(model, tokenizer, prompts, 2, 2, args.temperature)  # warm-up: first-call costs
+    run_backend(model, tokenizer, prompts, 2, 2, args.temperature, logprobs=True)
     run_generate(model, prompts, 2, 2, args.temperature)
-    eager = generate = eager_first = generate_first = float("inf")
+    eager = generate = eager_first = generate_first = topk = float("inf")
     for r in range(args.repeats):  # alternate, so a busy spell on a shared machine hits both sides
         e, e_first = run_backend(model, tokenizer, prompts, m, t, args.temperature)
+        k, _ = run_backend(model, tokenizer, prompts, m, t, args.temperature, logprobs=True)
         g = run_generate(model, prompts, m, t, args.temperature)
         g_first = run_generate(model, prompts, m, 1, args.temperature)  # prefill + token 0
         print(
-            f"round {r}: eager {e:.2f} s (first step {e_first:.2f}), generate {g:.2f} s "
-            f"(T=1: {g_first:.2f}), load {os.getloadavg()[0]:.2f}"
+            f"round {r}: eager {e:.2f} s (first step {e_first:.2f}; with top-K {k:.2f}), "
+            f"generate {g:.2f} s (T=1: {g_first:.2f}), load {os.getloadavg()[0]:.2f}"
         )
-        eager, generate = min(eager, e), min(generate, g)
+        eager, generate, topk = min(eager, e), min(generate, g), min(topk, k)
         eager_first, generate_first = min(eager_first, e_first), min(generate_first, g_first)
     # The backend prefills each distinct prompt once; generate() prefills all M copies. The
     # decode-only rate (after the first token) compares the step loops alone.
@@ -166,11 +233,13 @@ def main() -> None:
 
     print(f"eager    {eager:7.2f} s  {tokens / eager:8.1f} tok/s  "
           f"(prefill+first {eager_first:.2f} s, decode {rate(eager_decode)})")
+    print(f"eager+K  {topk:7.2f} s  {tokens / topk:8.1f} tok/s  (top-K logprobs and entropies)")
     print(f"generate {generate:7.2f} s  {tokens / generate:8.1f} tok/s  "
           f"(prefill+first {generate_first:.2f} s, decode {rate(generate_decode)})")
     if eager_decode > 0 and generate_decode > 0:
         print(f"RATIO eager_vs_generate_decode_only {generate_decode / eager_decode:.3f}")
     print(f"RATIO eager_vs_generate {generate / eager:.3f}")
+    print(f"RATIO topk_cost {topk / eager:.3f}")
 
 
 if __name__ == "__main__":

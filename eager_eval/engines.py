@@ -54,7 +54,7 @@ class HFEngine:
         return HFBackend(
             self.model, self.tokenizer, topk=config.topk, temperature=config.temperature,
             top_p=config.top_p, top_k=config.top_k, entropy_source=config.entropy_source.value,
-            max_rows=self.max_rows,
+            max_rows=self.max_rows, logprobs=config.is_branching,
         )
 
     def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:

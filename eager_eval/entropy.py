@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import bisect
+import heapq
+import itertools
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def topk_entropy(logprobs: Sequence[float], k: int | None = None) -> float:
@@ -24,25 +28,96 @@ def topk_entropy(logprobs: Sequence[float], k: int | None = None) -> float:
     return -sum((w / total) * math.log(w / total) for w in weights if w > 0.0)
 
 
-class EntropyHistory:
-    """The entropies one prompt recorded so far, kept sorted for percentile queries."""
+def topk_entropies(logprobs: "np.ndarray") -> "np.ndarray":
+    """`topk_entropy` of every row of a [rows, K] array of log-probabilities, at once.
 
-    def __init__(self) -> None:
-        self._sorted: list[float] = []
+    Backends call this once per step for all rows (float64, like the scalar version), so the
+    runner does no per-token arithmetic. Rows may hold -inf (a vocabulary smaller than K).
+    """
+    import numpy as np
+
+    values = np.asarray(logprobs, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"topk_entropies needs a [rows, K >= 1] array, got shape {values.shape}")
+    weights = np.exp(values - values.max(axis=1, keepdims=True))  # shift by the max: no underflow
+    p = weights / weights.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0.0, p * np.log(p), 0.0)
+    return -terms.sum(axis=1)
+
+
+def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
+    """`topk_entropy` of each row of log-probabilities (rows may differ in length), batched."""
+    import numpy as np
+
+    if not rows:
+        return []
+    width = len(rows[0])
+    if width and all(len(r) == width for r in rows):  # the usual case: one flat array
+        flat = list(itertools.chain.from_iterable(rows))
+        values = np.array(flat, dtype=np.float64).reshape(len(rows), width)
+    else:  # pad with -inf: zero probability, no share of the entropy
+        width = max(len(r) for r in rows)
+        if width == 0:
+            raise ValueError("entropies_of_rows got rows without log-probabilities")
+        values = np.full((len(rows), width), -np.inf)
+        for i, r in enumerate(rows):
+            values[i, : len(r)] = r
+    return topk_entropies(values).tolist()
+
+
+class EntropyHistory:
+    """The entropies one prompt recorded so far, for one percentile of them.
+
+    Two heaps split the values at the percentile's lower index: `_low` (a max-heap, negated)
+    holds the smallest `lo` values and `_high` (a min-heap) the rest, so the two order
+    statistics the interpolation needs are `_high[0]` and the smaller child of the root. Adding
+    is O(log n) and values wait in a plain list until a percentile is asked for: a tree whose
+    entropies never exceed theta never needs one (the threshold is at least theta).
+    """
+
+    def __init__(self, q: float) -> None:
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {q}")
+        self.q = q
+        self._low: list[float] = []
+        self._high: list[float] = []
+        self._waiting: list[float] = []
 
     def __len__(self) -> int:
-        return len(self._sorted)
+        return len(self._low) + len(self._high) + len(self._waiting)
 
     def add(self, values: Sequence[float]) -> None:
-        for v in values:
-            bisect.insort(self._sorted, v)
+        self._waiting.extend(values)
 
-    def percentile(self, q: float) -> float:
-        """q-th percentile with linear interpolation (numpy's default method)."""
-        data = self._sorted
-        if not data:
+    def _index(self, n: int) -> float:
+        return (self.q / 100.0) * (n - 1)
+
+    def _take_waiting(self) -> None:
+        low, high = self._low, self._high
+        for v in self._waiting:
+            if low and v < -low[0]:
+                heapq.heappush(low, -v)
+            else:
+                heapq.heappush(high, v)
+            target = math.floor(self._index(len(low) + len(high)))
+            while len(low) > target:
+                heapq.heappush(high, -heapq.heappop(low))
+            while len(low) < target:
+                heapq.heappush(low, -heapq.heappop(high))
+        self._waiting.clear()
+
+    def percentile(self) -> float:
+        """The q-th percentile with linear interpolation (numpy's default method)."""
+        if self._waiting:
+            self._take_waiting()
+        high = self._high
+        if not high:
             raise ValueError("percentile of an empty history")
-        index = (q / 100.0) * (len(data) - 1)
+        index = self._index(len(self._low) + len(high))
         lo = math.floor(index)
-        hi = min(lo + 1, len(data) - 1)
-        return data[lo] + (data[hi] - data[lo]) * (index - lo)
+        below = high[0]
+        if len(high) == 1:
+            return below
+        above = min(high[1:3])  # the second smallest: a child of the root
+        return below + (above - below) * (index - lo)

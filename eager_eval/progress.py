@@ -27,6 +27,8 @@ class CountingBackend:
     def __init__(self, inner: Backend, on_step: Callable[[int], None] | None = None):
         self.inner = inner
         self.eos_token_ids = inner.eos_token_ids
+        self.token_pieces = getattr(inner, "token_pieces", None)
+        self.late_forks = getattr(inner, "late_forks", False)
         self.on_step = on_step
         self.tokens_reported = 0
         """TokenSteps returned by step(): decoded tokens (a re-report after a fork included)."""

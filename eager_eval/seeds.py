@@ -17,6 +17,11 @@ def _splitmix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
+def hash64(x: int) -> int:
+    """A 64-bit mix of `x` (splitmix64's finaliser): counter-based noise for simulators."""
+    return _splitmix64(x)
+
+
 def branch_seed(run_seed: int, prompt_idx: int, branch_idx: int, round_idx: int = 0) -> int:
     """63-bit seed of the `branch_idx`-th sequence created for a prompt in a round.
 

@@ -213,7 +213,10 @@ def test_stop_string_ends_a_sequence_outside_thinking_only():
     assert seq.text == "<think>xSTOP</think>x"
 
 
-def test_thinking_and_stop_checks_share_one_decode_per_token():
+@pytest.mark.parametrize("knows_bytes", [True, False])
+def test_thinking_and_stop_checks_decode_at_most_once_per_token(knows_bytes):
+    """With its tokens' bytes (`token_pieces`) the runner never decodes per token; without,
+    one decoded tail serves both checks."""
     calls = []
 
     class Counting(ScriptedBackend):
@@ -224,7 +227,10 @@ def test_thinking_and_stop_checks_share_one_decode_per_token():
     script = by_position({}, peaked(3), end=5)
     prompt = PromptInput((7,), stop=("STOP",))
     backend = Counting(script, vocab={3: "x", 0: ""})
+    if not knows_bytes:
+        backend.token_pieces = None
     result = run([prompt], backend, cfg(think_end="</think>"))
     (seq,) = result.prompts[0].sequences
     assert len(seq.tokens) == 6
-    assert len(calls) == len(seq.tokens) + 1  # one per token, one for the final text
+    per_token = len(seq.tokens) if not knows_bytes else 0
+    assert len(calls) == per_token + 1  # and one for the final text

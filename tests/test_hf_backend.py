@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from eager_eval.backends.base import Backend, Fork, NewSequence
-from eager_eval.backends.hf import HFBackend
+from eager_eval.backends.hf import HFBackend, _row_key, counter_uniforms
 from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
 VOCAB = 96
@@ -372,8 +372,20 @@ def test_a_tree_reserves_its_cap_until_its_sequences_finish(llama):
 def test_sampler_draws_from_the_warped_distribution(llama):
     backend = HFBackend(llama, FakeTokenizer(), temperature=0.5, top_k=3)
     logits = torch.tensor([[1.0, 0.5, 0.0, 2.0, -1.0]]).repeat(4000, 1)
-    generators = [torch.Generator().manual_seed(i) for i in range(4000)]
-    tokens = backend._sample(backend._warp(logits), generators)
+    tokens = backend._sample(backend._warp(logits), [_row_key(i) for i in range(4000)], [0] * 4000)
     freq = torch.bincount(tokens, minlength=5).float() / len(tokens)
     expected = torch.tensor([1.0, 0.5, float("-inf"), 2.0, float("-inf")]).div(0.5).softmax(-1)
     assert torch.allclose(freq, expected, atol=0.03), (freq, expected)
+
+
+def test_counter_uniforms_are_the_python_unit_uniform():
+    """The device-side draws are bit for bit `seeds.unit_uniform` (the scripted backend's)."""
+    import random
+
+    from eager_eval.seeds import unit_uniform
+
+    rng = random.Random(0)
+    seeds = [rng.getrandbits(63) for _ in range(500)] + [0, 1, (1 << 63) - 1]
+    positions = [rng.randrange(0, 1 << 20) for _ in seeds]
+    got = counter_uniforms(torch.tensor([_row_key(s) for s in seeds]), torch.tensor(positions))
+    assert got.tolist() == [unit_uniform(s, p) for s, p in zip(seeds, positions)]

@@ -108,3 +108,30 @@ def test_max_rows_bounds_live_rows_and_never_changes_the_trees(model, mode, poli
     # every tree really branched (but for a root that ended at position 0)
     assert all(t.hit_cap for p in free.prompts for t in p.trees if len(t.sequences[0].tokens) > 1)
     assert trees(bounded) == trees(free)
+
+
+@pytest.mark.parametrize("mode", ["eager_adapt", "eager"])
+def test_overlapping_rounds_on_hf_build_the_trees_of_sequential_rounds(model, mode):
+    """HF cannot fork behind its lockstep, so its rounds start once the earlier trees settle
+    (schedule.py, no guaranteed floors): the trees must be those of rounds run in sequence."""
+    prompts = PROMPTS + [PromptInput(p) for p in [(4, 4, 90), (7, 33, 21, 70), (12, 9)]]
+    config = EagerConfig(mode=mode, theta=2.9, max_seqs=3, percentile=None, topk=20,
+                         think_end=None, temperature=1.0, max_new_tokens=10, seed=2, window=3)
+    verifier = (lambda p, text: len(text) % 3 == 0) if mode == "eager" else None
+
+    class Recording(HFBackend):
+        added_while_live = 0
+
+        def add(self, sequences):
+            self.added_while_live += bool(self._rows)
+            super().add(sequences)
+
+    backends = [Recording(model, FakeTokenizer(), topk=20, temperature=1.0) for _ in range(2)]
+    runs = [run(prompts, backend, config, verifier=verifier, overlap_rounds=overlap)
+            for backend, overlap in zip(backends, (False, True))]
+    assert len(runs[0].rounds) >= 2  # it reallocates
+    assert backends[0].added_while_live == 0
+    # full EAGer grades finished sequences: an unsolved prompt is known only when it ends
+    assert backends[1].added_while_live >= (1 if mode == "eager_adapt" else 0)
+    assert trees(runs[1]) == trees(runs[0])
+    assert [r.allotments for r in runs[1].rounds] == [r.allotments for r in runs[0].rounds]

@@ -212,7 +212,9 @@ def test_from_mapping_parses_front_end_strings_and_rejects_unknown_names():
 def test_core_modules_import_no_engine_or_harness():
     code = (
         "import sys, eager_eval.config, eager_eval.entropy, eager_eval.controller, "
-        "eager_eval.budget, eager_eval.runner, eager_eval.results, eager_eval.backends.scripted\n"
+        "eager_eval.budget, eager_eval.runner, eager_eval.results, eager_eval.backends.scripted, "
+        "eager_eval.tree, eager_eval.schedule, eager_eval.text_watch, "
+        "eager_eval.backends.simulated, eager_eval.backends.tokens\n"
         "heavy = [m for m in ('torch', 'transformers', 'vllm', 'lm_eval', 'inspect_ai') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )

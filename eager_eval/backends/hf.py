@@ -23,11 +23,14 @@ row, attention-mask row, next position id and the logits of its last forward. On
   all of them in ONE `cache.reorder_cache(idx)` (idx repeats a forked parent's row and omits
   dropped rows), so the prefix is never recomputed and dropped rows' memory is freed. Columns
   that became padding for every remaining row are then cut off the left.
-- **Sampling.** Each row owns a `torch.Generator` (on the model's device) seeded with its
-  sequence seed and draws one uniform per sampled token; the token is found by inverse CDF
-  (`searchsorted` on the row's cumulative probabilities). A sequence's tokens therefore depend
-  only on its own seed and logits, never on which other rows exist (METHOD.md section 8).
-  Temperature 0 is argmax and draws nothing.
+- **Sampling.** A row's token at position t is drawn with one uniform `unit_uniform(seed, t)`
+  (eager_eval.seeds: a counter-based hash of the sequence's seed and the position, computed
+  for all rows at once on the device) by inverse CDF (`searchsorted` on the row's cumulative
+  probabilities). A sequence's tokens therefore depend only on its own seed and logits, never
+  on which other rows exist (METHOD.md section 8), and no per-row generator state has to
+  follow a row through forks (a per-row `torch.Generator` cost one kernel launch per row per
+  step: ~10 ms a step at the paper's 960 rows on a GPU). The ScriptedBackend draws with the
+  same uniforms. Temperature 0 is argmax and draws nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
-from eager_eval.backends.tokens import end_token_ids
+from eager_eval.backends.tokens import end_token_ids, token_pieces
+from eager_eval.entropy import topk_entropies
+from eager_eval.seeds import hash64
 
 
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
@@ -52,7 +57,8 @@ class _Row:
     """One live sequence: where it reads in the batch tensors and what it feeds next."""
 
     seq_id: int
-    generator: torch.Generator
+    key: int
+    """hash64(seed) as a signed int64: the row's half of its counter-based uniforms."""
     slot: int
     """Row of the batch tensors (cache, mask, position ids, logits) this sequence reads; a new
     child points at its parent's slot until the next step's reorder gives it its own."""
@@ -80,6 +86,36 @@ class _TreeRows:
         return max(self.size - self.finished, live) if live else 0
 
 
+def _signed64(x: int) -> int:
+    return x - (1 << 64) if x >= (1 << 63) else x
+
+
+_GAMMA, _MUL1, _MUL2 = (_signed64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
+                                               0x94D049BB133111EB))
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch shifts signed values arithmetically)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def counter_uniforms(keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """`seeds.unit_uniform(seed, position)` for many rows at once, on their device.
+
+    `keys` = hash64(seed) as signed int64 (`_row_key`); splitmix64 in wrapping int64 arithmetic,
+    the same bits as the Python version (tests/test_hf_backend.py checks it). float64 [n].
+    """
+    z = (keys ^ positions) + _GAMMA
+    z = (z ^ _shift_right(z, 30)) * _MUL1
+    z = (z ^ _shift_right(z, 27)) * _MUL2
+    z = z ^ _shift_right(z, 31)
+    return _shift_right(z, 11).double() / float(1 << 53)
+
+
+def _row_key(seed: int) -> int:
+    return _signed64(hash64(seed & ((1 << 64) - 1)))
+
+
 class HFBackend:
     """`Backend` over a transformers causal LM (CPU or CUDA). See the module docstring."""
 
@@ -95,6 +131,7 @@ class HFBackend:
         entropy_source: str = "raw",
         max_rows: int = 64,
         device: str | None = None,
+        logprobs: bool = True,
     ):
         entropy_source = str(getattr(entropy_source, "value", entropy_source))
         if entropy_source not in ("raw", "processed"):
@@ -120,8 +157,15 @@ class HFBackend:
         self.top_k = top_k
         self.processed_entropy = entropy_source == "processed"
         self.max_rows = max_rows
+        self.logprobs = logprobs
+        """Report top-K logprobs and entropies. False only for runs that never branch
+        (full_parallel): nothing reads them, and a top-K over the vocabulary per row per step
+        is not free on a GPU."""
         config = getattr(model, "generation_config", None)
         self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
+        self.token_pieces = token_pieces(tokenizer)
+        """Each token's bytes when decode is their concatenation: the runner's text rules
+        then need no decode per token (text_watch.py)."""
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40)
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -194,13 +238,13 @@ class HFBackend:
                 f"position is {parent.position} (forks happen in lockstep)"
             )
         self._claim(fork.child)
-        generator = self._generator(fork.child_seed)
+        key = _row_key(fork.child_seed)
         child_token = fork.child_token
         if child_token is None:  # sample policy: draw from the parent's distribution at p
             scores = self._warp(self._logits[parent.slot : parent.slot + 1])
-            child_token = int(self._sample(scores, [generator])[0])
+            child_token = int(self._sample(scores, [key], [fork.position])[0])
         parent.token = fork.parent_token
-        self._add_row(_Row(fork.child, generator, parent.slot, parent.position, child_token))
+        self._add_row(_Row(fork.child, key, parent.slot, parent.position, child_token))
         tree = self._tree_of[fork.child] = self._tree_of[fork.parent]  # the parent's tree
         tree.live += 1
         self._reshape = True
@@ -308,22 +352,31 @@ class HFBackend:
             pos, logits = torch.cat([self._pos, pos]), torch.cat([self._logits, logits])
         self._cache, self._mask, self._pos, self._logits = cache, mask, pos, logits
         for i, seq in enumerate(seqs):
-            self._add_row(_Row(seq.seq_id, self._generator(seq.seed), start + i))
+            self._add_row(_Row(seq.seq_id, _row_key(seq.seed), start + i))
 
     def _sample_and_report(self) -> list[TokenStep]:
-        """Sample every row's next token with its own generator and report it with top-K."""
+        """Sample every row's next token with its own seed and report it with top-K."""
         if not self._rows:
             return []
         assert all(row.slot == i for i, row in enumerate(self._rows)), "reorder before sampling"
         scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
+        rows = self._rows
+        tokens = self._sample(scores, [r.key for r in rows], [r.position + 1 for r in rows]).tolist()
+        if not self.logprobs:
+            steps = []
+            for row, token in zip(self._rows, tokens):
+                row.position, row.token = row.position + 1, token
+                steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
+            return steps
         logprobs = (scores if self.processed_entropy else self._logits).log_softmax(-1)
         top_logprobs, top_ids = logprobs.topk(min(self.topk, logprobs.shape[-1]), -1)  # [rows, K]
-        tokens = self._sample(scores, [row.generator for row in self._rows]).tolist()
+        top_logprobs = top_logprobs.cpu().numpy()
+        entropies = topk_entropies(top_logprobs).tolist()  # all rows at once, in float64
         top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once
         steps = []
-        for row, token, ids, lps in zip(self._rows, tokens, top_ids, top_logprobs):
+        for row, token, ids, lps, entropy in zip(self._rows, tokens, top_ids, top_logprobs, entropies):
             row.position, row.token = row.position + 1, token
-            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps)))
+            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps), entropy))
         return steps
 
     # ---- sampling ----------------------------------------------------------------------------
@@ -343,17 +396,17 @@ class HFBackend:
             scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         return scores
 
-    def _sample(self, scores: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        """One token per row by inverse CDF: one uniform from that row's own generator.
+    def _sample(self, scores: torch.Tensor, keys: Sequence[int],
+                positions: Sequence[int]) -> torch.Tensor:
+        """One token per row by inverse CDF, with the row's uniform at that position.
 
         One draw per row (not one per vocabulary entry, as Gumbel noise needs) is ~4x cheaper on
         CPU at 32 rows x 49k vocab; float64 keeps the CDF exact enough for p ~ 1e-12.
         """
         if self.temperature == 0:
-            return scores.argmax(-1)  # greedy: no draw, the generators stay untouched
-        # one uniform per row from its own stream: a row's draws never depend on the other rows
-        u = torch.cat([torch.rand(1, dtype=torch.float64, generator=g, device=self.device)
-                       for g in generators])  # [n]
+            return scores.argmax(-1)  # greedy: no draw
+        u = counter_uniforms(torch.tensor(keys, dtype=torch.int64, device=self.device),
+                             torch.tensor(positions, dtype=torch.int64, device=self.device))
         cdf = scores.softmax(-1).double().cumsum(-1)  # [n, vocab]; masked tokens add 0
         target = (u.to(cdf.device) * cdf[:, -1])[:, None]  # [n, 1], below the row's total
         return torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=cdf.shape[-1] - 1)
@@ -391,9 +444,6 @@ class HFBackend:
 
     def _clear_batch(self) -> None:
         self._cache = self._mask = self._pos = self._logits = None
-
-    def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(seed)
 
     def _claim(self, seq_id: int) -> None:
         if seq_id in self._seen:

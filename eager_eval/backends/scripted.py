@@ -38,6 +38,18 @@ def sample_from(dist: Distribution, seed: int, position: int, greedy: bool) -> i
     return dist[-1][0]
 
 
+class _Pieces(dict):
+    """Token id -> the bytes decode() writes for it (decode is a plain concatenation)."""
+
+    def __init__(self, vocab: Mapping[int, str] | None) -> None:
+        super().__init__()
+        self.vocab = vocab or {}
+
+    def __missing__(self, token: int) -> bytes:
+        piece = self[token] = self.vocab.get(token, f"<{token}>").encode()
+        return piece
+
+
 @dataclass
 class _Live:
     prompt: tuple[int, ...]
@@ -65,8 +77,12 @@ class ScriptedBackend:
     finished: list[int] = field(default_factory=list)
     steps_taken: int = 0
 
+    late_forks = True
+    """A fork may name a position the parent already ran past (it re-reports after it)."""
+
     def __post_init__(self) -> None:
         self.eos_token_ids = frozenset(self.eos_token_ids)
+        self.token_pieces = _Pieces(self.vocab)
         self._live: dict[int, _Live] = {}
         self._tree_of: dict[int, int | None] = {}  # live seq id -> NewSequence.tree
         self._rng = random.Random(self.shuffle_seed)

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eager_eval.backends.base import Fork, NewSequence, TokenStep
-from eager_eval.backends.tokens import end_token_ids
+from eager_eval.backends.tokens import end_token_ids, token_pieces
+from eager_eval.entropy import entropies_of_rows
 from eager_eval.seeds import restart_seed
 
 if TYPE_CHECKING:
@@ -175,6 +176,9 @@ class _Seq:
 class VLLMBackend:
     """`Backend` over a vLLM V1 engine (`LLM.llm_engine`). See the module docstring.
 
+    Forks may name a position the parent already ran past (`late_forks`): the child is a new
+    request on the prefix, the parent restarts if its token there changed.
+
     `engine` is duck-typed: `add_request(request_id, prompt, params)`, `step()` returning
     RequestOutput-like objects (`request_id`, `outputs[0].token_ids`, `outputs[0].logprobs`,
     `finished`, `num_cached_tokens`), `abort_request(ids)`. Build a real one with `from_model`.
@@ -197,12 +201,14 @@ class VLLMBackend:
             eos_token_ids if eos_token_ids is not None else end_token_ids(tokenizer)
         )
         _check_engine(engine, self.settings)
+        self.token_pieces = token_pieces(tokenizer)
         max_model_len = getattr(getattr(engine, "model_config", None), "max_model_len", None)
         self._max_model_len = max_model_len if isinstance(max_model_len, int) else None
         self._build = request_builder or vllm_request_builder(self.settings, self.eos_token_ids)
         self.llm = llm
         """The `vllm.LLM` that owns `engine` when built by from_model (kept alive here)."""
         self.stats = EngineStats()
+        self.late_forks = True
         self._seqs: dict[int, _Seq] = {}  # added or forked, not finished
         self._finished: set[int] = set()  # finished ids, until a new sequence reuses one
         self._live: dict[str, _Seq] = {}  # request id -> sequence, for running requests only
@@ -276,34 +282,73 @@ class VLLMBackend:
             self._submit(seq, new.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
+        """Every engine output's new tokens as TokenSteps; entropies in one batch per step.
+
+        This loop runs once per generated token at a GPU engine's rate, so it does the least it
+        can per token: the usual DELTA output (one token, flat logprobs with ranks 1..K in
+        order) takes a fast path, and all rows' logprobs go to numpy in one array.
+        """
         k = self.settings.topk
-        no_topk = itertools.repeat(((), ()))  # logprobs off: the runner never reads the top-K
-        steps: list[TokenStep] = []
+        want_logprobs = self.settings.logprobs
+        live, stats = self._live, self.stats
+        seq_ids: list[int] = []
+        positions: list[int] = []
+        tokens: list[int] = []
+        top_ids: list[tuple[int, ...]] = []
+        top_lps: list[tuple[float, ...]] = []
         for out in self.engine.step():
-            seq = self._live.get(out.request_id)
+            seq = live.get(out.request_id)
             if seq is None:
                 continue  # an aborted, finished or replaced request: stale
             if seq.awaiting_first_output:
                 seq.awaiting_first_output = False
-                self.stats.cached_prompt_tokens += out.num_cached_tokens or 0
+                stats.cached_prompt_tokens += out.num_cached_tokens or 0
             completion = out.outputs[0]
             token_ids = completion.token_ids
-            rows = (topk_rows(completion.logprobs, len(token_ids), k) if self.settings.logprobs
-                    else no_topk)
-            for token, (ids, logprobs) in zip(token_ids, rows):
-                steps.append(TokenStep(seq.seq_id, len(seq.tokens), token, ids, logprobs))
-                seq.tokens.append(token)
-            self.stats.reported_tokens += len(token_ids)
-            if out.finished:  # EOS or length: vLLM already freed it
-                del self._live[out.request_id]
-                seq.request_id = None
-                if not self._has_ended(seq):
-                    raise RuntimeError(
-                        f"vLLM ended sequence {seq.seq_id} after {len(seq.tokens)} of "
-                        f"{seq.max_new_tokens} tokens without EOS (finish_reason="
-                        f"{completion.finish_reason!r}); the runner cannot finish its tree"
-                    )
-        return steps
+            n = len(token_ids)
+            position = len(seq.tokens)
+            if n == 1:
+                seq_ids.append(seq.seq_id)
+                positions.append(position)
+                tokens.append(token_ids[0])
+                seq.tokens.append(token_ids[0])
+            else:
+                seq_ids.extend(itertools.repeat(seq.seq_id, n))
+                positions.extend(range(position, position + n))
+                tokens.extend(token_ids)
+                seq.tokens.extend(token_ids)
+            if want_logprobs:
+                flat = completion.logprobs
+                # the usual DELTA output: one position of FlatLogprobs, ranks 1..K last
+                hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
+                top = hi - k
+                if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
+                        and flat.ranks[hi - 1] == k:
+                    top_ids.append(tuple(flat.token_ids[top:hi]))
+                    top_lps.append(tuple(flat.logprobs[top:hi]))
+                else:
+                    for ids, lps in topk_rows(flat, n, k):
+                        top_ids.append(ids)
+                        top_lps.append(lps)
+            stats.reported_tokens += n
+            if out.finished:
+                self._ended(out, seq, completion)
+        if not want_logprobs:  # full_parallel: the runner never reads the top-K
+            empty = itertools.repeat(())
+            return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
+        entropies = entropies_of_rows(top_lps)
+        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies))
+
+    def _ended(self, out: Any, seq: _Seq, completion: Any) -> None:
+        """vLLM ended the request itself (EOS or length) and already freed it."""
+        del self._live[out.request_id]
+        seq.request_id = None
+        if not self._has_ended(seq):
+            raise RuntimeError(
+                f"vLLM ended sequence {seq.seq_id} after {len(seq.tokens)} of "
+                f"{seq.max_new_tokens} tokens without EOS (finish_reason="
+                f"{completion.finish_reason!r}); the runner cannot finish its tree"
+            )
 
     def fork(self, fork: Fork) -> int | None:
         if fork.parent in self._finished:
