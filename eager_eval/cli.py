@@ -637,37 +637,30 @@ def _positive_int(text: str) -> int:
 DEMO_MODEL = "smollm2-135m"
 DEMO_LIMIT = 8
 DEMO_DEFAULTS: dict[str, Any] = {
-    "max_seqs": 4,
+    "max_seqs": 5,
     "max_new_tokens": 96,
-    "theta": 2.6835,
+    "theta": 2.6,
     "percentile": 99.0,
     "temperature": 0.6,
     "think_end": None,  # SmolLM2 is not a thinking model: no marker ends branching
 }
 """Demo settings, sized for a 2-core CPU (the paper's M = 32 and 32k tokens take hours there):
-8 problems (two of each level), M = 4, 96 tokens, all four methods in about 3.5 minutes.
+8 problems (two of each level), M = 5, 96 tokens, all four methods in about 2.5 minutes.
 
-Chosen so that the method's two halves both show on a 135M model (measured, seed 0, on the
-reference 2-core VM; benchmarks/RESULTS.md): EAGer-init ends with 1-4 sequences per prompt and
-3 of 8 prompts hit M, so EAGer-adapt has unspent budget to move (9 sequences, to those 3) and
-still decodes fewer tokens than Full Parallel. With M = 8 (the earlier default) no prompt hit
-the cap at this theta and EAGer-adapt equalled EAGer-init: nothing moved.
-
-The demo calibrates theta (`DEMO_THETA`, docs/THETA.md); `theta` here is the value that
-calibration measures on these prompts and settings (2.6835 nats, the 99.05% quantile of the
-warm-up's entropies), which benchmarks/savings.py runs with. The paper's 2.0 is too low for this
-model: its top-20 entropies run high (median 1.2, 99th percentile 2.7 of ln 20 = 3.0 nats), and
-at 2.0 three of four trees fill their cap."""
-DEMO_THETA = "auto"
-"""The demo's theta: measured on the demo prompts before the methods run (a 32-token warm-up)."""
+Chosen so that both halves of the method show on a 135M model (measured, seed 0, on the
+reference 2-core VM; benchmarks/RESULTS.md): EAGer-init ends with 1-5 sequences per prompt and
+2 of 8 prompts hit M, so EAGer-adapt moves unspent budget to them (8 sequences) and still
+decodes about a third fewer tokens than Full Parallel. Measured alternatives at theta 2.6:
+M = 4 put 3 prompts at the cap, and EAGer-adapt then spent nearly all of the budget (5%
+saved); M = 6 or 8 put none there and nothing moved. Above theta 2.65 forks become rare:
+`--theta auto` measures 2.68 here (the 99% quantile of the warm-up's entropies,
+docs/THETA.md), where EAGer-init ended with 1-2 sequences per prompt. The paper's 2.0 is too low
+for this model: its top-20 entropies run high (median 1.1, 99th percentile 2.67 of
+ln 20 = 3.0 nats)."""
 DEMO_THREADS = 1
 """Torch threads benchmarks/savings.py pins, so its timings compare across runs. The demo itself
 uses the free-CPU default of `eager_eval.threads` (1 on a busy machine, more on an idle one)."""
 DEMO_MODES = ("full_parallel", "eager_init", "eager_adapt", "eager")
-
-
-def _demo_defaults() -> dict[str, Any]:
-    return {**DEMO_DEFAULTS, "theta": DEMO_THETA}
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -682,7 +675,7 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated methods (default: {','.join(DEMO_MODES)})")
     parser.add_argument("--model", default=DEMO_MODEL, help=f"model (default: {DEMO_MODEL})")
     _add_output_arguments(parser, required=False)
-    add_config_arguments(parser, exclude=("mode",), defaults=_demo_defaults())
+    add_config_arguments(parser, exclude=("mode",), defaults=DEMO_DEFAULTS)
     _add_engine_arguments(parser)
 
 
@@ -701,7 +694,7 @@ def _parse_modes(text: str) -> list[str]:
             _add_demo_arguments)
 def demo_command(args: argparse.Namespace) -> int:
     modes = _parse_modes(args.modes)
-    configs = [config_from_args(args, _demo_defaults(), mode=mode) for mode in modes]
+    configs = [config_from_args(args, DEMO_DEFAULTS, mode=mode) for mode in modes]
     if args.resume and not args.output:
         raise ConfigError("resume", True, "used with --output DIR (the run to continue)")
     argv = list(args.argv)
@@ -713,7 +706,7 @@ def demo_command(args: argparse.Namespace) -> int:
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
                       args.threads, args.chat, args.thinking, argv, *_backend_args(args),
-                      auto_theta=theta_is_auto(args, _demo_defaults()))
+                      auto_theta=theta_is_auto(args, DEMO_DEFAULTS))
     from eager_eval import demo_summary
 
     print("\n".join(demo_summary.settings_lines(session.model, len(session.task.problems),

@@ -29,7 +29,7 @@ def settings_lines(model: str, n_prompts: int, configs: Sequence[Any], auto_thet
     """The settings, before anything runs (`configs`: one EagerConfig per method)."""
     c = configs[0]
     theta = ("auto (measured on these prompts once the model is loaded, docs/THETA.md)"
-             if auto_theta else f"{c.theta:g} nats")
+             if auto_theta else f"{c.theta:g} nats (--theta auto measures one for any model)")
     threshold = ("fixed θ" if c.percentile is None
                  else f"τ = max(θ, the prompt's {c.percentile:g}th percentile so far)")
     return [
@@ -87,7 +87,8 @@ def story_lines(results_path: Path) -> list[str]:
             lines.append(f"  {name} moved {plural(run.moved, 'sequence')} of the unspent budget "
                          f"to {who}: {where}.")
         else:
-            lines.append(f"  {name} moved nothing: none of {who.split(' (')[0]}.")
+            none = "no prompt hit the cap" if method == "eager_adapt" else "every prompt had a correct answer"
+            lines.append(f"  {name} moved nothing: {none}.")
     lines += _savings_lines(entries)
     return lines
 
