@@ -44,6 +44,8 @@ class TimedBackend:
         self.eos_token_ids = inner.eos_token_ids
         self.token_pieces = getattr(inner, "token_pieces", None)
         self.late_forks = getattr(inner, "late_forks", False)
+        if hasattr(inner, "stop_topk"):
+            self.stop_topk = lambda seq_ids: self._timed(inner.stop_topk, seq_ids)
         self.engine_seconds = 0.0
         self.steps = 0
         self.max_rows = 0

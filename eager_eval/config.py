@@ -2,7 +2,8 @@
 
 Front ends (CLI, lm-eval model_args, Inspect -M) expose exactly these field names, so a
 setting means the same thing everywhere. Self-contained range checks happen at construction;
-checks that need a tokenizer wait for `verify_think_end`.
+checks that need the model (vocabulary size, tokenizer) wait for `verify_model`, which every
+engine runs when it makes a backend (`engines.py`).
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ class EagerConfig:
         self._check_int("window", 1)
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
-        if not _is_number(self.temperature) or math.isnan(self.temperature) or self.temperature < 0:
-            raise ConfigError("temperature", self.temperature, ">= 0 (0 = greedy)")
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            # inf would divide the logits to a uniform draw over the vocabulary: random text
+            raise ConfigError("temperature", self.temperature, "a finite number >= 0 (0 = greedy)")
         if not _is_number(self.top_p) or not (0 < self.top_p <= 1):
             raise ConfigError("top_p", self.top_p, "in (0, 1]")
         self._check_int("top_k", 0)
@@ -194,6 +196,21 @@ class EagerConfig:
         """Checks needing the tokenizer: the end-of-thinking marker must encode to tokens."""
         if self.think_end is not None and not encode(self.think_end):
             raise ConfigError("think_end", self.think_end, "a marker the tokenizer can encode")
+
+    def verify_model(self, *, vocab_size: int | None, encode: Any = None) -> None:
+        """Checks needing the model (the second stage of validation, as vLLM's
+        `SamplingParams.verify`): K of the entropy and the sampling top_k must fit its
+        vocabulary (a larger K was silently clamped, recording a K that never ran; a larger
+        top_k failed inside torch), and the end-of-thinking marker must encode."""
+        if vocab_size is not None:
+            if self.topk > vocab_size:
+                raise ConfigError("topk", self.topk, f"<= the model's vocabulary size "
+                                  f"({vocab_size} tokens): K of the top-K entropy")
+            if self.top_k > vocab_size:
+                raise ConfigError("top_k", self.top_k, f"0 (off) or <= the model's vocabulary "
+                                  f"size ({vocab_size} tokens)")
+        if encode is not None:
+            self.verify_think_end(encode)
 
 
 def _coerce(value: Any) -> Any:

@@ -20,12 +20,48 @@ class Engine(Protocol):
     name: str
     tokenizer: Any
 
-    def new_backend(self, config: EagerConfig) -> Backend: ...
+    def new_backend(self, config: EagerConfig) -> Backend:
+        """A backend for one run; raises ConfigError first if `verify` does."""
+        ...
+
+    def verify(self, config: EagerConfig) -> None:
+        """The settings' checks that need this model (`EagerConfig.verify_model`)."""
+        ...
 
     def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, chat: bool = True,
                       enable_thinking: bool = True) -> list[int]: ...
 
     def info(self) -> dict[str, Any]: ...
+
+
+def check_max_rows(value: Any) -> int:
+    """`max_rows` (hf): most sequences decoded together; checked before a model loads."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("max_rows", value, "an integer >= 1 (most sequences decoded together)")
+    return value
+
+
+class PromptTooLongError(ValueError):
+    """A prompt leaves no room to generate in the model's context."""
+
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Where transformers configs keep the context length (the first present wins)."""
+
+
+def check_prompt_fits(n_tokens: int, context: int | None, *, prompt: str, model: str) -> None:
+    """A prompt must leave at least one position of the context to generate into: past its
+    positions a model reads garbage, and the run's sequences would be graded anyway."""
+    if context is not None and n_tokens >= context:
+        raise PromptTooLongError(
+            f"prompt {prompt} is {n_tokens} tokens, but {model}'s context holds {context}; "
+            "shorten the prompt or use a model with a longer context")
+
+
+def _verify(config: EagerConfig, vocab_size: int | None, tokenizer: Any) -> None:
+    config.verify_model(
+        vocab_size=vocab_size,
+        encode=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _encode(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]], chat: bool,
@@ -48,9 +84,30 @@ class HFEngine:
     tokenizer: Any
     max_rows: int = 64
 
+    def __post_init__(self) -> None:
+        check_max_rows(self.max_rows)
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the output layer: what the entropy's top-K and top_k choose among."""
+        layer = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if layer is not None and getattr(layer, "weight", None) is not None:
+            return int(layer.weight.shape[0])
+        return getattr(self.model.config, "vocab_size", None)
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        return next((int(getattr(config, k)) for k in _CONTEXT_KEYS
+                     if isinstance(getattr(config, k, None), int)), None)
+
+    def verify(self, config: EagerConfig) -> None:
+        _verify(config, self.vocab_size, self.tokenizer)
+
     def new_backend(self, config: EagerConfig) -> Backend:
         from eager_eval.backends.hf import HFBackend
 
+        self.verify(config)
         return HFBackend(
             self.model, self.tokenizer, topk=config.topk, temperature=config.temperature,
             top_p=config.top_p, top_k=config.top_k, entropy_source=config.entropy_source.value,
@@ -75,9 +132,26 @@ class VLLMEngine:
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """What the engine was built with beyond the defaults (recorded with the results)."""
 
+    @property
+    def _model_config(self) -> Any:
+        return getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+
+    @property
+    def vocab_size(self) -> int | None:
+        model_config = self._model_config
+        return model_config.get_vocab_size() if model_config is not None else None
+
+    @property
+    def context_length(self) -> int | None:
+        return getattr(self._model_config, "max_model_len", None)
+
+    def verify(self, config: EagerConfig) -> None:
+        _verify(config, self.vocab_size, self.tokenizer)
+
     def new_backend(self, config: EagerConfig) -> Backend:
         from eager_eval.backends.vllm import VLLMBackend
 
+        self.verify(config)
         return VLLMBackend.from_llm(self.llm, config)
 
     def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
@@ -101,6 +175,7 @@ def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
         if engine_kwargs:
             raise ConfigError("engine option", sorted(engine_kwargs)[0],
                               "one the hf backend knows (device, dtype, max_rows)")
+        check_max_rows(max_rows)
         from eager_eval.models import load_model_and_tokenizer
 
         loaded, tokenizer = load_model_and_tokenizer(model, device=device or "cpu", dtype=dtype)

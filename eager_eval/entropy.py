@@ -54,8 +54,8 @@ def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
         return []
     width = len(rows[0])
     if width and all(len(r) == width for r in rows):  # the usual case: one flat array
-        flat = list(itertools.chain.from_iterable(rows))
-        values = np.array(flat, dtype=np.float64).reshape(len(rows), width)
+        values = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
+                             width * len(rows)).reshape(len(rows), width)
     else:  # pad with -inf: zero probability, no share of the entropy
         width = max(len(r) for r in rows)
         if width == 0:

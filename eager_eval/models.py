@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from eager_eval.config import ConfigError
+from eager_eval.files import umask
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -125,6 +126,7 @@ def resolve_model(name: str) -> ResolvedModel:
             raise ModelNotFoundError(
                 f"model file {name!r} is not a .gguf file; {_accepted_forms()}"
             )
+        _check_gguf_magic(path, name)
         path = path.resolve()
         return ResolvedModel(name=name, path=str(path.parent), gguf_file=path.name, kind="gguf")
     if path.is_dir():
@@ -141,6 +143,22 @@ def resolve_model(name: str) -> ResolvedModel:
     if name.startswith((".", "~", "/")) or os.sep in name or "/" in name:
         raise ModelNotFoundError(f"no such file or directory: {name!r}; {_accepted_forms()}")
     raise ModelNotFoundError(f"unknown model {name!r}: {_accepted_forms()}")
+
+
+GGUF_MAGIC = b"GGUF"
+"""The first four bytes of every GGUF file (the format's own check, cheaper than parsing)."""
+
+
+def _check_gguf_magic(path: Path, name: str) -> None:
+    """An empty or foreign file named .gguf fails here, before torch is imported."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(GGUF_MAGIC))
+    if not head:
+        raise ModelNotFoundError(f"GGUF file {name!r} is empty (an interrupted download?); "
+                                 "download it again")
+    if head != GGUF_MAGIC:
+        raise ModelNotFoundError(f"model file {name!r} is not a GGUF file (it does not start "
+                                 f"with {GGUF_MAGIC!r}); download it again or pass another model")
 
 
 def _resolve_alias(name: str, embedded: EmbeddedModel) -> ResolvedModel:
@@ -209,7 +227,7 @@ def converted_model_dir(resolved: ResolvedModel) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the cache is an ordinary dir
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the cache is an ordinary dir
         logger.info("converting %s once into %s (about 20 s)", resolved.gguf_path, target)
         _convert_gguf(resolved, tmp)
         try:
@@ -223,12 +241,6 @@ def converted_model_dir(resolved: ResolvedModel) -> str:
     return str(target)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _convert_gguf(resolved: ResolvedModel, out_dir: Path) -> tuple[Any, Any]:
     """Dequantise the GGUF to fp32 and `save_pretrained` model and tokenizer into `out_dir`.
 
@@ -237,10 +249,18 @@ def _convert_gguf(resolved: ResolvedModel, out_dir: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.path, gguf_file=resolved.gguf_file, dtype=torch.float32
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.path, gguf_file=resolved.gguf_file, dtype=torch.float32
+        )
+    except MemoryError:
+        raise
+    except Exception as err:  # the gguf reader fails in many ways on a damaged file
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise ModelNotFoundError(
+            f"cannot read GGUF file {resolved.gguf_path} ({type(err).__name__}: {detail}); "
+            "it is damaged or incomplete: download it again") from err
     # The weights are plain fp32 now; save_pretrained refuses a model still marked quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -263,11 +283,11 @@ def load_model_and_tokenizer(
     the model defines none), since every backend pads prompts on the left.
     """
     resolved = resolve_model(name)
-    dtype_name = _dtype_name(dtype)
+    name_of_dtype = dtype_name(dtype)
     import torch  # noqa: F401  (the expensive imports start here)
 
-    torch_device = _check_device(device)
-    torch_dtype = _torch_dtype(dtype_name, torch_device)
+    torch_device = check_device(device)
+    torch_dtype = _torch_dtype(name_of_dtype, torch_device)
     pretrained = converted_model_dir(resolved)
     model, tokenizer = _from_pretrained(resolved, pretrained, torch_dtype)
     model.to(torch_device)
@@ -302,8 +322,9 @@ def _from_pretrained(resolved: ResolvedModel, pretrained: str, torch_dtype: "tor
     return model, tokenizer
 
 
-def _dtype_name(dtype: Any) -> str:
-    """Normalise `dtype` (None, a name, or a torch.dtype) to one of DTYPES, without torch."""
+def dtype_name(dtype: Any) -> str:
+    """Normalise `dtype` (None, a name, or a torch.dtype) to one of DTYPES, without torch;
+    ConfigError for any other name."""
     if dtype is None:
         return "auto"
     text = str(dtype).strip().lower()
@@ -323,7 +344,9 @@ def _torch_dtype(dtype_name: str, device: "torch.device") -> "torch.dtype":
     return getattr(torch, dtype_name)
 
 
-def _check_device(device: str) -> "torch.device":
+def check_device(device: str) -> "torch.device":
+    """`device` as a torch.device that exists on this machine, else DeviceError naming one that
+    does (imports torch, loads nothing)."""
     import torch
 
     try:

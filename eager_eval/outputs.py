@@ -17,20 +17,21 @@ never sees half a file. No torch or transformers imports: versions come from pac
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from eager_eval.config import EagerConfig, Mode
 from eager_eval.metrics import PromptScore, TaskMetrics, token_savings
 from eager_eval.answers import AnswerType, extract_gold, same_answer
+from eager_eval.files import atomic_write
 from eager_eval.results import RunResult
 from eager_eval.tree_records import Decode, branch_event_records, tree_records
 
@@ -165,6 +166,7 @@ def write_run_dir(
     engine_info: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     keep_other_methods: bool = True,
+    warn: Callable[[str], None] | None = None,
     decode: Decode | None = None,
 ) -> Path:
     """Write results.json and one <method>.jsonl per run into `out_dir`; return results.json.
@@ -172,25 +174,23 @@ def write_run_dir(
     With `keep_other_methods`, entries of methods not in `runs` that an existing results.json
     of the same model and task holds are kept (so `run --mode full_parallel` and `run --mode
     eager_adapt` into one directory end up side by side), and every method's savings are
-    recomputed against the Full Parallel entry, when there is one.
+    recomputed against the Full Parallel entry, when there is one and it ran on the same
+    prompts (`prompts_sha256`); otherwise they are left blank and `warn` is told why.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
     if keep_other_methods:
         entries = {e["method"]: e for e in _previous_runs(out / RESULTS_FILE, model, task)}
+    prompts_id = prompts_sha256(problems, answer_type)
     for run in runs:
         lines = [json.dumps(record, ensure_ascii=False)
                  for record in sample_lines(run, problems, answer_type, decode)]
         atomic_write(out / f"{run.method}.jsonl", "".join(line + "\n" for line in lines))
-        entries[run.method] = run_entry(run)
-    baseline = entries.get(BASELINE)
-    baseline_tokens = baseline["metrics"]["tokens_generated"] if baseline else None
-    for entry in entries.values():
-        tokens = entry["metrics"]["tokens_generated"]
-        entry["savings_vs_full_parallel"] = (
-            token_savings(tokens, baseline_tokens) if baseline_tokens else None
-        )
+        entries[run.method] = {**run_entry(run), "prompts_sha256": prompts_id}
+    for message in _attach_savings(entries):
+        if warn is not None:
+            warn(message)
     order = [m.value for m in Mode]
     results = {
         "tool": TOOL,
@@ -210,6 +210,35 @@ def write_run_dir(
     return path
 
 
+def prompts_sha256(problems: Sequence[Problem], answer_type: AnswerType | str) -> str:
+    """What identifies the prompts a run graded: the same data file, fields and --limit give
+    the same hash, any other prompt set another one."""
+    items = [[p.id, p.problem, p.target] for p in problems]
+    text = json.dumps({"answer_type": str(getattr(answer_type, "value", answer_type)),
+                       "problems": items}, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _attach_savings(entries: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Fill each entry's savings against the Full Parallel entry of the same prompts; return
+    why any stayed blank. Savings between two prompt sets (--limit 2 vs 3) would compare
+    apples with oranges."""
+    baseline = entries.get(BASELINE)
+    notes = []
+    for entry in entries.values():
+        entry["savings_vs_full_parallel"] = None
+        if baseline is None:
+            continue
+        theirs, mine = baseline["metrics"]["tokens_generated"], entry["metrics"]["tokens_generated"]
+        ours, base = entry.get("prompts_sha256"), baseline.get("prompts_sha256")
+        if ours is None or ours != base:  # None: written before prompts were recorded
+            notes.append(f"{entry['method']}: savings vs {BASELINE} left blank: the two ran on "
+                         "other prompts (another data file or --limit) in this directory")
+        elif theirs:
+            entry["savings_vs_full_parallel"] = token_savings(mine, theirs)
+    return notes
+
+
 def _previous_runs(path: Path, model: str, task: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -220,23 +249,6 @@ def _previous_runs(path: Path, model: str, task: str) -> list[dict[str, Any]]:
     if data.get("tool") != TOOL or data.get("model") != model or data.get("task") != task:
         return []
     return [e for e in data.get("runs", []) if isinstance(e, dict) and "method" in e]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to a temporary sibling, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

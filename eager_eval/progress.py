@@ -29,6 +29,8 @@ class CountingBackend:
         self.eos_token_ids = inner.eos_token_ids
         self.token_pieces = getattr(inner, "token_pieces", None)
         self.late_forks = getattr(inner, "late_forks", False)
+        if hasattr(inner, "stop_topk"):
+            self.stop_topk = inner.stop_topk
         self.on_step = on_step
         self.tokens_reported = 0
         """TokenSteps returned by step(): decoded tokens (a re-report after a fork included)."""

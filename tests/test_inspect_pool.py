@@ -112,25 +112,3 @@ def test_calls_from_outside_an_eval_use_the_window():
 
     outputs = asyncio.run(three_calls())
     assert [o.metadata["pool"]["prompts"] for o in outputs] == [3, 3, 3]
-
-
-def test_weights_load_with_the_first_batch_not_with_the_model(tmp_path, monkeypatch):
-    """Inspect builds the model before it loads the task: a task whose data is missing must
-    fail before any weights load."""
-    loaded = []
-
-    def fake_load_engine(name, **kwargs):
-        loaded.append(name)
-        return ScriptedEngine(mixed_script())
-
-    monkeypatch.setattr(provider_module, "load_engine", fake_load_engine)
-    model = get_model("eager/smollm2-135m", memoize=False, **SETTINGS)
-    assert loaded == [] and model.api.engine is None
-    log = run_eval(question_task(TEXTS[:3]), model, tmp_path)
-    assert log.status == "success" and loaded == ["smollm2-135m"]
-    assert pool_sizes(log) == {3: 3}
-
-
-def test_a_bad_setting_still_fails_when_the_model_is_built():
-    with pytest.raises(Exception, match="max_seqs must be an integer >= 1"):
-        get_model("eager/smollm2-135m", memoize=False, max_seqs=0)

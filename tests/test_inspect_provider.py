@@ -312,6 +312,92 @@ def test_max_tokens_is_per_call_and_does_not_split_the_pool():
     assert short.metadata["settings"]["max_new_tokens"] == 8  # the run's: its longest prompt's
 
 
+# --- loading: after the tasks, once ---------------------------------------------------------
+
+
+class CountingLoader:
+    """Stands in for engines.load_engine: counts loads, hands out a ScriptedEngine (or fails)."""
+
+    def __init__(self, error: Exception | None = None):
+        self.calls, self.error = 0, error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ScriptedEngine:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return VerifyingEngine(mixed_script())
+
+
+@dataclass
+class VerifyingEngine(ScriptedEngine):
+    vocab_size: int = 100
+    context_length: int = 64
+
+    def verify(self, config: EagerConfig) -> None:
+        config.verify_model(vocab_size=self.vocab_size)
+
+
+@pytest.fixture
+def loader(monkeypatch, tmp_path) -> CountingLoader:
+    """The provider on a real model name (a directory with config.json), its load counted."""
+    from eager_eval.integrations import inspect as provider_module
+
+    counting = CountingLoader()
+    monkeypatch.setattr(provider_module, "load_engine", counting)
+    (tmp_path / "config.json").write_text("{}")
+    return counting
+
+
+def test_building_the_provider_loads_no_weights_the_first_call_does(loader, tmp_path):
+    """Inspect builds the model before its tasks: loading at the first call lets a task's
+    missing data fail before any weights load."""
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
+    assert loader.calls == 0
+    (output,) = asyncio.run(generate_all(api, ["q1"]))
+    assert output.metadata["n_sequences"] >= 1
+    asyncio.run(generate_all(api, ["q2", "q3"]))
+    assert loader.calls == 1, "loaded once"
+
+
+def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
+    loader.error = ConfigError("topk", 500, "<= the model's vocabulary size (100 tokens)")
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
+    outputs = asyncio.run(generate_all(api, ["q1", "q2"], return_exceptions=True))
+    outputs += asyncio.run(generate_all(api, ["q3"], return_exceptions=True))
+    assert all(isinstance(o, ConfigError) and "vocabulary size" in str(o) for o in outputs)
+    assert loader.calls == 1
+
+
+def test_settings_that_do_not_fit_the_model_fail_at_its_load(loader, tmp_path, caplog):
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **{**SETTINGS, "topk": 500})
+    (error,) = asyncio.run(generate_all(api, ["q1"], return_exceptions=True))
+    assert isinstance(error, ConfigError) and "topk must be <= the model's vocabulary size" in str(error)
+    assert "eager-eval: error: topk must be" in caplog.text
+
+
+def test_a_device_that_is_not_there_fails_when_the_provider_is_built(tmp_path, caplog):
+    import torch
+
+    from eager_eval.models import DeviceError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        EagerModelAPI(str(tmp_path), device="cuda", **SETTINGS)
+    assert "eager-eval: error: device 'cuda'" in caplog.text, "logged before Inspect's traceback"
+
+
+def test_a_prompt_that_fills_the_context_fails_its_own_call():
+    engine = VerifyingEngine(mixed_script(), context_length=10)
+    texts = ["short", "a prompt longer than ten"]  # ScriptedEngine: a token per character
+    outputs = asyncio.run(generate_all(provider(engine, batch_size=2, batch_window=5), texts,
+                                       return_exceptions=True))
+    assert outputs[0].metadata["n_sequences"] >= 1
+    assert isinstance(outputs[1], ValueError)
+    assert f"is {len(texts[1])} tokens, but scripted's context holds 10" in str(outputs[1])
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

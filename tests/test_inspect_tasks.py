@@ -107,6 +107,7 @@ def test_missing_gpqa_is_one_message_before_the_model_loads(tmp_path, monkeypatc
     assert done.returncode != 0
     assert "Traceback" not in out and "Loading weights" not in out
     (text,) = [line for line in out.splitlines() if line.strip()]
+    assert text.startswith("eager-eval: error: ")
     assert f"EAGER_EVAL_DATA_DIR={tmp_path} has no gpqa_diamond.csv" in text
     assert "https://openaipublic.blob.core.windows.net/simple-evals/gpqa_diamond.csv" in text
     assert "columns Question, Correct Answer, Incorrect Answer 1" in text

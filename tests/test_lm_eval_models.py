@@ -7,11 +7,13 @@ marked slow (lm-eval's start-up alone takes ~15 s on a 2-core machine).
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +102,47 @@ def test_unknown_model_arg_lists_the_accepted_names(tiny_dir):
     ({"mode": "greedy"}, "mode must be one of: full_parallel, eager_init, eager_adapt, eager"),
     ({"max_seqs": 0}, "max_seqs must be an integer >= 1"),
 ])
-def test_bad_settings_fail_before_loading(tiny_dir, args, pattern):
-    with pytest.raises(ConfigError, match=pattern):
-        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **args}, {"device": "cpu"})
+def test_bad_settings_fail_before_loading(tiny_dir, args, pattern, caplog, monkeypatch):
+    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
+        with pytest.raises(ConfigError, match=pattern):
+            EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **args}, {"device": "cpu"})
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("eager-eval: error: ")
+    assert re.search(pattern, errors[0]), "the line lm-eval shows before its traceback"
+
+
+@functools.wraps(adapter.HFLM.__init__)  # the adapter reads HFLM's parameters off its signature
+def _no_model_may_load(*args, **kwargs):
+    raise AssertionError("HFLM.__init__ ran: the model began to load")
+
+
+def test_max_rows_below_one_fails_before_loading(tiny_dir, monkeypatch):
+    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    with pytest.raises(ConfigError, match="max_rows must be an integer >= 1"):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_rows": 0}, {"device": "cpu"})
+
+
+def test_topk_above_the_vocabulary_is_an_error_not_a_silent_clamp(tiny_dir):
+    with pytest.raises(ConfigError, match=r"topk must be <= the model's vocabulary size \(\d+ tokens\)"):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "topk": 100_000}, {"device": "cpu"})
+
+
+def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatch, caplog):
+    """lm-eval builds the model before the tasks: a missing GPQA CSV must not wait for it."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from eager_eval.datasets import DataFileError
+
+    monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(tmp_path))  # holds no gpqa_diamond.csv
+    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
+    with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
+        with pytest.raises(DataFileError, match="has no gpqa_diamond.csv"):
+            simple_evaluate(model="eager-hf", model_args={"pretrained": tiny_dir},
+                            tasks=["gpqa_diamond"], task_manager=manager, limit=1)
+    assert any("eager-eval: error:" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_model_name_is_a_clear_error():
@@ -194,6 +234,19 @@ def test_mode_eager_without_labels_through_the_model(tiny_dir):
 def test_max_gen_toks_beyond_max_length_is_a_clear_error(lm):
     with pytest.raises(ConfigError, match="max_gen_toks must be < the model's max_length"):
         lm.generate_until(generation("t", 0, 1, max_gen_toks=5000))
+
+
+def test_a_prompt_cut_to_fit_is_logged_and_recorded(lm, caplog):
+    room = 30
+    before = lm.get_model_info()["eager_eval"]["prompt_truncation"]["prompts"]
+    long_prompt = [Instance("generate_until", {"id": 0},
+                            (" ".join(["the"] * 200), {"until": [], "max_gen_toks": lm.max_length - room}),
+                            0, ("t", 0, 1))]
+    with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
+        lm.generate_until(long_prompt)
+    assert f"cut to its last {room}" in caplog.text
+    truncation = lm.get_model_info()["eager_eval"]["prompt_truncation"]
+    assert truncation["prompts"] == before + 1 and "keep the last" in truncation["policy"]
 
 
 def test_model_info_holds_settings_versions_and_seed(lm):

@@ -128,6 +128,35 @@ def test_full_parallel_with_other_m_gives_no_savings(tmp_path):
     assert any("no comparable Full Parallel run (max_seqs 8 vs 4)" in w for w in report.warnings)
 
 
+def test_full_parallel_over_other_prompts_gives_no_savings(tmp_path):
+    """Same M and prompt count, other prompts (another data file or limit): no savings."""
+    demo = _copy_demo(tmp_path / "a")
+    data = json.loads((demo / "results.json").read_text())
+    for entry, prompts in zip(data["runs"], ["a" * 64, "b" * 64, "b" * 64, "b" * 64]):
+        entry["prompts_sha256"] = prompts
+    assert data["runs"][0]["method"] == "full_parallel"
+    (demo / "results.json").write_text(json.dumps(data))
+    report = build_report([demo], tmp_path / "out", warn=None)
+    rows = {r["method"]: r for r in read_csv(tmp_path / "out" / "leaderboard.csv")}
+    assert rows["eager_adapt"]["savings_vs_full_parallel"] == ""
+    assert any("no comparable Full Parallel run (other prompts" in w for w in report.warnings)
+
+
+def test_missing_and_non_numeric_metrics_are_warnings(tmp_path, capsys):
+    demo = _copy_demo(tmp_path / "a")
+    data = json.loads((demo / "results.json").read_text())
+    entry = next(e for e in data["runs"] if e["method"] == "eager_adapt")
+    entry["metrics"]["pass_at_k"] = "n/a"
+    del entry["metrics"]["cons_at_k"]
+    (demo / "results.json").write_text(json.dumps(data))
+    assert _command(str(demo), "--output", str(tmp_path / "out"), "--no-plots") == EXIT_OK
+    err = capsys.readouterr().err
+    assert "eager_adapt: pass_at_k is 'n/a', not a number; shown as —" in err
+    assert "eager_adapt: no cons_at_k recorded; shown as —" in err
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "pass_at_k is 'n/a'" in _warnings_section(md), "not 'Warnings: None.'"
+
+
 def test_missing_samples_file_is_a_warning_and_metrics_still_read(tmp_path):
     demo = _copy_demo(tmp_path / "a")
     (demo / "eager_adapt.jsonl").unlink()

@@ -11,7 +11,7 @@ from eager_eval.backends.scripted import ScriptedBackend
 from eager_eval.config import EagerConfig
 from eager_eval.results import BranchEvent, FinishReason, SequenceResult, TreeResult
 from eager_eval.runner import PromptInput, run
-from eager_eval.store import JsonlTreeStore, ResumeMismatchError, StoreError
+from eager_eval.store import JsonlTreeStore, ResumeMismatchError, StoreError, check_resumable
 
 FINGERPRINT = {"model": "m", "data_sha256": "abc", "settings": {"mode": "eager_adapt", "theta": 0.7}}
 
@@ -65,10 +65,36 @@ def test_other_settings_are_a_resume_mismatch_naming_the_keys(tmp_path):
     other = {**FINGERPRINT, "model": "other", "settings": {"mode": "eager_adapt", "theta": 2.0}}
     with pytest.raises(ResumeMismatchError) as info:
         JsonlTreeStore(path, other)
-    assert info.value.differing == ["model", "settings"]
+    assert info.value.differing == ["model", "settings.theta"]  # the one setting, not the dict
     message = str(info.value)
-    assert "model" in message and "settings" in message
+    assert 'model: stored "m", now "other"' in message
+    assert "settings.theta: stored 0.7, now 2.0" in message
+    assert "settings.mode" not in message, "equal settings are not listed"
     assert "--output" in message and "drop --resume" in message
+
+
+def test_check_resumable_reads_the_header_and_writes_nothing(tmp_path):
+    path = tmp_path / "t.jsonl"
+    check_resumable(path, FINGERPRINT)  # no file: nothing to refuse
+    assert not path.exists()
+    with JsonlTreeStore(path, FINGERPRINT) as store:
+        store.put(tree(0))
+    before = path.read_bytes()
+    check_resumable(path, FINGERPRINT)
+    with pytest.raises(ResumeMismatchError, match="settings.theta: stored 0.7, now 1.0"):
+        check_resumable(path, {**FINGERPRINT, "settings": {"mode": "eager_adapt", "theta": 1.0}})
+    assert path.read_bytes() == before
+
+
+def test_start_over_replaces_the_file_with_a_new_header(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with JsonlTreeStore(path, FINGERPRINT) as store:
+        store.put(tree(0))
+    other = {**FINGERPRINT, "model": "other"}
+    with JsonlTreeStore(path, other, start_over=True) as store:
+        assert len(store) == 0
+    assert json.loads(lines(path)[0])["fingerprint"]["model"] == "other"
+    assert len(lines(path)) == 1
 
 
 def test_a_fingerprint_key_present_on_one_side_only_differs(tmp_path):

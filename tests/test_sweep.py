@@ -91,7 +91,7 @@ def test_grid_over_m_and_scalars(tmp_path):
     ({"thetas": [2.0]}, "unknown sweep key 'thetas' (did you mean 'theta'?)"),
     ({"theta": [-1.0]}, "theta must be a number of nats > 0"),
     ({"modes": ["eager_fast"]}, "mode must be one of: full_parallel, eager_init, eager_adapt, eager"),
-    ({"temperature": -0.5}, "temperature must be >= 0"),
+    ({"temperature": -0.5}, "temperature must be a finite number >= 0"),
     ({"limit": 0}, "limit must be an integer >= 1"),
     ({"task": "aime25"}, "task must be given once (also set as tasks)"),
     ({"max_seqs": []}, "max_seqs must be a value or a non-empty list"),
@@ -321,3 +321,26 @@ def test_demo_sweep_end_to_end(tmp_path):
     assert outcome.failed == [] and outcome.report_rows == 2
     again = run_sweep(sweep, report=False)
     assert {c.status for c in again.cells} == {"done"}
+
+
+@pytest.mark.slow
+def test_a_cell_that_failed_to_start_runs_when_the_sweep_is_fixed(tmp_path):
+    """Cells always resume. A failed start used to leave a tree-file header behind (here with
+    device cuda), so the fixed sweep's --resume was refused until someone deleted the cell."""
+    import torch
+
+    from support import save_tiny_word_model
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    model = save_tiny_word_model(tmp_path / "tiny")
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"what is {i} + 4", "answer": str(i + 4)}) + "\n"
+                            for i in range(2)))
+    grid = {"models": [str(model)], "tasks": [str(data)], "modes": ["eager_init"], "max_seqs": 2,
+            "max_new_tokens": 4, "topk": 5, "output": str(tmp_path / "sweep"), "report": False}
+    broken = run_sweep(parse_sweep_config({**grid, "run_args": {"device": "cuda"}}))
+    (failed,) = broken.failed
+    assert not (failed.cell.output_dir / "trees").exists(), "the failed start wrote no tree file"
+    fixed = run_sweep(parse_sweep_config(grid))
+    assert [c.status for c in fixed.cells] == ["ran"]

@@ -116,7 +116,7 @@ def test_roots_equal_plain_generate(backend):
         assert [s.token for s in mine] == tokens
         for s, position in zip(mine, logprobs):
             top = sorted((lp.rank, t, lp.logprob) for t, lp in position.items() if lp.rank <= K)
-            assert s.topk_ids == tuple(t for _, t, _ in top)
+            assert tuple(s.topk_ids) == tuple(t for _, t, _ in top)
             assert s.topk_logprobs == pytest.approx([lp for *_, lp in top], abs=1e-5)
             assert list(s.topk_logprobs) == sorted(s.topk_logprobs, reverse=True)
     assert not backend.engine.has_unfinished_requests()
@@ -210,3 +210,25 @@ def test_full_parallel_on_vllm_cpu_asks_for_no_logprobs_and_is_plain_sampling(ba
     want, _ = generate(backend, [p.tokens for p in prompts for _ in range(3)], seeds, 12)
     got = [s.tokens for p in result.prompts for s in sorted(p.sequences, key=lambda s: s.index)]
     assert got == want
+
+
+THETA_ADAPT = 2.85
+"""On the tiny model: some prompts stay at one sequence, some hit the cap, two rounds follow."""
+
+
+def test_overlapping_rounds_on_vllm_cpu_give_the_sequential_rounds_trees(backend):
+    """eager_adapt on the real engine: retries start on guaranteed floors while round 0 still
+    decodes (vLLM forks behind itself), yet the trees are those of rounds run in sequence."""
+    prompts = [PromptInput(PROMPT[: 12 + 5 * i]) for i in range(6)]
+    config = EagerConfig(mode="eager_adapt", theta=THETA_ADAPT, max_seqs=3, topk=K,
+                         percentile=None, think_end=None, max_new_tokens=24, seed=3,
+                         temperature=TEMPERATURE, window=4)
+    sequential = run(prompts, VLLMBackend.from_llm(backend.llm, config), config,
+                     overlap_rounds=False)
+    assert len(sequential.rounds) >= 2, "expected a reallocation round"
+    overlapped = run(prompts, VLLMBackend.from_llm(backend.llm, config), config)
+    shape = lambda r: [[(t.round, t.cap, [(s.index, s.parent, s.fork_position, s.tokens)  # noqa: E731
+                                          for s in t.sequences]) for t in p.trees] for p in r.prompts]
+    assert shape(overlapped) == shape(sequential)
+    assert not backend.engine.has_unfinished_requests()
+

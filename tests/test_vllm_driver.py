@@ -293,8 +293,8 @@ def assert_reports_match_model(backend: VLLMBackend, steps: list[TokenStep], k: 
     for s in steps:
         held = backend.tokens_of(s.seq_id)
         dist = distribution(PROMPT + tuple(held[: s.position]))
-        assert s.topk_ids == tuple(t for t, _ in dist[:k])
-        assert s.topk_logprobs == pytest.approx(tuple(lp for _, lp in dist[:k]))
+        assert tuple(s.topk_ids) == tuple(t for t, _ in dist[:k])
+        assert tuple(s.topk_logprobs) == pytest.approx(tuple(lp for _, lp in dist[:k]))
 
 
 # ---- reports ---------------------------------------------------------------------------------

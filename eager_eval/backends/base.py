@@ -32,8 +32,8 @@ class NewSequence:
 class TokenStep(NamedTuple):
     """One sequence advanced by one token at generated position `position` (0-based).
 
-    `topk_ids`/`topk_logprobs` are the K most probable next tokens at that position, most
-    probable first, as log-probabilities of the distribution the entropy is read from (raw by
+    `topk_ids`/`topk_logprobs` (tuples or lists: read-only) are the K most probable next
+    tokens at that position, most probable first, as log-probabilities of the distribution the entropy is read from (raw by
     default). A backend told the run never branches (full_parallel) may leave both empty: the
     runner reads them only while a tree can branch. `token` is what the backend sampled there
     with the sequence's own seed.
@@ -45,8 +45,8 @@ class TokenStep(NamedTuple):
     seq_id: int
     position: int
     token: int
-    topk_ids: tuple[int, ...]
-    topk_logprobs: tuple[float, ...]
+    topk_ids: Sequence[int]
+    topk_logprobs: Sequence[float]
     entropy: float | None = None
     """The top-K entropy of `topk_logprobs` when the backend computed it (batched, once per
     step for all rows: `entropy.topk_entropies`); None: the runner computes it."""
@@ -106,3 +106,10 @@ class Backend(Protocol):
     def has_unfinished(self) -> bool:
         """True while any added sequence is queued or live."""
         ...
+
+
+# Optional, for speed only (the runner checks with getattr; the trees never depend on them):
+#   token_pieces: Sequence[bytes]   each token's bytes, when decode is their concatenation
+#   late_forks: bool                fork() may name a position the parent already ran past
+#   stop_topk(seq_ids) -> None      the runner will not read these sequences' top-K again
+#                                   (their tree can no longer branch): skip preparing it

@@ -63,6 +63,7 @@ class _Seq:
     length: int = 0
     think_at: int = 0
     stop_end: bool = False
+    wants_topk: bool = True
 
 
 class SimulatedBackend:
@@ -114,7 +115,10 @@ class SimulatedBackend:
                 continue  # an engine stops at EOS itself; stop strings are the runner's
             token, ids, logprobs, entropy = self._next(seq, position)
             seq.tokens.append(token)
-            out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy))
+            if seq.wants_topk:
+                out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy))
+            else:
+                out.append(TokenStep(seq_id, position, token, (), ()))
         return out
 
     def fork(self, fork: Fork) -> int | None:
@@ -138,6 +142,11 @@ class SimulatedBackend:
 
     def has_unfinished(self) -> bool:
         return bool(self._live)
+
+    def stop_topk(self, seq_ids: Sequence[int]) -> None:
+        for seq_id in seq_ids:
+            if seq_id in self._live:
+                self._live[seq_id].wants_topk = False
 
     # ---- the synthetic stream ----------------------------------------------------------------
 

@@ -171,6 +171,8 @@ class _Seq:
     """Absolute position of the live request's first generated token (its prompt's share)."""
     restarts: int = 0
     awaiting_first_output: bool = False
+    wants_topk: bool = True
+    """False once the runner said it will not read this sequence's top-K again."""
 
 
 class VLLMBackend:
@@ -294,8 +296,9 @@ class VLLMBackend:
         seq_ids: list[int] = []
         positions: list[int] = []
         tokens: list[int] = []
-        top_ids: list[tuple[int, ...]] = []
-        top_lps: list[tuple[float, ...]] = []
+        top_ids: list[Sequence[int]] = []
+        top_lps: list[Sequence[float]] = []
+        read: list[int] = []  # rows whose top-K the runner still reads
         for out in self.engine.step():
             seq = live.get(out.request_id)
             if seq is None:
@@ -317,15 +320,19 @@ class VLLMBackend:
                 positions.extend(range(position, position + n))
                 tokens.extend(token_ids)
                 seq.tokens.extend(token_ids)
-            if want_logprobs:
+            if want_logprobs and not seq.wants_topk:  # its tree no longer branches
+                top_ids.extend(itertools.repeat((), n))
+                top_lps.extend(itertools.repeat((), n))
+            elif want_logprobs:
+                read.extend(range(len(top_ids), len(top_ids) + n))
                 flat = completion.logprobs
                 # the usual DELTA output: one position of FlatLogprobs, ranks 1..K last
                 hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
                 top = hi - k
                 if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
                         and flat.ranks[hi - 1] == k:
-                    top_ids.append(tuple(flat.token_ids[top:hi]))
-                    top_lps.append(tuple(flat.logprobs[top:hi]))
+                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
+                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
                 else:
                     for ids, lps in topk_rows(flat, n, k):
                         top_ids.append(ids)
@@ -336,7 +343,12 @@ class VLLMBackend:
         if not want_logprobs:  # full_parallel: the runner never reads the top-K
             empty = itertools.repeat(())
             return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
-        entropies = entropies_of_rows(top_lps)
+        if len(read) == len(top_lps):
+            entropies = entropies_of_rows(top_lps)
+        else:
+            entropies = [None] * len(top_lps)
+            for i, entropy in zip(read, entropies_of_rows([top_lps[i] for i in read])):
+                entropies[i] = entropy
         return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies))
 
     def _ended(self, out: Any, seq: _Seq, completion: Any) -> None:
@@ -383,6 +395,15 @@ class VLLMBackend:
 
     def has_unfinished(self) -> bool:
         return bool(self._live)
+
+    def stop_topk(self, seq_ids: Sequence[int]) -> None:
+        """The runner will not read these sequences' top-K again (their tree no longer
+        branches): report them without it. vLLM still computes it (a running request's
+        SamplingParams cannot change), but nothing is converted per token here."""
+        for seq_id in seq_ids:
+            seq = self._seqs.get(seq_id)
+            if seq is not None:
+                seq.wants_topk = False
 
     # ---- requests ----------------------------------------------------------------------------
 

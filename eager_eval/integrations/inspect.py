@@ -17,9 +17,10 @@ holds the calls as they arrive and answers them all from ONE `run()` once no mor
   `--max-samples N` below the task's size splits it (a batch then closes when it holds what
   Inspect lets in, or after `batch_window` seconds with the rest held back). Calls from outside
   an eval (Python) batch within a `batch_window`-second window. docs/INSPECT.md.
-- **Weights load late.** `__init__` checks the settings and resolves the model name; the
-  weights load with the first batch, so a task whose data is missing fails before that
-  (Inspect builds the model before it loads the tasks).
+- **Weights load late.** Building the provider checks the options, the model name, the device
+  and the dtype; the weights load (`engines.load_engine`) at the first generate()
+  (`LazyEngine`), after Inspect has built the tasks, so a task's missing data shows before a
+  model loads.
 - **Off the event loop.** Tokenising and decoding run in a worker thread (`anyio.to_thread`),
   one batch at a time (a lock: one engine, one run). The event loop only waits.
 - **Order.** Within a run, prompts are ordered by their token ids (ties: arrival), so seeds and
@@ -39,7 +40,13 @@ holds the calls as they arrive and answers them all from ONE `run()` once no mor
   output_tokens is #T (shared prefixes once); `ModelOutput.metadata` holds the prompt's EAGer
   statistics and its pool's rounds, which `inspect view` shows per sample.
 
-Nothing here imports torch: the model loads through `engines.load_engine` with the first batch.
+- **Prompt length.** A prompt that fills the model's context fails its own call, naming its
+  length and the context (`engines.check_prompt_fits`).
+- **User errors.** A bad option or model name is logged as one `eager-eval: error: ...` line
+  before Inspect's traceback; a task's missing data file is one line with no traceback
+  (`inspect_scorers.task_data`).
+
+Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
@@ -70,7 +77,8 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
 from eager_eval.answers import AnswerType, is_correct
 from eager_eval.calibration import Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.engines import BACKENDS, Engine, load_engine
+from eager_eval.engines import BACKENDS, Engine, check_prompt_fits, load_engine
+from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
@@ -280,20 +288,14 @@ Outcome = CallAnswer | Exception
 class BatchWorker:
     """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
 
-    def __init__(self, engine: Engine | Callable[[], Engine], options: ProviderOptions,
-                 auto_theta: bool = False) -> None:
-        """`engine`: an Engine, or a function that returns it (loaded on first use).
-        `auto_theta`: calibrate theta (theta=auto) on the first pool of each set of run
+    def __init__(self, engine: Engine, options: ProviderOptions, auto_theta: bool = False) -> None:
+        """`auto_theta`: calibrate theta (theta=auto) on the first pool of each set of run
         settings; later pools of the same settings reuse it, so one task has one theta."""
-        self._engine = engine
+        self.engine = engine
         self.options = options
         self.auto_theta = auto_theta
         self._calibrations: dict[EagerConfig, Calibration] = {}
         self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine() if callable(self._engine) else self._engine
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> list[Outcome]:
         """One outcome per request, in order: a CallAnswer, or the exception that call raises."""
@@ -317,6 +319,8 @@ class BatchWorker:
                                            enable_thinking=self.options.enable_thinking)
         if not tokens:
             raise ValueError("the prompt encodes to no tokens: give the sample some input")
+        check_prompt_fits(len(tokens), getattr(self.engine, "context_length", None),
+                          prompt="of this sample", model=getattr(self.engine, "name", "the model"))
         return PromptInput(tuple(tokens), request.stop, request.config.max_new_tokens,
                            opens_thinking=self._opens_thinking(tokens, request.config.think_end))
 
@@ -532,13 +536,11 @@ class EagerModelAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         """`engine`: an already loaded Engine (Python only; tests pass a scripted one).
-        Otherwise the model name is resolved here (a clear error before torch loads) and the
-        weights load with the first batch, so that Inspect checks the task's data first (it
-        builds the model before it loads the tasks)."""
+        Otherwise what needs no weights is checked here and the weights load at the first
+        generate() (`LazyEngine`): Inspect builds the model before it loads the tasks."""
         config = GenerateConfig() if config is None else config
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
+        self.engine: Engine | None = None
         self.is_lookup_only = api_key == MODEL_INFO_LOOKUP_API_KEY
         if self.is_lookup_only:
             # Inspect builds a throwaway instance (no -M) only to ask canonical_name() for its
@@ -547,41 +549,29 @@ class EagerModelAPI(ModelAPI):
         if engine is not None and not hasattr(engine, "new_backend"):
             raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
                               "engine with -M backend=hf|vllm")
-        self.options, eager_settings = split_model_args(model_args)
-        self.eager_settings, self.auto_theta = split_auto_theta(eager_settings)
-        self.base_config = EagerConfig.from_mapping(self.eager_settings)
-        if engine is None:
-            resolve_model(model_name)
-        else:
-            self._use_engine(engine)
+        with log_user_errors(logger):  # the clear line before Inspect's traceback
+            self.options, eager_settings = split_model_args(model_args)
+            self.eager_settings, self.auto_theta = split_auto_theta(eager_settings)
+            self.base_config = EagerConfig.from_mapping(self.eager_settings)
+            if engine is None:
+                _check_before_loading(model_name, self.options)
+                engine = LazyEngine(lambda: self._load_engine(model_name))
+        self.engine = engine
         admit_every_call(config)
-        self.worker = BatchWorker(self._loaded_engine, self.options, self.auto_theta)
+        self.worker = BatchWorker(engine, self.options, self.auto_theta)
         self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
             self.worker.run_batch, self.options.batch_window, pool_state)
         self._warned: set[str] = set()
 
-    @property
-    def engine(self) -> Engine | None:
-        """The loaded engine; None until the first batch loads it (or for a lookup instance)."""
-        return self._engine
-
-    def _loaded_engine(self) -> Engine:
-        """The engine, loaded on first use (in the worker thread: the event loop never waits)."""
-        with self._engine_lock:
-            if self._engine is None:
-                self._use_engine(load_engine(
-                    self.model_name, backend=self.options.backend, device=self.options.device,
-                    dtype=self.options.dtype, max_rows=self.options.max_rows,
-                    config=self.base_config,  # vllm: fixes top-K logprobs at start-up
-                    **dict(self.options.engine_args or {})))
-            return self._engine  # type: ignore[return-value]
-
-    def _use_engine(self, engine: Engine) -> None:
-        tokenizer = getattr(engine, "tokenizer", None)
-        if tokenizer is not None:
-            self.base_config.verify_think_end(
-                lambda text: tokenizer.encode(text, add_special_tokens=False))
-        self._engine = engine
+    def _load_engine(self, model_name: str) -> Engine:
+        with log_user_errors(logger):
+            engine = load_engine(model_name, backend=self.options.backend,
+                                 device=self.options.device, dtype=self.options.dtype,
+                                 max_rows=self.options.max_rows,
+                                 config=self.base_config,  # vllm: fixes top-K logprobs at start
+                                 **dict(self.options.engine_args or {}))
+            engine.verify(self.base_config)  # top-K within the vocabulary, the marker encodes
+        return engine
 
     async def generate(
         self,
@@ -658,6 +648,50 @@ class EagerModelAPI(ModelAPI):
 
     def should_retry(self, ex: Exception) -> bool:
         return False  # local generation: a retry fails the same way
+
+
+def _check_before_loading(model_name: str, options: ProviderOptions) -> None:
+    """What can be checked without the weights, checked when Inspect builds the provider."""
+    resolve_model(model_name)
+    if options.backend == "hf":
+        from eager_eval.models import check_device, dtype_name
+
+        dtype_name(options.dtype)
+        check_device(options.device or "cpu")
+
+
+class LazyEngine:
+    """An Engine whose weights load at the first call that needs them (once; a failed load is
+    raised again to every later call, not retried).
+
+    Inspect builds the model before it builds the tasks, so a task whose data is missing (no
+    GPQA CSV offline) failed only after the weights had loaded. Loading on first use lets the
+    tasks load, and fail, first; what needs no weights was checked when the provider was built.
+    """
+
+    def __init__(self, load: Callable[[], Engine]) -> None:
+        self._load = load
+        self._engine: Engine | None = None
+        self._error: Exception | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                if self._error is not None:
+                    raise self._error
+                try:
+                    self._engine = self._load()
+                except Exception as err:
+                    self._error = err
+                    raise
+            return self._engine
+
+    def __getattr__(self, name: str) -> Any:  # name, tokenizer, new_backend, encode_prompt ...
+        if name.startswith("_"):  # our own fields, before __init__ set them (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.loaded, name)
 
 
 def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:

@@ -32,6 +32,7 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from eager_eval.answers import AnswerType, same_answer
 from eager_eval.datasets import DataFileError
+from eager_eval.errors import PREFIX
 from eager_eval.metrics import majority_vote, score_prompt
 
 try:  # Inspect prints a PrerequisiteError's message alone, without a traceback
@@ -55,11 +56,12 @@ __all__ = [
 
 class TaskDataError(DataFileError, PrerequisiteError):
     """A task's data file is missing or malformed. Still a DataFileError; as a
-    PrerequisiteError, `inspect eval` shows its one-line message instead of a traceback."""
+    PrerequisiteError, `inspect eval` prints its `message`, the same `eager-eval: error: ...`
+    line as every other user error, and no traceback."""
 
     def __init__(self, message: str) -> None:
         DataFileError.__init__(self, message)
-        self.message = message
+        self.message = f"{PREFIX}{message}"
 
 
 def task_data(load: Any, *args: Any) -> Any:

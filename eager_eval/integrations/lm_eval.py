@@ -38,6 +38,8 @@ from eager_eval.answers import AnswerType, extract_answer, labels_verifier, same
 from eager_eval.backends.base import Backend
 from eager_eval.calibration import AUTO, Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.engines import HFEngine, VLLMEngine, check_max_rows
+from eager_eval.errors import log_user_errors
 from eager_eval.integrations import lm_eval_tasks
 from eager_eval.integrations.lm_eval_tasks import (
     EAGER_ANSWER_TYPE_FIELD,
@@ -75,6 +77,10 @@ FROM_PRETRAINED_ARGS = frozenset({
 })
 """`from_pretrained` keywords eager-hf passes through HFLM's **kwargs; any other unknown model
 arg is an error (HFLM would hand a typo to from_pretrained, which may ignore it)."""
+
+PROMPT_TRUNCATION = "keep the last max_length - max_gen_toks tokens (HFLM's rule)"
+"""What happens to a prompt longer than the room the model's max_length leaves; each cut is
+logged as a warning and counted in get_model_info()["eager_eval"]["prompt_truncation"]."""
 
 ADAPTER_ARGS = frozenset({"max_rows", "chat"})
 """Model args of the adapters themselves: `max_rows` = most live rows in the HF backend's
@@ -417,6 +423,47 @@ def _init_params(cls: type) -> frozenset[str]:
                      if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
+def _custom_datasets_of_requested_tasks() -> list[str]:
+    """The `custom_dataset` values of the tasks lm-eval is about to build.
+
+    lm-eval 0.4.13 tells a model nothing about the tasks and builds it first, so a missing data
+    file showed only after the model had loaded. `simple_evaluate` holds the task names and the
+    TaskManager in its frame while it builds the model: read them there. Outside
+    `simple_evaluate` (a model built in Python) this finds nothing and checks nothing."""
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "simple_evaluate"
+                                     and frame.f_globals.get("__name__") == "lm_eval.evaluator"):
+        frame = frame.f_back
+    if frame is None:
+        return []
+    tasks, manager = frame.f_locals.get("tasks"), frame.f_locals.get("task_manager")
+    index = getattr(manager, "task_index", None)
+    if not isinstance(index, Mapping) or not tasks:
+        return []
+    names = [tasks] if isinstance(tasks, str) else [t for t in tasks if isinstance(t, str)]
+    return [str(entry.cfg["custom_dataset"]) for entry in _task_entries(names, index)
+            if isinstance(entry.cfg, Mapping) and entry.cfg.get("custom_dataset")]
+
+
+def _task_entries(names: Sequence[str], index: Mapping[str, Any], depth: int = 0) -> list[Any]:
+    """Index entries of the tasks named; a tag or a group stands for its member tasks."""
+    entries = []
+    for name in names:
+        entry = index.get(name)
+        kind = getattr(getattr(entry, "kind", None), "name", None)
+        if kind == "TASK":
+            entries.append(entry)
+        elif depth < 3:  # groups of groups, never a cycle
+            if kind == "TAG":
+                members = [e.name for e in index.values() if name in (e.tags or ())]
+            else:
+                members = (entry.cfg or {}).get("task") if kind == "GROUP" else None
+            if isinstance(members, list):
+                entries += _task_entries([m for m in members if isinstance(m, str)], index,
+                                         depth + 1)
+    return entries
+
+
 def _resolve_pretrained(pretrained: Any) -> Any:
     """An alias (`smollm2-135m`) or .gguf file -> its converted local directory; else as given."""
     if not isinstance(pretrained, str):
@@ -447,11 +494,14 @@ class _EagerGeneration:
     def create_from_arg_obj(cls, arg_dict: dict[str, Any],
                             additional_config: dict[str, Any] | None = None) -> Any:
         """The CLI's constructor. Its extras (`device` = 'cuda:0' by default, `batch_size`) may
-        repeat a model arg; the model arg wins (stock HFLM fails with 'multiple values')."""
+        repeat a model arg; the model arg wins (stock HFLM fails with 'multiple values').
+
+        A bad input is logged as one line before lm-eval's traceback."""
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         if extra.get("device") == LM_EVAL_DEFAULT_DEVICE and not _device_on_command_line():
             del extra["device"]  # lm-eval's default, not a request: no CUDA warning on a CPU
-        return cls(**{**extra, **arg_dict})
+        with log_user_errors(log):
+            return cls(**{**extra, **arg_dict})
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str,
@@ -459,13 +509,17 @@ class _EagerGeneration:
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def _take_eager_args(self, kwargs: dict[str, Any], accepted: frozenset[str]) -> dict[str, Any]:
-        """Validate every model arg, set `eager_config`; return the base class's kwargs."""
+        """Validate every model arg, set `eager_config`, check the tasks' data; return the
+        base class's kwargs."""
         eager, rest = split_model_args(kwargs, accepted, self.MODEL_NAME)
         eager, self._auto_theta = split_auto_theta(eager)
         self.eager_config = EagerConfig.from_mapping(eager)
         self._explicit = frozenset(eager)
         self._task_stats: dict[str, list[dict[str, Any]]] = {}
         self._announced: set[tuple[str | None, str]] = set()
+        self._truncated_prompts = 0
+        # lm-eval builds the model before the tasks: read their data now, before it loads
+        lm_eval_tasks.check_task_data(_custom_datasets_of_requested_tasks())
         return rest
 
     def _new_backend(self, config: EagerConfig) -> Backend:
@@ -507,10 +561,11 @@ class _EagerGeneration:
                 f"< the model's max_length ({self.max_length}): lower it with --gen_kwargs "
                 f"max_gen_toks=N, or raise --model_args max_length=N")
         tokens = list(self.tok_encode(context))
-        if len(tokens) > room:
+        if len(tokens) > room:  # HFLM's policy: keep the end; recorded in get_model_info()
             log.warning("eager-eval: prompt of %d tokens cut to its last %d (max_length %d - "
                         "max_gen_toks %d)", len(tokens), room, self.max_length, max_new_tokens)
             tokens = tokens[-room:]
+            self._truncated_prompts += 1
         return tokens
 
     def _finalize(self, text: str) -> str:
@@ -527,12 +582,13 @@ class _EagerGeneration:
         if not requests:
             return []
         started = time.perf_counter()
-        texts, outcomes = generate_texts(
-            requests, config=self.eager_config, new_backend=self._new_backend,
-            encode=self._encode_prompt, explicit=self._explicit,
-            default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
-            render=self._render, auto_theta=self._auto_theta,
-        )
+        with log_user_errors(log):  # e.g. a --gen_kwargs temperature=inf
+            texts, outcomes = generate_texts(
+                requests, config=self.eager_config, new_backend=self._new_backend,
+                encode=self._encode_prompt, explicit=self._explicit,
+                default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
+                render=self._render, auto_theta=self._auto_theta,
+            )
         for outcome in outcomes:
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
@@ -587,6 +643,7 @@ class _EagerGeneration:
             "seed": self.eager_config.seed,
             "versions": _versions("eager-eval", "lm_eval", *engine_packages),
             "tasks": self._task_stats,
+            "prompt_truncation": {"policy": PROMPT_TRUNCATION, "prompts": self._truncated_prompts},
         }
 
 
@@ -601,8 +658,9 @@ class EagerHFLM(_EagerGeneration, HFLM):
 
     def __init__(self, pretrained: Any, max_rows: int = 64, chat: Any = "auto", **kwargs: Any) -> None:
         accepted = _init_params(HFLM) | FROM_PRETRAINED_ARGS | ADAPTER_ARGS
-        rest = self._take_eager_args(kwargs, accepted)
         self._set_chat(chat)
+        check_max_rows(max_rows)
+        rest = self._take_eager_args(kwargs, accepted)
         device = rest.get("device", "cuda")  # HFLM's default
         if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
             if "device" in rest:  # the CLI always sends one: 'cuda:0' unless --device is given
@@ -614,11 +672,8 @@ class EagerHFLM(_EagerGeneration, HFLM):
         if self.world_size > 1:
             raise ConfigError("world_size", self.world_size, "1: eager-hf runs in one process, "
                               "since its budget pool spans all of a task's prompts")
-        self.eager_config.verify_think_end(
-            lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        from eager_eval.engines import HFEngine
-
         self._engine = HFEngine(self._model_name, self.model, self.tokenizer, max_rows=max_rows)
+        self._engine.verify(self.eager_config)  # top-K within the vocabulary, the marker encodes
 
     def _new_backend(self, config: EagerConfig) -> Backend:
         return self._engine.new_backend(config)
@@ -654,8 +709,8 @@ def _build_eager_vllm() -> type:
         MODEL_NAME = "eager-vllm"
 
         def __init__(self, pretrained: str, chat: Any = "auto", **kwargs: Any) -> None:
-            rest = self._take_eager_args(kwargs, _vllm_accepted(VLLM))
             self._set_chat(chat)
+            rest = self._take_eager_args(kwargs, _vllm_accepted(VLLM))
             dp = int(rest.get("data_parallel_size", 1) or 1)
             if dp > 1:
                 raise ConfigError(
@@ -676,9 +731,8 @@ def _build_eager_vllm() -> type:
                 from eager_eval.backends.vllm import VLLMModelLoadError
 
                 raise VLLMModelLoadError.wrap(pretrained, err, path) from err
-            from eager_eval.engines import VLLMEngine
-
             self._engine = VLLMEngine(self._model_name, self.model, self.tokenizer)
+            self._engine.verify(self.eager_config)
 
         def _new_backend(self, config: EagerConfig) -> Backend:
             return self._engine.new_backend(config)

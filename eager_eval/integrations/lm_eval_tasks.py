@@ -42,6 +42,7 @@ __all__ = [
     "aime25_dataset",
     "gpqa_diamond_dataset",
     "eager_demo_dataset",
+    "check_task_data",
     "all_sequences",
     "process_math",
     "process_choice",
@@ -85,6 +86,22 @@ def eager_demo_dataset(**_metadata: Any) -> Any:
     from eager_eval.demo_problems import demo_problems
 
     return _test_split([_math_row(p.id, p.problem, p.problem, p.answer) for p in demo_problems()])
+
+
+_DATA_LOADERS = {"aime25_dataset": "load_aime25", "gpqa_diamond_dataset": "load_gpqa_diamond"}
+"""Our dataset functions that read files or the network -> the `eager_eval.datasets` loader."""
+
+
+def check_task_data(custom_datasets: Sequence[str]) -> None:
+    """Read the data of every task whose `custom_dataset` is one of ours, so that a missing or
+    malformed file (DataFileError) shows before a model loads: lm-eval 0.4.13 builds the model
+    first and the tasks after. `custom_datasets`: the YAML values, ending in a function name."""
+    import eager_eval.datasets as data
+
+    for value in dict.fromkeys(custom_datasets):
+        module, _, function = str(value).rpartition(".")
+        if module.endswith(__name__) and function in _DATA_LOADERS:
+            getattr(data, _DATA_LOADERS[function])()
 
 
 def _math_row(id_: str, problem: str, prompt: str, answer: str) -> dict[str, str]:

@@ -45,12 +45,14 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from eager_eval.files import check_output_dir
     from eager_eval.report.build import build_report
 
+    check_output_dir(args.output)  # a file named as --output fails before any run is read
     report = build_report(args.runs, args.output, title=args.title, plots=not args.no_plots,
                           warn=sys.stderr)
     if not report.has_rows:
-        print("error: no readable runs in " + ", ".join(map(str, args.runs))
+        print("eager-eval: error: no readable runs in " + ", ".join(map(str, args.runs))
               + " (see the warnings above); nothing written", file=sys.stderr)
         return EXIT_NOTHING_READABLE
     n_warn = len(report.warnings)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from eager_eval.files import OutputDirError
 from eager_eval.report.html import to_html
 from eager_eval.report.leaderboard import Leaderboard, build_leaderboard, to_csv, to_markdown
 from eager_eval.report.plots import PLOTS
@@ -64,7 +65,10 @@ def build_report(inputs: Iterable[str | Path], output: str | Path, *,
     if not board.rows:
         return report
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputDirError(f"cannot create report directory {out}: {err.strerror}") from None
     images: list[tuple[str, str, bytes]] = []
     if plots:
         for name, caption, draw in PLOTS:

@@ -27,15 +27,15 @@ from eager_eval.report.readers import display_path
 from eager_eval.report.runs import (
     METHOD_LABELS,
     METRIC_NAMES,
+    MISSING,
     SHARED_SETTINGS,
     Run,
     format_number,
 )
 
-MISSING = "—"
-"""What the Markdown and HTML tables show for a value the source did not record."""
-
-_BASELINE_MATCH = ("max_seqs", "temperature", "max_new_tokens", "n_prompts")
+_BASELINE_MATCH = ("max_seqs", "temperature", "max_new_tokens", "n_prompts", "prompts")
+"""What a Full Parallel run must share with a run to be its savings baseline ("prompts": the
+hash of the prompts both graded, where both recorded it)."""
 
 
 @dataclass
@@ -147,7 +147,8 @@ def _comparable(run: Run, baseline: Run) -> list[str]:
     for name in _BASELINE_MATCH:
         a, b = run.setting(name), baseline.setting(name)
         if a is not None and b is not None and a != b:
-            differ.append(f"{name} {_fmt_setting(b)} vs {_fmt_setting(a)}")
+            differ.append("other prompts (data file or limit)" if name == "prompts"
+                          else f"{name} {_fmt_setting(b)} vs {_fmt_setting(a)}")
     return differ
 
 

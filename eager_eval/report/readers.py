@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from eager_eval.report.runs import (
     METRIC_ALIASES,
+    MISSING,
     BranchPoint,
     PromptStat,
     Run,
@@ -33,6 +34,9 @@ from eager_eval.report.runs import (
     normalise_method,
     normalise_settings,
 )
+
+RECORDED_METRICS = ("pass_at_k", "cons_at_k", "pass_rate", "tokens_generated", "n_prompts")
+"""What an eager-eval results.json always records per method: a missing one is a warning."""
 
 SWEEP_MANIFEST_TOOL = "eager-eval-sweep"
 """`sweep.json` written by `eager-eval sweep`: known, not a run, skipped quietly."""
@@ -282,9 +286,15 @@ def _read_eager_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[
             warnings.append("a run entry without \"method\" ignored")
             continue
         settings = normalise_settings(entry.get("settings") or {})
-        metrics = _numbers(entry.get("metrics") or {})
+        raw_metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+        metrics = _numbers(raw_metrics, f"{entry['method']}: ", warnings)
+        missing = [name for name in RECORDED_METRICS if name not in raw_metrics]
+        if missing:
+            warnings.append(f"{entry['method']}: no {', '.join(missing)} recorded; shown as "
+                            f"{MISSING}")
         run = Run("eager-eval", path, str(model), normalise_method(entry["method"]), str(task),
-                  settings, metrics, stored_savings=as_number(entry.get("savings_vs_full_parallel")))
+                  settings, metrics, stored_savings=as_number(entry.get("savings_vs_full_parallel")),
+                  prompts_sha256=entry.get("prompts_sha256"))
         samples = entry.get("samples")
         if samples:
             sample_path = path.parent / str(samples)
@@ -310,14 +320,21 @@ def _check_prompt_count(run: Run, warnings: list[str]) -> None:
                         f"{len(run.prompts)} prompts")
 
 
-def _numbers(metrics: dict) -> dict[str, float]:
+def _numbers(metrics: dict, where: str, warnings: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in metrics.items():
         key = metric_key(str(name))
         number = as_number(value)
         if key is not None and number is not None:
             out.setdefault(key, number)
+        elif key is not None:
+            _not_a_number(where + str(name), value, warnings)
     return out
+
+
+def _not_a_number(name: str, value: Any, warnings: list[str]) -> None:
+    """A metric of ours the source holds as text, null or NaN: blank in the table, said so."""
+    warnings.append(f"{name} is {value!r}, not a number; shown as {MISSING}")
 
 
 # --- 2. lm-eval ---------------------------------------------------------------------------------
@@ -464,7 +481,10 @@ def _lm_eval_metrics(task: str, entry: dict, task_config: dict,
         name, _, filter_name = str(key).partition(",")
         ours = metric_key(name)
         number = as_number(value)
-        if ours is None or number is None or name.endswith("_stderr"):
+        if ours is None or name.endswith("_stderr"):
+            continue
+        if number is None:
+            _not_a_number(f"{task}: {key}", value, warnings)
             continue
         by_name.setdefault(ours, {}).setdefault(filter_name or "none", number)
     if not by_name:
@@ -624,7 +644,10 @@ def _read_inspect(path: Path) -> tuple[list[Run], list[str], set[str]]:
         for metric_name, metric in score.metrics.items():
             key = metric_key(metric_name.rsplit("/", 1)[-1])
             value = as_number(metric.value)
-            if key is None or value is None:
+            if key is None:
+                continue
+            if value is None:
+                _not_a_number(f"{score.name}/{metric_name}", metric.value, warnings)
                 continue
             if key in metrics and metrics[key] != value:
                 warnings.append(f"{key}: scorers disagree ({metrics[key]:g} vs {value:g}); "

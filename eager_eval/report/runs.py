@@ -48,6 +48,9 @@ METRIC_ALIASES = {"n_sequences": "seqs_mean"}
 
 PASS_AT_K = re.compile(r"^pass@(\d+)$")
 
+MISSING = "—"
+"""What the Markdown and HTML tables show for a value the source did not record."""
+
 SHARED_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "topk", "n_prompts")
 """Settings every run of one model on one task should share, whatever the method, theta or M:
 otherwise the runs are not on the same footing and the comparison is off."""
@@ -122,6 +125,8 @@ class Run:
     """Granted forks where the source logs them; None = not logged, [] = none happened."""
     stored_savings: float | None = None
     """Savings the source itself reported (eager-eval results.json), for a cross-check."""
+    prompts_sha256: str | None = None
+    """The hash of the prompts the run graded, where the source records it (eager-eval)."""
 
     @property
     def theta(self) -> float | None:
@@ -139,6 +144,8 @@ class Run:
         """A setting or n_prompts (which lives in metrics), None if unknown."""
         if name == "n_prompts":
             return self.metrics.get("n_prompts")
+        if name == "prompts":
+            return self.prompts_sha256
         if name == "theta":
             return self.theta
         return self.settings.get(name)
