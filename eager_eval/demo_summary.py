@@ -108,8 +108,9 @@ def _savings_lines(entries: dict[str, dict]) -> list[str]:
     adapt = entries.get("eager_adapt")
     if adapt is not None and base is not None and adapt["wall_seconds"] > base["wall_seconds"]:
         lines.append(f"  Wall time is another matter: EAGer-adapt took {adapt['wall_seconds']:.0f} s "
-                     f"to Full Parallel's {base['wall_seconds']:.0f} s. Its reallocation rounds "
-                     "run one after another, and time follows decoding steps, not tokens.")
+                     f"to Full Parallel's {base['wall_seconds']:.0f} s. A reallocation round "
+                     "starts only once the trees it depends on have settled, so its sequences "
+                     "decode after theirs: time follows decoding steps, not tokens.")
     if adapt is not None and base is not None:
         ours, theirs = adapt["metrics"]["pass_at_k"], base["metrics"]["pass_at_k"]
         if ours < theirs:
