@@ -38,12 +38,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from eager_eval.calibration import is_auto, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.errors import USER_ERRORS
 from eager_eval.files import OutputLock, check_output_dir
 
 if TYPE_CHECKING:
+    from eager_eval.calibration import Calibration
     from eager_eval.engines import Engine
     from eager_eval.outputs import MethodRun, Problem
     from eager_eval.progress import RunProgress
@@ -95,6 +97,7 @@ def subcommand(name: str, help: str, add_arguments: Callable[[argparse.ArgumentP
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="EAGer entropy-aware branching decoding: run and "
                      "compare methods (arXiv 2510.11170).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for cmd in SUBCOMMANDS.values():
@@ -102,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(sub)
         sub.set_defaults(handler=cmd.handler)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip reports), else the package's own."""
+    import importlib.metadata
+
+    from eager_eval import __version__
+
+    try:
+        return importlib.metadata.version("eager-eval")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,7 +184,14 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(EagerConfig)
                    if getattr(args, f.name, None) is not None})
     values.update(fixed)
+    values, _ = split_auto_theta(values)  # 'auto': the default stands in until run_session
     return EagerConfig.from_mapping(values)
+
+
+def theta_is_auto(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> bool:
+    """--theta auto (or an `auto` default): run_session calibrates theta on the task."""
+    value = getattr(args, "theta", None)
+    return is_auto((defaults or {}).get("theta") if value is None else value)
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -304,6 +326,10 @@ class Session:
     backend: str = "hf"
     engine_args: dict[str, Any] = field(default_factory=dict)
     """vLLM engine keyword arguments (`--engine-arg KEY=VALUE`)."""
+    auto_theta: bool = False
+    """--theta auto: the configs hold a placeholder theta until run_session calibrates it."""
+    calibration: "Calibration | None" = None
+    """The theta=auto calibration the run uses (measured now, or read back on --resume)."""
 
 
 def _base_fingerprint(session: Session) -> dict[str, Any]:
@@ -372,10 +398,7 @@ def _load_engine(session: Session) -> "Engine":
     from eager_eval.models import gguf_cache_dir, resolve_model
 
     resolved = resolve_model(session.model)  # fails fast, before torch is imported
-    if session.threads is not None:
-        import torch
-
-        torch.set_num_threads(session.threads)
+    _set_cpu_threads(session)
     if resolved.is_gguf and not (gguf_cache_dir(resolved) / "config.json").is_file():
         print(f"first use of {session.model}: converting its GGUF once (about 30-60 s) ...",
               file=sys.stderr, flush=True)
@@ -384,6 +407,22 @@ def _load_engine(session: Session) -> "Engine":
                            config=session.configs[0], **session.engine_args)
     return load_engine(session.model, device=session.device, dtype=session.dtype,
                        max_rows=session.max_rows)
+
+
+def _set_cpu_threads(session: Session) -> None:
+    """--threads N, else on a CPU the free cores (eager_eval.threads): torch's default of one
+    spinning thread per core is slow on a machine other jobs keep busy."""
+    if session.backend != "hf" or (session.threads is None
+                                   and not session.device.startswith("cpu")):
+        return
+    import torch
+
+    from eager_eval.threads import default_threads
+
+    threads = session.threads or default_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
+    print(f"torch threads: {threads}" + ("" if session.threads else " (free CPUs; set with "
+          "--threads N)"), file=sys.stderr)
 
 
 def _resume_command(argv: Sequence[str]) -> str:
@@ -405,9 +444,15 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
     """
     _check_before_loading(session)
     with OutputLock(session.output):  # a second run into this directory stops here
-        _check_resume(session)
+        if session.auto_theta and session.resume:
+            _reuse_calibration(session)  # the theta the stored trees were grown with
+        if not session.auto_theta:
+            _check_resume(session)
         engine = _load_engine(session)
         prompts = _encode_prompts(engine, session)
+        if session.auto_theta:  # theta is part of the trees' fingerprint: calibrate first
+            _calibrate(session, engine, prompts)
+            _check_resume(session)
         return _run_and_write(session, engine, prompts, progress)
 
 
@@ -416,6 +461,7 @@ def _run_and_write(session: Session, engine: "Engine", prompts: Sequence["Prompt
     from eager_eval.outputs import command_line, write_run_dir
     from eager_eval.progress import RunProgress
 
+    _write_calibration(session)  # before the first tree: --resume reads it back
     stores = _open_stores(session)
     try:
         with RunProgress(enabled=progress) as bars:
@@ -433,10 +479,64 @@ def _run_and_write(session: Session, engine: "Engine", prompts: Sequence["Prompt
     path = write_run_dir(
         session.output, runs, session.task.problems, answer_type=session.task.answer_type,
         command=command_line(session.argv), model=session.model, task=session.task.name,
-        engine_info=engine.info(), extra={"data": session.task.info},
+        decode=lambda ids: engine.tokenizer.decode(list(ids), skip_special_tokens=True),
+        engine_info=engine.info(), extra={"data": session.task.info, **(
+            {"theta_auto": session.calibration.to_dict()} if session.calibration else {})},
         warn=lambda message: print(f"warning: {message}", file=sys.stderr),
     )
     return runs, path
+
+
+CALIBRATION_FILE = "theta_auto.json"
+"""OUTPUT/theta_auto.json: the theta=auto calibration of a run, written before its first tree,
+so that --resume continues with the theta the stored trees were grown with."""
+
+
+def _reuse_calibration(session: Session) -> None:
+    """--resume of a theta=auto run: the recorded theta, no warm-up (if one was recorded)."""
+    from eager_eval.calibration import Calibration
+    from eager_eval.store import StoreError
+
+    path = session.output / CALIBRATION_FILE
+    if not path.is_file():
+        return  # interrupted before the calibration ended: calibrate again
+    try:
+        calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as err:
+        raise StoreError(f"{path} is unreadable ({err}); delete it to calibrate theta "
+                         "again") from None
+    _use_calibration(session, calibration)
+    print(f"theta=auto: {calibration.theta:g}, recorded in {path}", file=sys.stderr)
+
+
+def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PromptInput"]) -> None:
+    """theta=auto: the warm-up (eager_eval.calibration) on this task's prompts."""
+    from eager_eval.calibration import calibrate_theta
+
+    started = time.perf_counter()
+    calibration = calibrate_theta(engine.new_backend, [p.tokens for p in prompts],
+                                  session.configs[0])
+    _use_calibration(session, calibration)
+    print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
+          f"{calibration.n_entropies} top-{session.configs[0].topk} entropies "
+          f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
+          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+
+
+def _write_calibration(session: Session) -> None:
+    """OUTPUT/theta_auto.json, where theta was calibrated (the run's first write)."""
+    from eager_eval.outputs import atomic_write
+
+    if session.calibration is not None:
+        session.output.mkdir(parents=True, exist_ok=True)
+        atomic_write(session.output / CALIBRATION_FILE,
+                     json.dumps(session.calibration.to_dict(), indent=2) + "\n")
+
+
+def _use_calibration(session: Session, calibration: "Calibration") -> None:
+    session.configs = [c.replace(theta=calibration.theta) for c in session.configs]
+    session.calibration = calibration
+    session.auto_theta = False
 
 
 def _encode_prompts(engine: "Engine", session: Session) -> list["PromptInput"]:
@@ -541,8 +641,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="most sequences decoded together in one batch (default: 64); each "
                        "prompt's tree reserves its cap (M in eager modes), later prompts wait")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                       help="CPU threads for torch (default: torch's own; demo: "
-                       f"{DEMO_THREADS}, robust on a busy machine)")
+                       help="CPU threads for torch (default on a CPU: the CPUs not kept busy by "
+                       "other processes, i.e. usable CPUs minus the 1-minute load average, at "
+                       "least 1, at most torch's own default)")
     group.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
                        help="apply the model's chat template (default: on)")
     group.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
@@ -592,29 +693,31 @@ def _positive_int(text: str) -> int:
 # --- demo --------------------------------------------------------------------------------------
 
 DEMO_MODEL = "smollm2-135m"
-DEMO_LIMIT = 6
+DEMO_LIMIT = 8
 DEMO_DEFAULTS: dict[str, Any] = {
-    "max_seqs": 8,
+    "max_seqs": 5,
     "max_new_tokens": 96,
     "theta": 2.6,
     "percentile": 99.0,
     "temperature": 0.6,
     "think_end": None,  # SmolLM2 is not a thinking model: no marker ends branching
 }
-"""Demo settings, sized for a 2-core CPU (the paper's M = 32 and 32k tokens take hours there).
+"""Demo settings, sized for a 2-core CPU (the paper's M = 32 and 32k tokens take hours there):
+8 problems (two of each level), M = 5, 96 tokens, all four methods in about 2.5 minutes.
 
-theta = 2.6, above the paper's 2.0-2.5: SmolLM2-135M's top-20 entropies run high (measured on
-the demo prompts: median 1.0, 90th percentile 2.2-2.35, 99th 2.7 nats, max 2.85 of ln 20 = 3.0),
-so at theta = 2.0 (M = 4) EAGer-init hit M on 4 of 6 prompts and decoded 96% of Full
-Parallel's tokens. With 2.6 and the dynamic 99th percentile it ends with 1-8 sequences per
-prompt (mean 3.5): EAGer-adapt then has a budget for the prompts that hit M, and decodes about
-half of Full Parallel's tokens (ratio 0.53 at seed 0; 0.23 and 0.48 at seeds 1 and 2). Pass@k
-on 6 prompts is coarse: equal at seed 0 (3/6 each), lower at seeds 1 and 2 (2/6 vs 4/6); theta
-2.4 or 2.5 spent more tokens without a better Pass@k on those seeds."""
+Chosen so that both halves of the method show on a 135M model (measured, seed 0, on the
+reference 2-core VM; benchmarks/RESULTS.md): EAGer-init ends with 1-5 sequences per prompt and
+2 of 8 prompts hit M, so EAGer-adapt moves unspent budget to them (8 sequences) and still
+decodes about a third fewer tokens than Full Parallel. Measured alternatives at theta 2.6:
+M = 4 put 3 prompts at the cap, and EAGer-adapt then spent nearly all of the budget (5%
+saved); M = 6 or 8 put none there and nothing moved. Above theta 2.65 forks become rare:
+`--theta auto` measures 2.68 here (the 99% quantile of the warm-up's entropies,
+docs/THETA.md), where EAGer-init ended with 1-2 sequences per prompt. The paper's 2.0 is too low
+for this model: its top-20 entropies run high (median 1.1, 99th percentile 2.67 of
+ln 20 = 3.0 nats)."""
 DEMO_THREADS = 1
-"""Torch threads of the demo. On a busy 2-core machine torch's default (2 OpenMP threads, which
-spin) made a decode step 7x slower: 3.0 s vs 0.42 s per step for 24 rows (measured, load
-average ~10). On an idle machine a second thread may help a little: try --threads 2."""
+"""Torch threads benchmarks/savings.py pins, so its timings compare across runs. The demo itself
+uses the free-CPU default of `eager_eval.threads` (1 on a busy machine, more on an idle one)."""
 DEMO_MODES = ("full_parallel", "eager_init", "eager_adapt", "eager")
 
 
@@ -660,9 +763,19 @@ def demo_command(args: argparse.Namespace) -> int:
         argv += ["--output", str(output)]
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
-                      args.threads if args.threads is not None else DEMO_THREADS, args.chat,
-                      args.thinking, argv, *_backend_args(args))
-    return _finish(session, args.progress)
+                      args.threads, args.chat, args.thinking, argv, *_backend_args(args),
+                      auto_theta=theta_is_auto(args, DEMO_DEFAULTS))
+    from eager_eval import demo_summary
+
+    print("\n".join(demo_summary.settings_lines(session.model, len(session.task.problems),
+                                                session.configs, session.auto_theta)), flush=True)
+    code = _finish(session, args.progress)
+    if code == 0:
+        results = session.output / "results.json"
+        print("\n".join(demo_summary.legend_lines() + demo_summary.story_lines(results)
+                        + demo_summary.next_lines(session.output,
+                                                  demo_summary.show_prompt_of(results))))
+    return code
 
 
 def _finish(session: Session, progress: bool) -> int:
@@ -711,7 +824,7 @@ def run_command(args: argparse.Namespace) -> int:
                           args.limit)
     session = Session(args.model, task, [config], Path(args.output), args.resume, args.device,
                       args.dtype, args.max_rows, args.threads, args.chat, args.thinking, args.argv,
-                      *_backend_args(args))
+                      *_backend_args(args), auto_theta=theta_is_auto(args))
     return _finish(session, args.progress)
 
 
@@ -730,6 +843,17 @@ def _register_report_and_sweep() -> None:
 
 
 _register_report_and_sweep()
+
+
+def _register_show() -> None:
+    from eager_eval.show import add_show_arguments, show_command
+
+    subcommand("show", "draw one prompt's trees: forks, entropy vs threshold, answers, "
+               "reallocation (any eager-eval, lm-eval or Inspect output)",
+               add_show_arguments)(show_command)
+
+
+_register_show()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,7 +83,8 @@ class EagerConfig:
     mode: Mode = Mode.EAGER_ADAPT
     """full_parallel | eager_init | eager_adapt | eager (full EAGer needs a verifier/labels)."""
     theta: float = 2.0
-    """Entropy threshold in nats (> 0; +inf never branches). The paper uses about 2.0-2.5."""
+    """Entropy threshold in nats (> 0; +inf never branches). The paper uses about 2.0-2.5.
+    Front ends also take `auto`: calibrated on the task's prompts (eager_eval.calibration)."""
     max_seqs: int = 32
     """M: sequences per prompt in EAGer-init and in Full Parallel; the budget is M * N."""
     topk: int = 20

@@ -67,6 +67,18 @@ def data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+GPQA_COLUMNS = ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+                "Incorrect Answer 3")
+"""The public GPQA CSV's columns the loader reads (the file has more; they are ignored)."""
+
+_FILE_HINTS = {
+    "aime25.jsonl": "one JSON object a line with fields id, problem, answer",
+    "gpqa_diamond.csv": (f"the public GPQA-Diamond CSV, 198 rows, from {GPQA_DIAMOND_URL}; "
+                         f"columns {', '.join(GPQA_COLUMNS)}"),
+}
+"""What each local file is and where it comes from: said in the one-line error when missing."""
+
+
 def _local_file(name: str) -> Path | None:
     directory = data_dir()
     if directory is None:
@@ -74,8 +86,8 @@ def _local_file(name: str) -> Path | None:
     path = directory / name
     if not path.is_file():
         raise DataFileError(
-            f"{DATA_DIR_ENV}={directory} has no {name}: put {name} there "
-            f"(see eager_eval/datasets.py for its fields) or unset {DATA_DIR_ENV} to download"
+            f"{DATA_DIR_ENV}={directory} has no {name} ({_FILE_HINTS[name]}): put it there, "
+            f"or unset {DATA_DIR_ENV} to download it"
         )
     return path
 
@@ -130,7 +142,7 @@ def load_aime25() -> list[MathProblem]:
 def _read_gpqa_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    needed = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+    needed = list(GPQA_COLUMNS)
     if rows:
         missing = [c for c in needed if c not in rows[0]]
         if missing:
@@ -164,7 +176,8 @@ def load_gpqa_diamond(seed: int = GPQA_SHUFFLE_SEED) -> list[ChoiceQuestion]:
             local = cache
         except Exception as err:
             raise DataFileError(
-                f"could not download GPQA-Diamond ({type(err).__name__}: {err}); offline, set "
-                f"{DATA_DIR_ENV} to a directory holding gpqa_diamond.csv"
+                f"could not download GPQA-Diamond from {GPQA_DIAMOND_URL} "
+                f"({type(err).__name__}: {err}); offline, copy that CSV (columns "
+                f"{', '.join(GPQA_COLUMNS)}) to DIR/gpqa_diamond.csv and set {DATA_DIR_ENV}=DIR"
             ) from None
     return gpqa_questions(_read_gpqa_rows(local), seed)

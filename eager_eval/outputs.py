@@ -6,7 +6,8 @@ Layout of DIR (the report and any later reader rely on these names):
                         entry per method under "runs" (settings, TaskMetrics.to_dict() metrics
                         with their exact names, savings vs Full Parallel, rounds, wall seconds)
     <method>.jsonl      one line per prompt: its target, grades and every sequence with text,
-                        tokens, seed and place in the tree
+                        tokens, seed and place in the tree; its forks (round, entropy,
+                        threshold, text around them) and trees (eager_eval.tree_records)
     trees/<method>.jsonl  the resume store (eager_eval.store), written while the run goes
 
 Files are written to a temporary sibling and renamed into place, so a reader (or a crash)
@@ -32,6 +33,7 @@ from eager_eval.metrics import PromptScore, TaskMetrics, token_savings
 from eager_eval.answers import AnswerType, extract_gold, same_answer
 from eager_eval.files import atomic_write
 from eager_eval.results import RunResult
+from eager_eval.tree_records import Decode, branch_event_records, tree_records
 
 TOOL = "eager-eval"
 FORMAT_VERSION = 1
@@ -118,9 +120,10 @@ def correct_flags(answers: Sequence[str | None], target: str,
     return [a is not None and same_answer(a, gold, answer_type) for a in answers]
 
 
-def sample_lines(run: MethodRun, problems: Sequence[Problem],
-                 answer_type: AnswerType | str) -> Iterable[dict[str, Any]]:
-    """The <method>.jsonl records: one per prompt, in prompt order."""
+def sample_lines(run: MethodRun, problems: Sequence[Problem], answer_type: AnswerType | str,
+                 decode: Decode | None = None) -> Iterable[dict[str, Any]]:
+    """The <method>.jsonl records: one per prompt, in prompt order. With the tokenizer's
+    `decode`, each fork carries a few tokens of text around it (`eager-eval show`)."""
     for prompt, score, problem in zip(run.result.prompts, run.scores, problems, strict=True):
         answers = list(score.answers)
         correct = correct_flags(answers, problem.target, answer_type)
@@ -146,13 +149,9 @@ def sample_lines(run: MethodRun, problems: Sequence[Problem],
                  "text": s.text, "tokens": list(s.tokens)}
                 for s in prompt.sequences
             ],
-            "branch_events": [_finite(asdict(e)) for e in prompt.branch_events],
+            "branch_events": branch_event_records(prompt, decode),
+            "trees": tree_records(prompt),
         }
-
-
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    """Strict JSON has no Infinity: an infinite threshold (theta = inf) is written 'inf'."""
-    return {k: ("inf" if v == float("inf") else v) for k, v in record.items()}
 
 
 def write_run_dir(
@@ -168,6 +167,7 @@ def write_run_dir(
     extra: Mapping[str, Any] | None = None,
     keep_other_methods: bool = True,
     warn: Callable[[str], None] | None = None,
+    decode: Decode | None = None,
 ) -> Path:
     """Write results.json and one <method>.jsonl per run into `out_dir`; return results.json.
 
@@ -185,7 +185,7 @@ def write_run_dir(
     prompts_id = prompts_sha256(problems, answer_type)
     for run in runs:
         lines = [json.dumps(record, ensure_ascii=False)
-                 for record in sample_lines(run, problems, answer_type)]
+                 for record in sample_lines(run, problems, answer_type, decode)]
         atomic_write(out / f"{run.method}.jsonl", "".join(line + "\n" for line in lines))
         entries[run.method] = {**run_entry(run), "prompts_sha256": prompts_id}
     for message in _attach_savings(entries):

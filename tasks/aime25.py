@@ -11,22 +11,17 @@ tokens_generated (#T) and n_sequences (#S). Answers are compared by math-verify 
 See docs/INSPECT.md.
 """
 
-import logging
-
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 
 from eager_eval.answers import AnswerType
 from eager_eval.datasets import load_aime25
-from eager_eval.errors import log_user_errors
-from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
+from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer, task_data
 
 
 @task
 def aime25() -> Task:
-    with log_user_errors(logging.getLogger("eager_eval.tasks")):  # the line before the traceback
-        problems = load_aime25()
-    samples = [Sample(id=p.id, input=p.prompt, target=p.answer) for p in problems]
+    samples = [Sample(id=p.id, input=p.prompt, target=p.answer) for p in task_data(load_aime25)]
     return Task(
         dataset=MemoryDataset(samples, name="aime25"),
         solver=eager_generate(AnswerType.MATH),

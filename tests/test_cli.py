@@ -315,6 +315,14 @@ def test_demo_subprocess_writes_all_methods(tmp_path):
     assert runs["full_parallel"]["metrics"]["seqs_mean"] == 4
     assert runs["full_parallel"]["savings_vs_full_parallel"] == 0.0
     assert "full_parallel" in proc.stdout and "Savings" in proc.stdout
+    # settings first, then the table, the legend, what happened and where to go next
+    text = proc.stdout
+    assert text.startswith("eager-eval demo: smollm2-135m on 4 generated arithmetic problems")
+    assert text.index("M = 4 sequences per prompt") < text.index("Method") < text.index("Legend:")
+    assert text.index("Legend:") < text.index("What happened:") < text.index("Next:")
+    assert "θ = 2.6 nats" in text and all(r["settings"]["theta"] == 2.6 for r in runs.values())
+    assert f"  eager-eval show {out}" in text
+    assert f"  eager-eval report {out} --output report/" in text
 
 
 @pytest.mark.slow

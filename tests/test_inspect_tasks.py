@@ -96,6 +96,23 @@ def test_missing_data_file_offline_is_a_clear_error(tmp_path, monkeypatch, name,
         getattr(load_task_file(name), fn)()
 
 
+@needs_smollm2
+def test_missing_gpqa_is_one_message_before_the_model_loads(tmp_path, monkeypatch):
+    """`inspect eval` builds the model before the task: the provider loads no weights until
+    the first batch, and the task's missing CSV is one message, where it comes from included."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line on the terminal: no wraps inside the path
+    done = inspect_eval_cli(["tasks/gpqa.py", "--model", "eager/smollm2-135m"], tmp_path,
+                            timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in out and "Loading weights" not in out
+    (text,) = [line for line in out.splitlines() if line.strip()]
+    assert text.startswith("eager-eval: error: ")
+    assert f"EAGER_EVAL_DATA_DIR={tmp_path} has no gpqa_diamond.csv" in text
+    assert "https://openaipublic.blob.core.windows.net/simple-evals/gpqa_diamond.csv" in text
+    assert "columns Question, Correct Answer, Incorrect Answer 1" in text
+
+
 # --- the real command line (slow) ------------------------------------------------------------
 
 
@@ -117,8 +134,9 @@ def read_json_log(log_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_samples_show_sequences_and_statistics(log: dict) -> None:
-    """What `inspect view` renders per sample: every sequence (choices) and the statistics."""
+def check_samples_show_sequences_and_statistics(log: dict, epochs: int = 1) -> None:
+    """What `inspect view` renders per sample: every sequence (choices) and the statistics.
+    With epochs, Inspect's default reducer averages each sample's epochs: #T per epoch."""
     for sample in log["samples"]:
         output, stats = sample["output"], sample["output"]["metadata"]
         assert len(output["choices"]) == stats["n_sequences"] >= 1
@@ -130,28 +148,36 @@ def check_samples_show_sequences_and_statistics(log: dict) -> None:
         assert sample["scores"]["eager_scorer"]["value"]["n_sequences"] == stats["n_sequences"]
     metrics = log["results"]["scores"][0]["metrics"]
     assert list(metrics) == METRICS
-    assert metrics["tokens_generated"]["value"] == sum(
-        s["output"]["metadata"]["tokens_generated"] for s in log["samples"])
+    assert metrics["tokens_generated"]["value"] == pytest.approx(sum(
+        s["output"]["metadata"]["tokens_generated"] for s in log["samples"]) / epochs)
 
 
 @pytest.mark.slow
 @needs_smollm2
 def test_inspect_eval_command_on_a_tiny_model_pools_the_whole_task(tiny_model_dir, tmp_path):
+    """No pooling flags: the 3 samples x 2 epochs are one pool (tests/test_inspect_pool.py
+    pins the same on 70+ calls in-process)."""
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"
     write_gpqa_fixture(data_dir)
     done = inspect_eval_cli(
         ["tasks/gpqa.py", "--model", f"eager/{tiny_model_dir}", "-M", "max_seqs=4", "-M", "seed=1",
-         "--limit", "3", "--max-tokens", "16", "--max-connections", "3", "-M", "batch_size=3",
-         "-M", "batch_window=60", "--log-dir", str(log_dir), "--log-format", "json"], data_dir)
+         "--limit", "3", "--epochs", "2", "--max-tokens", "16", "--log-dir", str(log_dir),
+         "--log-format", "json"], data_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     log = read_json_log(log_dir)
     assert log["status"] == "success"
-    assert log["eval"]["model_args"] == {"max_seqs": 4, "seed": 1, "batch_size": 3, "batch_window": 60}
-    assert len(log["samples"]) == 3
-    check_samples_show_sequences_and_statistics(log)
+    assert log["eval"]["model_args"] == {"max_seqs": 4, "seed": 1}
+    assert len(log["samples"]) == 6
+    check_samples_show_sequences_and_statistics(log, epochs=2)
     pools = [dict(s["output"]["metadata"]["pool"]) for s in log["samples"]]
-    assert sorted(pool.pop("index") for pool in pools) == [0, 1, 2]
-    assert pools[0]["prompts"] == 3 and pools[1:] == pools[:-1]  # one window, one run
+    assert sorted(pool.pop("index") for pool in pools) == list(range(6))
+    assert pools[0]["prompts"] == 6 and pools[1:] == pools[:-1]  # one pool, one run
+    from eager_eval.report.trees import load_runs
+
+    (trees,) = load_runs(log_dir)  # what `eager-eval show` and the drill-down read
+    assert [len(p.sequences) for p in trees.prompts] == [
+        s["output"]["metadata"]["n_sequences"] for s in log["samples"]]
+    assert all(f.context is not None for p in trees.prompts for f in p.forks)
     settings = log["samples"][0]["output"]["metadata"]["settings"]
     assert (settings["max_seqs"], settings["seed"], settings["max_new_tokens"]) == (4, 1, 16)
 

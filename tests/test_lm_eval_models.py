@@ -158,9 +158,27 @@ def test_model_args_device_wins_over_the_cli_device(tiny_dir):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cli_default_cuda_falls_back_to_cpu(tiny_dir, caplog):
+def test_cli_default_cuda_falls_back_to_cpu_quietly(tiny_dir, caplog, monkeypatch):
+    """lm-eval passes device='cuda:0' when --device is absent: nobody asked, nobody is warned."""
+    monkeypatch.setattr(sys, "argv", ["lm_eval", "--model", "eager-hf", "--tasks", "t"])
     with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
         lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir}, {"device": "cuda:0"})
+    assert str(lm.device) == "cpu"
+    assert "CUDA" not in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@pytest.mark.parametrize("argv, model_args", [
+    (["lm_eval", "--device", "cuda:0"], {}),
+    (["lm_eval", "--device=cuda:0"], {}),
+    (["lm_eval"], {"device": "cuda"}),
+])
+def test_a_requested_cuda_device_warns_and_falls_back(tiny_dir, caplog, monkeypatch, argv,
+                                                      model_args):
+    monkeypatch.setattr(sys, "argv", argv)
+    with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
+        lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **model_args},
+                                           {"device": "cuda:0"})
     assert str(lm.device) == "cpu"
     assert "CUDA is not available; using cpu" in caplog.text
 
@@ -294,7 +312,7 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     (data / "aime25.jsonl").symlink_to(SHARED_DATA / "aime25.jsonl")
     output = tmp_path / "out"
     lm_eval_cli(["--model", "eager-hf", "--model_args",
-                 f"pretrained={tiny_dir},mode=eager_adapt,max_seqs=3,seed=1",
+                 f"pretrained={tiny_dir},mode=eager_adapt,max_seqs=3,seed=1,theta=auto",
                  "--tasks", "aime25", "--include_path", str(REPO / "tasks"), "--limit", "3",
                  "--gen_kwargs", "max_gen_toks=8", "--output_path", str(output), "--log_samples"],
                 {"EAGER_EVAL_DATA_DIR": str(data)}, cwd=tmp_path)
@@ -307,6 +325,19 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     info = results["config"]["eager_eval"]
     assert info["settings"]["mode"] == "eager_adapt" and info["seed"] == 1
     assert info["tasks"]["aime25"][0]["tokens_generated"] == metrics["tokens_generated,all"]
+    task_info = info["tasks"]["aime25"][0]  # theta=auto: calibrated on the task, recorded
+    assert info["settings"]["theta"] == "auto"
+    assert task_info["theta"] == task_info["theta_auto"]["theta"] > 0
+    assert task_info["theta_auto"]["n_prompts"] == 3
+    from eager_eval.report.readers import read_runs
+
+    (run,) = read_runs([output]).runs
+    assert run.theta == task_info["theta"]  # the report shows the value, not "auto"
+    from eager_eval.report.trees import load_runs
+
+    (trees,) = load_runs(output)  # what `eager-eval show` and the drill-down read
+    assert [len(p.sequences) for p in trees.prompts] == [s["n_sequences"] for s in samples]
+    assert all(f.context is not None for p in trees.prompts for f in p.forks)
     assert len(samples) == 3
     record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
     assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]

@@ -2,18 +2,25 @@
 
 Inspect runs every sample (x epoch) as its own asyncio task, each calling `generate()` once.
 EAGer's budget pool needs a task's prompts together (METHOD.md section 4), so the provider
-gathers the calls that arrive within a *batch window* and answers them from ONE `run()`:
+holds the calls as they arrive and answers them all from ONE `run()` once no more can come:
 
     generate() ─┐                               worker thread (one batch at a time)
     generate() ─┼─> CallBatcher ── batch ──> BatchWorker.run_batch: encode, group, run(), split
-    generate() ─┘   (window: batch_window s     ─> one CallAnswer (or exception) per call
-                     or batch_size calls)
+    generate() ─┘   (closes when every running     ─> one CallAnswer (or exception) per call
+                     sample of the eval waits in it)
 
-- **Window.** A batch opens with its first call and closes `batch_window` seconds later, or
-  at once when it holds `batch_size` calls (default: Inspect's `max_connections`, else 64).
-  To pool a whole task of N samples x E epochs, let every call in at once and the window wait
-  for all of them: `--max-connections N*E -M batch_size=N*E -M batch_window=60` (the batch
-  runs as soon as the last call arrives; the window is only a timeout). docs/INSPECT.md.
+- **The whole task, by default.** The provider asks Inspect to let every sample call at once
+  (`admit_every_call`: a --max-connections the user did not set), and a batch closes when every
+  sample of the eval that can still call is waiting in it (`inspect_samples.pool_state`). So
+  `inspect eval tasks/gpqa.py --model eager/<m>` pools all samples x epochs in one run, with no
+  flags. `-M batch_size=N` caps a pool (memory); an explicit `--max-connections N` or
+  `--max-samples N` below the task's size splits it (a batch then closes when it holds what
+  Inspect lets in, or after `batch_window` seconds with the rest held back). Calls from outside
+  an eval (Python) batch within a `batch_window`-second window. docs/INSPECT.md.
+- **Weights load late.** Building the provider checks the options, the model name, the device
+  and the dtype; the weights load (`engines.load_engine`) at the first generate()
+  (`LazyEngine`), after Inspect has built the tasks, so a task's missing data shows before a
+  model loads.
 - **Off the event loop.** Tokenising and decoding run in a worker thread (`anyio.to_thread`),
   one batch at a time (a lock: one engine, one run). The event loop only waits.
 - **Order.** Within a run, prompts are ordered by their token ids (ties: arrival), so seeds and
@@ -33,12 +40,11 @@ gathers the calls that arrive within a *batch window* and answers them from ONE 
   output_tokens is #T (shared prefixes once); `ModelOutput.metadata` holds the prompt's EAGer
   statistics and its pool's rounds, which `inspect view` shows per sample.
 
-- **Loading.** Building the provider checks the options, the model name, the device and the
-  dtype; the weights load (`engines.load_engine`) at the first generate() (`LazyEngine`), after
-  Inspect has built the tasks, so a task's missing data shows before a model loads. A user
-  error is logged as one `eager-eval: error: ...` line before Inspect's traceback.
 - **Prompt length.** A prompt that fills the model's context fails its own call, naming its
   length and the context (`engines.check_prompt_fits`).
+- **User errors.** A bad option or model name is logged as one `eager-eval: error: ...` line
+  before Inspect's traceback; a task's missing data file is one line with no traceback
+  (`inspect_scorers.task_data`).
 
 Nothing here imports torch at import time.
 """
@@ -48,8 +54,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Collection, Generic, Mapping, Sequence, TypeVar
 
 import anyio
 from inspect_ai.model import (
@@ -69,12 +75,15 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
     MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
 
 from eager_eval.answers import AnswerType, is_correct
+from eager_eval.calibration import Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.engines import BACKENDS, Engine, check_prompt_fits, load_engine
 from eager_eval.errors import log_user_errors
+from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
 from eager_eval.runner import PromptInput, Verifier, run
+from eager_eval.tree_records import Decode, branch_event_records, tree_records
 
 __all__ = [
     "EagerModelAPI",
@@ -94,9 +103,26 @@ logger = logging.getLogger(__name__)
 LABEL_KEY = "eager_eval_label"
 """Key in GenerateConfig.extra_body under which a solver passes the sample's `Label`."""
 
-DEFAULT_BATCH_SIZE = 64
-"""Batch bound when neither -M batch_size nor --max-connections is given (adaptive
-connections keep 20-100 calls in flight)."""
+ADMIT_ALL = 10_000
+"""The connection limit the provider asks Inspect for when the user set none: every sample x
+epoch of a task may call at once (Inspect's own ceiling for batch APIs,
+DEFAULT_MAX_CONNECTIONS_BATCH). A local engine has no rate limit to respect; what bounds its
+memory is -M max_rows (live sequences) and -M batch_size (calls per pool)."""
+
+
+def admit_every_call(config: GenerateConfig) -> None:
+    """Let every sample of a task call generate() at once, unless the user set
+    --max-connections.
+
+    Inspect (0.3.285) runs at most max_samples samples and max_connections calls at a time, and
+    by default adapts both between 10 and 100 (adaptive connections): a task of 198 samples
+    would reach the pool in pieces. An explicit max_connections turns adaptation off and sets
+    both limits (max_samples defaults to it). Inspect hands the model's GenerateConfig to the
+    provider before it reads these limits from it (`Model.config` is this object), so setting
+    it here is what `--max-connections` would do.
+    """
+    if config.max_connections is None:
+        config.max_connections = ADMIT_ALL
 
 GENERATE_TO_EAGER = {
     "max_tokens": "max_new_tokens",
@@ -131,10 +157,13 @@ class ProviderOptions:
     max_rows: int = 64
     """hf: live sequences per forward pass (soft: forks may exceed it, admission waits)."""
     batch_window: float = 2.0
-    """Seconds a batch stays open after its first call (> 0, finite). The batch runs earlier
-    when it holds batch_size calls, so a long window costs nothing once the batch is full."""
+    """Seconds (> 0, finite) a batch waits where the eval's samples cannot tell it whether more
+    calls are coming: calls from outside an Inspect eval, or when Inspect holds samples back
+    (--max-samples / --max-connections below the task's size) while all running ones wait."""
     batch_size: int | None = None
-    """Most calls one batch (one budget pool) takes; None: Inspect's max_connections, else 64."""
+    """Most calls one batch (one budget pool) takes; None: no cap (the whole task). Memory
+    while decoding is bounded by max_rows whatever the pool size; a cap bounds what a pool
+    holds (every sequence of its prompts) and how long its first results take."""
     chat: bool = True
     """Apply the tokenizer's chat template to the messages (False: join their texts)."""
     enable_thinking: bool = True
@@ -245,6 +274,8 @@ class CallAnswer:
     run: RunResult
     pool_index: int
     """Index of this call's prompt in `run.prompts`."""
+    calibration: Calibration | None = None
+    """theta=auto: how the run's theta was measured (`run.settings` holds the value)."""
 
     @property
     def result(self) -> PromptResult:
@@ -257,9 +288,13 @@ Outcome = CallAnswer | Exception
 class BatchWorker:
     """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
 
-    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
+    def __init__(self, engine: Engine, options: ProviderOptions, auto_theta: bool = False) -> None:
+        """`auto_theta`: calibrate theta (theta=auto) on the first pool of each set of run
+        settings; later pools of the same settings reuse it, so one task has one theta."""
         self.engine = engine
         self.options = options
+        self.auto_theta = auto_theta
+        self._calibrations: dict[EagerConfig, Calibration] = {}
         self._lock = threading.Lock()
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> list[Outcome]:
@@ -302,9 +337,13 @@ class BatchWorker:
                    requests: Sequence[GenerateRequest], outcomes: list[Outcome | None]) -> None:
         labels = [requests[i].label for i, _ in members]
         prompts = [p for _, p in members]
-        config = config.replace(max_new_tokens=max(p.max_new_tokens or 1 for p in prompts))
+        run_config = config.replace(max_new_tokens=max(p.max_new_tokens or 1 for p in prompts))
+        calibration = None
         try:
-            result = run(prompts, self.engine.new_backend(config), config,
+            if self.auto_theta:
+                calibration = self._calibration(config, run_config, prompts)
+                run_config = run_config.replace(theta=calibration.theta)
+            result = run(prompts, self.engine.new_backend(run_config), run_config,
                          verifier=_labels_verifier(labels) if config.mode is Mode.EAGER else None)
         except Exception as err:  # noqa: BLE001
             if len(members) == 1:
@@ -317,7 +356,15 @@ class BatchWorker:
                 self._run_group(config, [member], requests, outcomes)
             return
         for pool_index, (i, prompt) in enumerate(members):
-            outcomes[i] = CallAnswer(prompt, result, pool_index)
+            outcomes[i] = CallAnswer(prompt, result, pool_index, calibration)
+
+    def _calibration(self, key: EagerConfig, config: EagerConfig,
+                     prompts: Sequence[PromptInput]) -> Calibration:
+        """theta=auto for the calls of run settings `key`: measured on the first pool."""
+        if key not in self._calibrations:
+            self._calibrations[key] = calibrate_theta(self.engine.new_backend,
+                                                      [p.tokens for p in prompts], config)
+        return self._calibrations[key]
 
 
 def _run_settings(config: EagerConfig) -> EagerConfig:
@@ -347,44 +394,74 @@ A = TypeVar("A")
 @dataclass
 class _Slot(Generic[R, A]):
     request: R
+    origin: CallOrigin | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     outcome: A | Exception | None = None
 
 
 @dataclass
 class _Batch(Generic[R, A]):
-    size: int
+    size: int | None
+    """Close at once with this many calls (None: no cap)."""
+    eval_id: str | None = None
+    """The Inspect eval whose calls this batch gathers (None: calls from outside an eval)."""
     slots: list[_Slot[R, A]] = field(default_factory=list)
     closed: anyio.Event = field(default_factory=anyio.Event)
+    last_join: float = 0.0
+    """When the latest call joined (anyio time)."""
+
+
+PoolStateFn = Callable[[str, Collection[str]], PoolState]
 
 
 class CallBatcher(Generic[R, A]):
-    """Gathers concurrent calls into batches and runs each batch in a worker thread.
+    """Gathers concurrent calls into batches (one open batch per eval) and runs each batch in a
+    worker thread.
 
-    The first call of a batch leads: it waits until the batch is full (`size` calls) or
-    `window_s` seconds have passed, runs the batch off the event loop, and hands every call its
-    outcome. The leader's part is shielded from cancellation, so a cancelled leader (a sample
-    time limit) never strands the calls that joined its batch.
+    The first call of a batch leads: it waits until the batch may close, runs the batch off the
+    event loop, and hands every call its outcome. A batch closes
+
+    - at once when it holds `size` calls (a pool cap, or all the calls Inspect lets in at once);
+    - inside an Inspect eval, when no further call of that eval can come
+      (`pool_state(...)` is COMPLETE: every running sample waits in the batch, none is queued),
+      or when every running sample has waited `window_s` seconds while Inspect keeps the others
+      queued (BLOCKED: they could start only after the batch ran);
+    - otherwise (UNKNOWN: a call from outside an eval, or an Inspect without the state)
+      `window_s` seconds after its first call.
+
+    The leader's part is shielded from cancellation, so a cancelled leader (a sample time
+    limit) never strands the calls that joined its batch.
     """
 
-    def __init__(self, run_batch: Callable[[list[R]], list[A | Exception]], window_s: float) -> None:
+    POLL_S = 0.05
+    """How often a leader looks at the eval's samples while its batch is open."""
+    STALL_S = 60.0
+    """A batch still OPEN after this long without a new call runs anyway, with a warning:
+    running samples that never call mean a limit the provider could not lift (e.g. Inspect's
+    adaptive connections holding calls back while the batch holds the connections)."""
+
+    def __init__(self, run_batch: Callable[[list[R]], list[A | Exception]], window_s: float,
+                 pool_state: PoolStateFn | None = None) -> None:
         self.run_batch = run_batch
         self.window_s = window_s
-        self._open: _Batch[R, A] | None = None
+        self.pool_state = pool_state
+        self._open: dict[str | None, _Batch[R, A]] = {}
 
-    async def submit(self, request: R, size: int) -> A:
-        slot: _Slot[R, A] = _Slot(request)
-        batch = self._open
+    async def submit(self, request: R, size: int | None, origin: CallOrigin | None = None) -> A:
+        slot: _Slot[R, A] = _Slot(request, origin)
+        key = origin.eval_id if origin is not None else None
+        batch = self._open.get(key)
         is_leader = batch is None
         if batch is None:
-            batch = self._open = _Batch(size=max(1, size))
+            batch = self._open[key] = _Batch(size=None if size is None else max(1, size),
+                                             eval_id=key)
         batch.slots.append(slot)
-        if len(batch.slots) >= batch.size:
+        batch.last_join = anyio.current_time()
+        if batch.size is not None and len(batch.slots) >= batch.size:
             self._close(batch)
         if is_leader:
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self.window_s):
-                    await batch.closed.wait()
+                await self._wait_until_closing(batch)
                 self._close(batch)
                 await self._run(batch)
         await slot.done.wait()
@@ -392,9 +469,39 @@ class CallBatcher(Generic[R, A]):
             raise slot.outcome
         return slot.outcome  # type: ignore[return-value]
 
+    async def _wait_until_closing(self, batch: _Batch[R, A]) -> None:
+        if batch.eval_id is None or self.pool_state is None:
+            with anyio.move_on_after(self.window_s):
+                await batch.closed.wait()
+            return
+        opened = anyio.current_time()
+        blocked_since: float | None = None
+        while not batch.closed.is_set():
+            waiting = {s.origin.sample for s in batch.slots if s.origin is not None}
+            state = self.pool_state(batch.eval_id, waiting)
+            now = anyio.current_time()
+            if state is PoolState.COMPLETE:
+                return
+            if state is PoolState.UNKNOWN and now - opened >= self.window_s:
+                return
+            if state is PoolState.BLOCKED:
+                blocked_since = now if blocked_since is None else blocked_since
+                if now - blocked_since >= self.window_s:
+                    return
+            else:
+                blocked_since = None
+            if state is PoolState.OPEN and now - batch.last_join >= self.STALL_S:
+                logger.warning(
+                    "eager: %d calls waited %.0f s for samples of their eval that are running "
+                    "but do not call; running the pool without them (is --max-connections or "
+                    "--adaptive-connections holding calls back?)", len(batch.slots), self.STALL_S)
+                return
+            with anyio.move_on_after(self.POLL_S):
+                await batch.closed.wait()
+
     def _close(self, batch: _Batch[R, A]) -> None:
-        if self._open is batch:
-            self._open = None
+        if self._open.get(batch.eval_id) is batch:
+            del self._open[batch.eval_id]
         batch.closed.set()
 
     async def _run(self, batch: _Batch[R, A]) -> None:
@@ -423,32 +530,37 @@ class EagerModelAPI(ModelAPI):
         model_name: str,
         base_url: str | None = None,
         api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
+        config: GenerateConfig | None = None,
         *,
         engine: Engine | None = None,
         **model_args: Any,
     ) -> None:
-        """`engine`: an already loaded Engine (Python only; tests pass a scripted one). Otherwise
-        the model is resolved (a clear error before torch loads) and loaded once, here."""
+        """`engine`: an already loaded Engine (Python only; tests pass a scripted one).
+        Otherwise what needs no weights is checked here and the weights load at the first
+        generate() (`LazyEngine`): Inspect builds the model before it loads the tasks."""
+        config = GenerateConfig() if config is None else config
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
         self.engine: Engine | None = None
-        if api_key == MODEL_INFO_LOOKUP_API_KEY:
+        self.is_lookup_only = api_key == MODEL_INFO_LOOKUP_API_KEY
+        if self.is_lookup_only:
             # Inspect builds a throwaway instance (no -M) only to ask canonical_name() for its
-            # model-info lookup; loading the weights here would load them twice.
+            # model-info lookup; it must load nothing.
             return
         if engine is not None and not hasattr(engine, "new_backend"):
             raise ConfigError("engine", engine, "a loaded Engine object (Python only); choose the "
                               "engine with -M backend=hf|vllm")
         with log_user_errors(logger):  # the clear line before Inspect's traceback
-            self.options, self.eager_settings = split_model_args(model_args)
+            self.options, eager_settings = split_model_args(model_args)
+            self.eager_settings, self.auto_theta = split_auto_theta(eager_settings)
             self.base_config = EagerConfig.from_mapping(self.eager_settings)
             if engine is None:
                 _check_before_loading(model_name, self.options)
                 engine = LazyEngine(lambda: self._load_engine(model_name))
         self.engine = engine
-        self.worker = BatchWorker(engine, self.options)
+        admit_every_call(config)
+        self.worker = BatchWorker(engine, self.options, self.auto_theta)
         self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
-            self.worker.run_batch, self.options.batch_window)
+            self.worker.run_batch, self.options.batch_window, pool_state)
         self._warned: set[str] = set()
 
     def _load_engine(self, model_name: str) -> Engine:
@@ -468,12 +580,24 @@ class EagerModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        if self.engine is None:
+        if self.is_lookup_only:
             raise RuntimeError("this eager provider instance was built for a model-info lookup")
         request = self.request_for(input, tools, config)
-        size = self.options.batch_size or config.max_connections or DEFAULT_BATCH_SIZE
-        answer = await self.batcher.submit(request, size)
-        return model_output(self.model_name, answer)
+        answer = await self.batcher.submit(request, self.pool_cap(config), call_origin())
+        return model_output(self.model_name, answer, self._decode)
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        """Token ids -> text, for the text around each fork (None-safe for scripted engines)."""
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if tokenizer is None:
+            return "".join(f"<{t}>" for t in token_ids)
+        return tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def pool_cap(self, config: GenerateConfig) -> int | None:
+        """Most calls one pool takes: -M batch_size, and never more than Inspect lets in at
+        once (its max_connections): a batch holding that many can wait for no other call."""
+        caps = [c for c in (self.options.batch_size, config.max_connections) if c]
+        return min(caps) if caps else None
 
     def request_for(self, input: Sequence[ChatMessage], tools: Sequence[ToolInfo],
                     config: GenerateConfig) -> GenerateRequest:
@@ -518,8 +642,9 @@ class EagerModelAPI(ModelAPI):
         return None
 
     def max_connections(self) -> int:
-        """Used only with --adaptive-connections false and no --max-connections."""
-        return self.options.batch_size or DEFAULT_BATCH_SIZE
+        """Used only with --adaptive-connections false and no --max-connections, which
+        `admit_every_call` leaves nowhere: the model's config then holds ADMIT_ALL."""
+        return ADMIT_ALL
 
     def should_retry(self, ex: Exception) -> bool:
         return False  # local generation: a retry fails the same way
@@ -583,8 +708,9 @@ def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
 # ----------------------------------------------------------------------------------------------
 
 
-def model_output(model_name: str, answer: CallAnswer) -> ModelOutput:
-    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata."""
+def model_output(model_name: str, answer: CallAnswer, decode: Decode | None = None) -> ModelOutput:
+    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata
+    (with `decode`, each fork carries the text around it)."""
     result = answer.result
     choices = [
         ChatCompletionChoice(
@@ -606,27 +732,22 @@ def model_output(model_name: str, answer: CallAnswer) -> ModelOutput:
         usage=ModelUsage(input_tokens=input_tokens, output_tokens=result.tokens_generated,
                          total_tokens=input_tokens + result.tokens_generated),
         time=answer.run.wall_seconds,
-        metadata=eager_statistics(answer),
+        metadata=eager_statistics(answer, decode),
     )
 
 
-def eager_statistics(answer: CallAnswer) -> dict[str, Any]:
+def eager_statistics(answer: CallAnswer, decode: Decode | None = None) -> dict[str, Any]:
     """The prompt's EAGer statistics and its pool's rounds (JSON-ready; inf as 'inf')."""
     result, run_result = answer.result, answer.run
-    trees = result.trees
     stats = {
         "mode": run_result.settings["mode"],
         "n_sequences": result.n_sequences,
         "tokens_generated": result.tokens_generated,
         "tokens_in_outputs": result.tokens_in_outputs,
         "n_branch_events": len(result.branch_events),
-        "n_rounds": len(trees),
-        "rounds": [{"round": t.round, "cap": t.cap, "theta": t.theta,
-                    "n_sequences": len(t.sequences), "hit_cap": t.hit_cap,
-                    "n_branch_events": len(t.branch_events),
-                    "tokens_generated": sum(s.tokens_generated for s in t.sequences)}
-                   for t in trees],
-        "branch_events": [{"round": t.round, **asdict(e)} for t in trees for e in t.branch_events],
+        "n_rounds": len(result.trees),
+        "rounds": tree_records(result),
+        "branch_events": branch_event_records(result, decode),
         "pool": {
             "prompts": len(run_result.prompts),
             "index": answer.pool_index,
@@ -640,6 +761,7 @@ def eager_statistics(answer: CallAnswer) -> dict[str, Any]:
             "wall_seconds": run_result.wall_seconds,
         },
         "settings": run_result.settings,
+        **({"theta_auto": answer.calibration.to_dict()} if answer.calibration else {}),
     }
     return _json_ready(stats)
 

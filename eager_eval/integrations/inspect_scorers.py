@@ -31,9 +31,18 @@ from inspect_ai.scorer import (
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from eager_eval.answers import AnswerType, same_answer
+from eager_eval.datasets import DataFileError
+from eager_eval.errors import PREFIX
 from eager_eval.metrics import majority_vote, score_prompt
 
+try:  # Inspect prints a PrerequisiteError's message alone, without a traceback
+    from inspect_ai._util.error import PrerequisiteError
+except ImportError:  # pragma: no cover (a private name of inspect_ai 0.3.285)
+    PrerequisiteError = Exception  # type: ignore[misc,assignment]
+
 __all__ = [
+    "TaskDataError",
+    "task_data",
     "eager_generate",
     "eager_scorer",
     "pass_at_k",
@@ -43,6 +52,25 @@ __all__ = [
     "tokens_generated",
     "n_sequences",
 ]
+
+
+class TaskDataError(DataFileError, PrerequisiteError):
+    """A task's data file is missing or malformed. Still a DataFileError; as a
+    PrerequisiteError, `inspect eval` prints its `message`, the same `eager-eval: error: ...`
+    line as every other user error, and no traceback."""
+
+    def __init__(self, message: str) -> None:
+        DataFileError.__init__(self, message)
+        self.message = f"{PREFIX}{message}"
+
+
+def task_data(load: Any, *args: Any) -> Any:
+    """`load(*args)` (a dataset loader of eager_eval.datasets), its DataFileError as a
+    TaskDataError: how the tasks in tasks/ read their data."""
+    try:
+        return load(*args)
+    except DataFileError as err:
+        raise TaskDataError(str(err)) from None
 
 
 @solver
@@ -143,7 +171,8 @@ def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
             },
             answer=winner,
             explanation=f"{graded.correct} of {graded.n} choices correct; majority answer {winner!r}",
-            metadata={"answers": list(graded.answers), "correct": graded.correct},
+            metadata={"answers": list(graded.answers), "correct": graded.correct,
+                      "answer_type": answer_type.value, "n_choices": n_choices},
         )
 
     return score

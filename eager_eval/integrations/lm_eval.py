@@ -36,6 +36,7 @@ from lm_eval.utils import simple_parse_args_string
 
 from eager_eval.answers import AnswerType, extract_answer, labels_verifier, same_answer
 from eager_eval.backends.base import Backend
+from eager_eval.calibration import AUTO, Calibration, calibrate_theta, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.engines import HFEngine, VLLMEngine, check_max_rows
 from eager_eval.errors import log_user_errors
@@ -270,6 +271,8 @@ class GroupOutcome:
     settings: RequestSettings
     result: RunResult
     has_labels: bool
+    calibration: Calibration | None = None
+    """theta=auto: how this run's theta was measured (`result.settings` holds the value)."""
 
 
 def _labels(group: RequestGroup,
@@ -310,12 +313,14 @@ def generate_texts(
     default_max_gen_toks: int = 256,
     finalize: Callable[[str], str] = lambda text: text,
     render: Callable[[str], str] = lambda context: context,
+    auto_theta: bool = False,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string per request, in request order, plus each group's run.
 
     `render(context)` gives the prompt text the model sees (e.g. chat-templated);
     `encode(text, max_new_tokens)` its token ids; `finalize` post-processes a sequence's text
-    before it fills a slot (e.g. cut the thinking block off), never a marker.
+    before it fills a slot (e.g. cut the thinking block off), never a marker. With
+    `auto_theta`, each group's theta is calibrated on its own prompts first (theta=auto).
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -334,13 +339,18 @@ def generate_texts(
                         settings.max_new_tokens, opens_thinking(text, run_config.think_end))
             for text in rendered
         ]
+        calibration = None
+        if auto_theta:  # a warm-up on this task's prompts (eager_eval.calibration)
+            calibration = calibrate_theta(new_backend, [p.tokens for p in prompts], run_config)
+            run_config = run_config.replace(theta=calibration.theta)
         result = run(prompts, new_backend(run_config), run_config, verifier=verifier)
         for doc, prompt, answer_type in zip(group.docs, result.prompts, types, strict=True):
             filled = texts_for_slots(prompt, len(doc.slots), answer_type or AnswerType.MATH)
             for slot, text in zip(doc.slots, filled, strict=True):
                 texts[slot] = text if text == NO_SEQUENCE else finalize(text)
         outcomes.append(GroupOutcome(group, settings, result,
-                                     has_labels=all(t is not None for t in targets)))
+                                     has_labels=all(t is not None for t in targets),
+                                     calibration=calibration))
     if any(text is None for text in texts):  # every slot belongs to exactly one doc
         raise RuntimeError("eager-eval: a request slot was left without a string")
     return texts, outcomes  # type: ignore[return-value]
@@ -363,6 +373,8 @@ def group_statistics(outcome: GroupOutcome) -> dict[str, Any]:
              "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
             for r in result.rounds
         ],
+        "theta": result.settings["theta"],
+        **({"theta_auto": outcome.calibration.to_dict()} if outcome.calibration else {}),
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "top_k": cfg.top_k,
@@ -389,6 +401,20 @@ def split_model_args(kwargs: Mapping[str, Any], accepted: frozenset[str],
     if unknown:
         raise unknown_setting_error(unknown[0], accepted | eager_names, where=f"{model} model arg")
     return eager, rest
+
+
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"
+"""What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
+
+
+def _device_on_command_line(argv: Sequence[str] | None = None) -> bool:
+    """Whether the lm_eval command line names a device (`--device X` or `--device=X`).
+
+    lm-eval hands every model `device='cuda:0'` when the user gave none, so the value alone
+    cannot tell a request from the default; the command line can.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    return any(a == "--device" or a.startswith("--device=") for a in args)
 
 
 def _init_params(cls: type) -> frozenset[str]:
@@ -472,6 +498,8 @@ class _EagerGeneration:
 
         A bad input is logged as one line before lm-eval's traceback."""
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        if extra.get("device") == LM_EVAL_DEFAULT_DEVICE and not _device_on_command_line():
+            del extra["device"]  # lm-eval's default, not a request: no CUDA warning on a CPU
         with log_user_errors(log):
             return cls(**{**extra, **arg_dict})
 
@@ -484,6 +512,7 @@ class _EagerGeneration:
         """Validate every model arg, set `eager_config`, check the tasks' data; return the
         base class's kwargs."""
         eager, rest = split_model_args(kwargs, accepted, self.MODEL_NAME)
+        eager, self._auto_theta = split_auto_theta(eager)
         self.eager_config = EagerConfig.from_mapping(eager)
         self._explicit = frozenset(eager)
         self._task_stats: dict[str, list[dict[str, Any]]] = {}
@@ -558,7 +587,7 @@ class _EagerGeneration:
                 requests, config=self.eager_config, new_backend=self._new_backend,
                 encode=self._encode_prompt, explicit=self._explicit,
                 default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
-                render=self._render,
+                render=self._render, auto_theta=self._auto_theta,
             )
         for outcome in outcomes:
             self._record(outcome)
@@ -574,7 +603,8 @@ class _EagerGeneration:
         docs = list(zip(group.docs, result.prompts, strict=True))
         for doc, prompt in docs:
             lm_eval_tasks.remember(doc.instance.doc, lm_eval_tasks.record_of(
-                prompt, task=group.task_name, doc_id=doc.instance.doc_id, slots=len(doc.slots)))
+                prompt, task=group.task_name, doc_id=doc.instance.doc_id, slots=len(doc.slots),
+                decode=lambda ids: self.tokenizer.decode(list(ids), skip_special_tokens=True)))
         stats = group_statistics(outcome)
         self._task_stats.setdefault(group.task_name or "", []).append(stats)
         log.info("eager-eval: task %s: %d prompts, mode %s, M=%d -> %d sequences (%d-%d per "
@@ -608,7 +638,8 @@ class _EagerGeneration:
         return {
             "model": self._model_name,
             "backend": backend,
-            "settings": self.eager_config.to_dict(),
+            "settings": {**self.eager_config.to_dict(),  # each task's theta: "tasks"
+                         **({"theta": AUTO} if self._auto_theta else {})},
             "seed": self.eager_config.seed,
             "versions": _versions("eager-eval", "lm_eval", *engine_packages),
             "tasks": self._task_stats,

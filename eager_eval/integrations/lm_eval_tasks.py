@@ -131,23 +131,21 @@ class SequenceRecord(dict):
         return json.dumps(self, ensure_ascii=False)
 
 
-def record_of(result: Any, *, task: str | None, doc_id: int | None, slots: int) -> SequenceRecord:
+def record_of(result: Any, *, task: str | None, doc_id: int | None, slots: int,
+              decode: Any = None) -> SequenceRecord:
     """A JSON-ready record of one prompt's `results.PromptResult`: what the samples log shows.
 
     Token ids are left out (texts, counts and branch points are what a reader checks); the
-    branch events carry the round they belong to, as positions and sequence indexes are per tree.
+    branch points carry the round they belong to, as positions and sequence indexes are per
+    tree, and, given the tokenizer's `decode`, the text around each fork (`tree_records`).
     """
+    from eager_eval.tree_records import branch_event_records, tree_records
+
     sequences = [
         {"round": s.round, "index": s.index, "parent": s.parent, "fork_position": s.fork_position,
          "seed": s.seed, "finish_reason": s.finish_reason.value, "n_tokens": len(s.tokens),
          "tokens_generated": s.tokens_generated, "text": s.text}
         for s in result.sequences
-    ]
-    branch_points = [
-        {"round": tree.round, "position": e.position, "parent": e.parent, "child": e.child,
-         "entropy": e.entropy, "threshold": e.threshold, "parent_token": e.parent_token,
-         "child_token": e.child_token}
-        for tree in result.trees for e in tree.branch_events
     ]
     return SequenceRecord({
         "task": task,
@@ -157,7 +155,8 @@ def record_of(result: Any, *, task: str | None, doc_id: int | None, slots: int) 
         "tokens_generated": result.tokens_generated,
         "tokens_in_outputs": result.tokens_in_outputs,
         "sequences": sequences,
-        "branch_points": branch_points,
+        "branch_points": branch_event_records(result, decode),
+        "trees": tree_records(result),
     })
 
 

@@ -10,7 +10,8 @@ from eager_eval.files import OutputDirError
 from eager_eval.report.html import to_html
 from eager_eval.report.leaderboard import Leaderboard, build_leaderboard, to_csv, to_markdown
 from eager_eval.report.plots import PLOTS
-from eager_eval.report.readers import read_runs
+from eager_eval.report.readers import UnreadableRun, read_runs
+from eager_eval.report.trees import RunTrees, read_file
 
 OUTPUT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.html")
 
@@ -28,6 +29,22 @@ class Report:
     @property
     def has_rows(self) -> bool:
         return bool(self.board.rows)
+
+
+def trees_of(board: Leaderboard) -> list[RunTrees]:
+    """The per-prompt trees of the board's runs, in row order, where their files hold them
+    (a run without samples simply has no drill-down; the table already warned about it)."""
+    by_file: dict[Path, list[RunTrees]] = {}
+    out = []
+    for row in board.rows:
+        run = row.run
+        if run.source not in by_file:
+            try:
+                by_file[run.source] = read_file(run.source)
+            except UnreadableRun:
+                by_file[run.source] = []
+        out += [t for t in by_file[run.source] if t.method == run.method and t.task == run.task]
+    return out
 
 
 def build_report(inputs: Iterable[str | Path], output: str | Path, *,
@@ -62,7 +79,7 @@ def build_report(inputs: Iterable[str | Path], output: str | Path, *,
     texts = {
         "leaderboard.md": to_markdown(board, [(n, c) for n, c, _ in images], title),
         "leaderboard.csv": to_csv(board),
-        "leaderboard.html": to_html(board, images, title),
+        "leaderboard.html": to_html(board, images, title, trees_of(board)),
     }
     for name, text in texts.items():
         (out / name).write_text(text, encoding="utf-8")

@@ -1,5 +1,6 @@
-"""A self-contained HTML page: the table, the plots as base64 PNG, the warnings. No external
-assets (no scripts, fonts or stylesheets to fetch), so the file can be mailed or archived."""
+"""A self-contained HTML page: the table, the plots as base64 PNG, each run's trees prompt by
+prompt (collapsible, `drilldown.py`), the warnings. No external assets (no scripts, fonts or
+stylesheets to fetch), so the file can be mailed or archived."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import base64
 from html import escape
 from typing import Iterable
 
+from eager_eval.report.drilldown import STYLE as TREE_STYLE
+from eager_eval.report.drilldown import trees_section
 from eager_eval.report.leaderboard import LEGEND, Leaderboard, display_columns, display_rows
+from eager_eval.report.trees import RunTrees
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px;
@@ -30,14 +34,15 @@ ul.warnings li { color: #8a4b00; }
 
 
 def to_html(board: Leaderboard, plots: Iterable[tuple[str, str, bytes]] = (),
-            title: str = "EAGer leaderboard") -> str:
-    """plots: (file name, caption, PNG bytes), embedded as data: URIs."""
+            title: str = "EAGer leaderboard", trees: Iterable[RunTrees] = ()) -> str:
+    """plots: (file name, caption, PNG bytes), embedded as data: URIs; trees: the runs whose
+    prompts get a drill-down."""
     columns = display_columns(board)
     numeric = {i for i, c in enumerate(columns) if c not in ("Model", "Task", "Method", "Source", "Front")}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{escape(title)}</title><style>{_STYLE}{TREE_STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         '<div class="table-wrap"><table class="leaderboard" id="leaderboard"><thead><tr>',
         "".join(f"<th>{escape(c)}</th>" for c in columns),
@@ -56,6 +61,9 @@ def to_html(board: Leaderboard, plots: Iterable[tuple[str, str, bytes]] = (),
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<h2>{escape(caption)}</h2><figure><img id="{escape(name.rsplit(".", 1)[0])}" '
                      f'alt="{escape(caption)}" src="data:image/png;base64,{data}"></figure>')
+    drilldown = trees_section(trees)
+    if drilldown:
+        parts.append(drilldown)
     parts.append("<h2>Warnings</h2>")
     if board.warnings:
         parts.append('<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in board.warnings)

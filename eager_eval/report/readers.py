@@ -359,8 +359,9 @@ def parse_model_args(model_args: Any) -> dict[str, Any]:
     return out
 
 
-_TASK_STAT_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens")
-"""Settings the eager adapters record per task (what actually ran, gen_kwargs applied)."""
+_TASK_STAT_SETTINGS = ("theta", "temperature", "top_p", "top_k", "max_new_tokens")
+"""Settings the eager adapters record per task (what actually ran, gen_kwargs applied, theta
+calibrated where theta=auto)."""
 
 
 def _read_lm_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[str]]:

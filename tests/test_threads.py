@@ -1,0 +1,34 @@
+"""Pins eager_eval/threads.py: the CPU thread default of the CLI, and the --version flag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from eager_eval.threads import default_threads
+
+
+@pytest.mark.parametrize("cpus, load, torch_default, expected", [
+    (2, 0.1, 2, 2),     # idle 2-core machine: both cores
+    (2, 1.45, 2, 1),    # another job on one core: one thread
+    (2, 10.0, 2, 1),    # overloaded: never below 1
+    (16, 0.0, 8, 8),    # idle: at most torch's own default (physical cores)
+    (16, 12.4, 8, 4),   # 12 busy of 16: the 4 free ones
+])
+def test_threads_are_the_free_cpus_capped_by_torch_default(cpus, load, torch_default, expected):
+    assert default_threads(torch_default, cpus=cpus, load=load) == expected
+
+
+def test_default_reads_this_machine():
+    assert 1 <= default_threads(64) <= 64
+
+
+def test_version_flag_prints_the_installed_version():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "eager_eval.cli", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"eager-eval {version('eager-eval')}"
