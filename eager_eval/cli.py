@@ -43,6 +43,7 @@ from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.errors import USER_ERRORS
 from eager_eval.files import OutputLock, check_output_dir
+from eager_eval.settings import RENAMED
 
 if TYPE_CHECKING:
     from eager_eval.calibration import Calibration
@@ -175,14 +176,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Sequence[s
         help_text = help_text.replace("%", "%%")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                            help=f"{help_text} (default: {default})")
+    for old, new in RENAMED.items():  # accepted, with a warning naming the new flag
+        group.add_argument(f"--{old.replace('_', '-')}", dest=old, default=None,
+                           help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None,
                      **fixed: Any) -> EagerConfig:
     """EagerConfig from the flags the user set, over `defaults`, with `fixed` on top."""
     values = dict(defaults or {})
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(EagerConfig)
-                   if getattr(args, f.name, None) is not None})
+    names = [*EagerConfig.field_names(), *RENAMED]
+    values.update({name: getattr(args, name) for name in names
+                   if getattr(args, name, None) is not None})
+    for old, new in RENAMED.items():  # Python hides the DeprecationWarning from a CLI user
+        if old in values:
+            print(f"warning: --{old} is deprecated: it is now --{new.replace('_', '-')}",
+                  file=sys.stderr)
     values.update(fixed)
     values, _ = split_auto_theta(values)  # 'auto': the default stands in until run_session
     return EagerConfig.from_mapping(values)
@@ -518,7 +527,7 @@ def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PromptInpu
                                   session.configs[0])
     _use_calibration(session, calibration)
     print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
-          f"{calibration.n_entropies} top-{session.configs[0].topk} entropies "
+          f"{calibration.n_entropies} top-{session.configs[0].entropy_k} entropies "
           f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
           f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
 

@@ -39,7 +39,7 @@ def math_file(tmp_path) -> Path:
 def run_args(model, data, out, *extra) -> list[str]:
     return ["run", "--model", str(model), "--data", str(data), "--output", str(out),
             "--max-seqs", "3", "--max-new-tokens", "12", "--theta", "1.0", "--percentile", "none",
-            "--topk", "5",  # the tiny vocabulary holds 10 words
+            "--entropy-k", "5",  # the tiny vocabulary holds 10 words
             "--no-progress", *extra]
 
 
@@ -109,8 +109,8 @@ def test_a_failed_start_leaves_an_earlier_run_as_it_was(capsys, math_file, tmp_p
     before = listing(out)
     capsys.readouterr()
     assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
-                             "--topk", "50")) == 2
-    assert "topk must be <= the model's vocabulary size (10 tokens)" in capsys.readouterr().err
+                             "--entropy-k", "50")) == 2
+    assert "entropy_k must be <= the model's vocabulary size (10 tokens)" in capsys.readouterr().err
     assert listing(out) == before
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from test_inspect_provider import (
     SETTINGS,

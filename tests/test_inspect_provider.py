@@ -360,7 +360,7 @@ def test_building_the_provider_loads_no_weights_the_first_call_does(loader, tmp_
 
 
 def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
-    loader.error = ConfigError("topk", 500, "<= the model's vocabulary size (100 tokens)")
+    loader.error = ConfigError("entropy_k", 500, "<= the model's vocabulary size (100 tokens)")
     api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
     outputs = asyncio.run(generate_all(api, ["q1", "q2"], return_exceptions=True))
     outputs += asyncio.run(generate_all(api, ["q3"], return_exceptions=True))
@@ -369,10 +369,10 @@ def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
 
 
 def test_settings_that_do_not_fit_the_model_fail_at_its_load(loader, tmp_path, caplog):
-    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **{**SETTINGS, "topk": 500})
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **{**SETTINGS, "entropy_k": 500})
     (error,) = asyncio.run(generate_all(api, ["q1"], return_exceptions=True))
-    assert isinstance(error, ConfigError) and "topk must be <= the model's vocabulary size" in str(error)
-    assert "eager-eval: error: topk must be" in caplog.text
+    assert isinstance(error, ConfigError) and "entropy_k must be <= the model's vocabulary size" in str(error)
+    assert "eager-eval: error: entropy_k must be" in caplog.text
 
 
 def test_a_device_that_is_not_there_fails_when_the_provider_is_built(tmp_path, caplog):

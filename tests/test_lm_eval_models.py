@@ -123,9 +123,9 @@ def test_max_rows_below_one_fails_before_loading(tiny_dir, monkeypatch):
         EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_rows": 0}, {"device": "cpu"})
 
 
-def test_topk_above_the_vocabulary_is_an_error_not_a_silent_clamp(tiny_dir):
-    with pytest.raises(ConfigError, match=r"topk must be <= the model's vocabulary size \(\d+ tokens\)"):
-        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "topk": 100_000}, {"device": "cpu"})
+def test_entropy_k_above_the_vocabulary_is_an_error_not_a_silent_clamp(tiny_dir):
+    with pytest.raises(ConfigError, match=r"entropy_k must be <= the model's vocabulary size \(\d+ tokens\)"):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "entropy_k": 100_000}, {"device": "cpu"})
 
 
 def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatch, caplog):

@@ -76,12 +76,13 @@ except ImportError:  # pragma: no cover (a private name; its value in inspect_ai
 
 from eager_eval.answers import AnswerType, is_correct
 from eager_eval.calibration import Calibration, calibrate_theta, split_auto_theta
-from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.engines import BACKENDS, Engine, check_prompt_fits, load_engine
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
 from eager_eval.results import FinishReason, PromptResult, RunResult
+from eager_eval.settings import split_settings
 from eager_eval.runner import PromptInput, Verifier, run
 from eager_eval.tree_records import Decode, branch_event_records, tree_records
 
@@ -218,14 +219,9 @@ def _check_positive_int(name: str, value: Any) -> None:
 def split_model_args(model_args: Mapping[str, Any]) -> tuple[ProviderOptions, dict[str, Any]]:
     """-M options -> (provider options, EAGer settings). An unknown name is an error that lists
     every accepted one (EagerConfig fields and provider options)."""
-    provider_names = ProviderOptions.field_names()
-    eager_names = EagerConfig.field_names()
-    known = provider_names | eager_names
-    for key in sorted(model_args):
-        if key not in known:
-            raise unknown_setting_error(key, known, where="-M option of the eager provider")
-    options = ProviderOptions(**{k: v for k, v in model_args.items() if k in provider_names})
-    return options, {k: v for k, v in model_args.items() if k in eager_names}
+    eager, own = split_settings(model_args, EagerConfig.field_names(),
+                                ProviderOptions.field_names(), "-M option of the eager provider")
+    return ProviderOptions(**own), eager
 
 
 @dataclass(frozen=True)

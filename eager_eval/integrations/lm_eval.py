@@ -37,7 +37,7 @@ from lm_eval.utils import simple_parse_args_string
 from eager_eval.answers import AnswerType, extract_answer, labels_verifier, same_answer
 from eager_eval.backends.base import Backend
 from eager_eval.calibration import AUTO, Calibration, calibrate_theta, split_auto_theta
-from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.engines import HFEngine, VLLMEngine, check_max_rows
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations import lm_eval_tasks
@@ -48,6 +48,7 @@ from eager_eval.integrations.lm_eval_tasks import (
 )
 from eager_eval.metrics import majority_vote
 from eager_eval.results import PromptResult, RunResult
+from eager_eval.settings import split_settings
 from eager_eval.runner import PromptInput, run
 
 __all__ = [  # EagerVLLM too, built on first access (not listed: `import *` would import vllm)
@@ -394,13 +395,7 @@ def split_model_args(kwargs: Mapping[str, Any], accepted: frozenset[str],
                      model: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(EagerConfig settings, the rest for the base class); an unknown name is a ConfigError
     listing every accepted name (EagerConfig fields and the base class's arguments)."""
-    eager_names = EagerConfig.field_names()
-    eager = {k: v for k, v in kwargs.items() if k in eager_names}
-    rest = {k: v for k, v in kwargs.items() if k not in eager_names}
-    unknown = sorted(set(rest) - accepted)
-    if unknown:
-        raise unknown_setting_error(unknown[0], accepted | eager_names, where=f"{model} model arg")
-    return eager, rest
+    return split_settings(kwargs, EagerConfig.field_names(), accepted, f"{model} model arg")
 
 
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"
