@@ -121,15 +121,16 @@ def positive_int(value: Any, name: str, meaning: str = "") -> int:
     if isinstance(parsed, float) and parsed.is_integer():
         parsed = int(parsed)
     if not isinstance(parsed, int) or isinstance(parsed, bool) or parsed < 1:
-        raise SettingError(name, value, "an integer >= 1" + (f" {meaning}" if meaning else ""))
+        shown = parsed if _is_number(parsed) else value  # "got 0" for the text "0"
+        raise SettingError(name, shown, "an integer >= 1" + (f" {meaning}" if meaning else ""))
     return parsed
 
 
-def positive_number(value: Any, name: str, meaning: str = "") -> float:
-    """`value` as a finite number > 0, else a SettingError."""
+def positive_number(value: Any, name: str, expected: str = "a finite number > 0") -> float:
+    """`value` as a finite number > 0, else a SettingError saying `expected`."""
     parsed = number_or_none(value)
     if parsed is None or not math.isfinite(parsed) or parsed <= 0:
-        raise SettingError(name, value, "a finite number > 0" + (f" {meaning}" if meaning else ""))
+        raise SettingError(name, value, expected)
     return float(parsed)
 
 

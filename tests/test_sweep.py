@@ -135,7 +135,7 @@ def test_builtin_tasks_become_data_files_with_the_shared_prompts(tmp_path):
     """aime25 / gpqa_diamond are written once into <output>/data/ from eager_eval.datasets, in
     the layout `eager-eval run --data` reads: the CLI then builds the very prompts lm-eval and
     Inspect see (made-up questions here; no GPQA text anywhere)."""
-    from eager_eval.cli import load_data_task
+    from eager_eval.task_data import load_data_task
     from eager_eval.datasets import gpqa_questions, read_math_jsonl
     from eager_eval.sweep import prepare_task
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eager_eval.config import EagerConfig
+from eager_eval.record import PoolRound, PromptRecord
 from eager_eval.settings import number_or_none, parse_value, renamed_settings
 
 HARNESSES = ("eager-eval", "lm-eval", "inspect")
@@ -121,14 +122,29 @@ class Run:
     """EagerConfig names with the values the run used (only those the source recorded)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Metric name -> value; absent = not recorded (shown as "—")."""
-    prompts: list[PromptStat] | None = None
-    """Per-prompt statistics where the source keeps samples, in prompt order."""
-    branches: list[BranchPoint] | None = None
-    """Granted forks where the source logs them; None = not logged, [] = none happened."""
+    records: list[PromptRecord] | None = None
+    """Each prompt's record (docs/FORMAT.md) where the source keeps them, in prompt order."""
+    pool_rounds: list[PoolRound] = field(default_factory=list)
+    """The budget pool's rounds, where the source records them apart from the records."""
     stored_savings: float | None = None
     """Savings the source itself reported (eager-eval results.json), for a cross-check."""
     prompts_sha256: str | None = None
     """The hash of the prompts the run graded, where the source records it (eager-eval)."""
+
+    @property
+    def prompts(self) -> list[PromptStat] | None:
+        """Per-prompt S_p and #T, from the records."""
+        if not self.records:
+            return None
+        return [PromptStat(r.index, r.n_sequences, r.tokens_generated) for r in self.records]
+
+    @property
+    def branches(self) -> list[BranchPoint] | None:
+        """Granted forks; None = the source keeps no records, [] = none happened."""
+        if self.records is None:
+            return None
+        return [BranchPoint(f.position, f.entropy, f.threshold)
+                for r in self.records for f in r.forks]
 
     @property
     def theta(self) -> float | None:
