@@ -357,6 +357,21 @@ def test_building_the_provider_loads_no_weights_the_first_call_does(loader, tmp_
     assert loader.calls == 1, "loaded once"
 
 
+def test_closing_the_model_frees_its_engine(loader, tmp_path):
+    """Inspect closes the model after an eval (`aclose`): the weights go, and the garbage
+    collector gets them (a weak reference dies); a later call loads them again."""
+    import weakref
+
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
+    asyncio.run(generate_all(api, ["q1"]))
+    assert loader.calls == 1 and api.engine.is_loaded
+    engine = weakref.ref(api.engine.loaded)
+    asyncio.run(api.aclose())
+    assert not api.engine.is_loaded and engine() is None
+    (output,) = asyncio.run(generate_all(api, ["q2"]))
+    assert loader.calls == 2 and len(output.metadata["sequences"]) >= 1
+
+
 def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
     loader.error = ConfigError("entropy_k", 500, "<= the model's vocabulary size (100 tokens)")
     api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)

@@ -28,7 +28,7 @@ from eager_eval.integrations.lm_eval import (  # noqa: E402
     texts_for_slots,
 )
 from eager_eval.integrations.lm_eval_tasks import SlotText  # noqa: E402
-from eager_eval.prompts import PromptEncoder, opens_thinking  # noqa: E402
+from eager_eval.prompts import PromptEncoder  # noqa: E402
 from eager_eval.record import PromptRecord, SequenceRecord  # noqa: E402
 
 BOX = {EOS: "", **{i: f" \\boxed{{{i}}}" for i in range(1, 11)}}
@@ -309,13 +309,6 @@ def test_split_model_args_rejects_unknown_names_with_the_accepted_list():
     message = str(err.value)
     assert "unknown eager-hf model arg 'thetta'" in message and "did you mean 'theta'" in message
     assert "dtype" in message and "max_seqs" in message
-
-
-def test_opens_thinking():
-    assert opens_thinking("<|im_start|>assistant\n<think>\n", "</think>")
-    assert not opens_thinking("<think>x</think> answer", "</think>")
-    assert not opens_thinking("plain", "</think>")
-    assert not opens_thinking("<think>", None)
 
 
 def test_marker_is_never_an_answer():

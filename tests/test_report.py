@@ -246,3 +246,19 @@ def test_theta_inf_string_is_read_as_infinity(tmp_path):
     build_report([tmp_path], tmp_path / "out", warn=None)
     row = _row(read_csv(tmp_path / "out" / "leaderboard.csv"), "smollm2-135m", "eager_adapt", "demo")
     assert row["theta"] == "inf"
+
+
+def test_report_and_show_import_no_sympy(tmp_path):
+    """Grades are stored in the records: reading and reporting them never loads math-verify
+    (and sympy under it, ~1 s); only grading does (answers.py imports it where it grades)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from eager_eval.cli import main; "
+            f"assert main(['report', {str(EAGER_DEMO)!r}, '--output', {str(tmp_path / 'r')!r}]) == 0; "
+            f"assert main(['show', {str(EAGER_DEMO)!r}]) == 0; "
+            f"print(sorted(m for m in ('sympy', 'math_verify') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
