@@ -361,9 +361,10 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     assert [len(p.sequences) for p in trees.prompts] == [s["n_sequences"] for s in samples]
     assert all(f.context is not None for p in trees.prompts for f in p.forks)
     assert len(samples) == 3
-    record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
-    assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]
-    assert "branch_points" in record and record["sequences"][0]["text"] == samples[0]["resps"][0][0]
+    record = json.loads(samples[0]["filtered_resps"][0])  # the one prompt record (FORMAT.md)
+    assert len(record["sequences"]) == samples[0]["n_sequences"]
+    assert "forks" in record and record["sequences"][0]["text"] == samples[0]["resps"][0][0]
+    assert record["calibration"]["theta"] == task_info["theta"]  # theta=auto in the record too
 
 
 @pytest.mark.slow

@@ -225,8 +225,9 @@ def request_settings(
     elif temperature is not None:
         changes["temperature"] = temperature
     for key in ("top_p", "top_k"):
-        if raw.get(key) is not None:
-            changes[key] = raw.pop(key)
+        value = raw.pop(key, None)
+        if value is not None:
+            changes[key] = value
     run_config = EagerConfig.from_mapping({**config.to_dict(), **changes})  # checked once
     for key in ("temperature", "top_p", "top_k"):
         if key in explicit and getattr(run_config, key) != getattr(config, key):
