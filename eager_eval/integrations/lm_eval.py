@@ -679,11 +679,9 @@ class EagerHFLM(EagerLM):
         max_rows = positive_int(engine_args.get("max_rows", 64), "max_rows",
                                 "(most sequences decoded together)")
         device = _device(engine_args.get("device"), "device" in engine_args)
-        dtype = engine_args.get("dtype")
-        dtype_name(None if dtype in (None, "auto") else str(dtype))
+        dtype = dtype_name(engine_args.get("dtype"))  # checked before the load, like the device
         check_device(device)
-        return engines.load_engine(pretrained, backend="hf", device=device,
-                                   dtype=None if dtype in (None, "auto") else str(dtype),
+        return engines.load_engine(pretrained, backend="hf", device=device, dtype=dtype,
                                    max_rows=max_rows)
 
     @property
