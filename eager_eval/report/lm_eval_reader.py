@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eager_eval.record import PromptRecord, pool_rounds_of
-from eager_eval.report.readers import (
+from eager_eval.report.reading import (
     DEFAULT_METHOD,
     UnreadableRun,
     fill_from_records,

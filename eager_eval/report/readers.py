@@ -15,30 +15,31 @@ aggregate left out (S_p's range, #T), they fill it, and a total that disagrees w
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.record import PromptRecord, pool_rounds_of
-from eager_eval.report.runs import MISSING, Run, as_number, metric_key, normalise_method, \
-    normalise_settings
+from eager_eval.record import pool_rounds_of
+from eager_eval.report.inspect_reader import read_inspect
+from eager_eval.report.lm_eval_reader import read_lm_eval
+from eager_eval.report.reading import (
+    DEFAULT_METHOD,
+    SWEEP_MANIFEST_TOOL,
+    UnreadableRun,
+    fill_from_records,
+    json_kind,
+    load_json,
+    numbers,
+    read_jsonl,
+    records_of,
+)
+from eager_eval.report.runs import MISSING, Run, as_number, normalise_method, normalise_settings
 
 RECORDED_METRICS = ("pass_at_k", "cons_at_k", "pass_rate", "tokens_generated", "n_prompts")
 """What an eager-eval results.json always records per method: a missing one is a warning."""
 
-SWEEP_MANIFEST_TOOL = "eager-eval-sweep"
-"""`sweep.json` written by `eager-eval sweep`: known, not a run, skipped quietly."""
-
-DEFAULT_METHOD = "eager_adapt"
-"""EagerConfig's default mode: what an EAGer adapter ran when no mode was recorded."""
-
 _RESULT_SUFFIXES = (".json", ".eval")
-
-
-class UnreadableRun(ValueError):
-    """A file looked like a result but could not be read; the message says why."""
 
 
 @dataclass
@@ -168,8 +169,6 @@ def read_file_runs(path: Path) -> list[Run]:
 def _read_file(path: Path) -> tuple[list[Run], list[str], set[str]] | None:
     """(runs, warnings, claimed sample files) of one file; None for a sweep manifest."""
     if path.suffix == ".eval":
-        from eager_eval.report.inspect_reader import read_inspect
-
         return read_inspect(path)
     data = load_json(path)
     kind = json_kind(data)
@@ -178,119 +177,10 @@ def _read_file(path: Path) -> tuple[list[Run], list[str], set[str]] | None:
     if kind == "eager-eval":
         return _read_eager_eval(path, data)
     if kind == "lm-eval":
-        from eager_eval.report.lm_eval_reader import read_lm_eval
-
         return read_lm_eval(path, data)
     if kind == "inspect":
-        from eager_eval.report.inspect_reader import read_inspect
-
         return read_inspect(path)
     raise UnreadableRun("not an eager-eval, lm-eval or Inspect result file")
-
-
-# --- files --------------------------------------------------------------------------------------
-
-
-def load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise UnreadableRun(f"invalid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UnreadableRun(f"cannot read ({err})") from None
-
-
-def json_kind(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return None
-    if data.get("tool") == "eager-eval":
-        return "eager-eval"
-    if data.get("tool") == SWEEP_MANIFEST_TOOL:
-        return "sweep"
-    if isinstance(data.get("results"), dict) and ("config" in data or "configs" in data):
-        return "lm-eval"
-    if isinstance(data.get("eval"), dict) and "version" in data and "status" in data:
-        return "inspect"
-    return None
-
-
-def read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
-    rows: list[dict] = []
-    bad = 0
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                bad += 1
-    if bad:
-        warnings.append(f"{path.name}: {bad} unreadable line(s) ignored")
-    return rows
-
-
-def records_of(rows: Iterable[Any], warnings: list[str], where: str) -> list[PromptRecord]:
-    """The prompt records among `rows` (any version); a row that is none is said once."""
-    records, bad = [], 0
-    for row in rows:
-        try:
-            records.append(PromptRecord.from_dict(row))
-        except (ValueError, TypeError, AttributeError):
-            bad += 1
-    if bad:
-        warnings.append(f"{where}: {bad} line(s) that are no prompt record ignored")
-    return records
-
-
-# --- metrics from the records ---------------------------------------------------------------
-
-
-def fill_from_records(run: Run, warnings: list[str]) -> None:
-    """Metrics the records determine, where the aggregate left them out; a total that
-    disagrees with the records is reported (the records win for #T)."""
-    prompts = run.prompts or []
-    seqs = [p.n_sequences for p in prompts]
-    tokens = [p.tokens_generated for p in prompts]
-    if prompts and all(s is not None for s in seqs):
-        run.metrics.setdefault("seqs_min", min(seqs))
-        run.metrics.setdefault("seqs_max", max(seqs))
-        run.metrics.setdefault("seqs_mean", sum(seqs) / len(seqs))
-    if prompts:
-        run.metrics.setdefault("n_prompts", len(prompts))
-    if prompts and all(t is not None for t in tokens):
-        total = sum(tokens)  # type: ignore[arg-type]
-        recorded = run.metrics.get("tokens_generated")
-        if recorded is not None and abs(recorded - total) > 0.5:
-            warnings.append(
-                f"{run.task}/{run.method}: tokens_generated {recorded:g} in the results but the "
-                f"per-prompt samples sum to {total}; using {total}"
-            )
-        run.metrics["tokens_generated"] = total
-
-
-def numbers(metrics: dict, where: str, warnings: list[str]) -> dict[str, float]:
-    """Our metrics among `metrics`, as numbers; one that is not a number is said."""
-    out: dict[str, float] = {}
-    for name, value in metrics.items():
-        key = metric_key(str(name))
-        number = as_number(value)
-        if key is not None and number is not None:
-            out.setdefault(key, number)
-        elif key is not None:
-            not_a_number(where + str(name), value, warnings)
-    return out
-
-
-def not_a_number(name: str, value: Any, warnings: list[str]) -> None:
-    """A metric of ours the source holds as text, null or NaN: blank in the table, said so."""
-    warnings.append(f"{name} is {value!r}, not a number; shown as {MISSING}")
 
 
 # --- 1. eager-eval ------------------------------------------------------------------------------
@@ -347,6 +237,4 @@ def _check_prompt_count(run: Run, warnings: list[str]) -> None:
 
 
 __all__ = ["ReadResult", "UnreadableRun", "read_runs", "read_file_runs", "result_files",
-           "display_path", "load_json", "json_kind", "read_jsonl", "records_of",
-           "fill_from_records", "numbers", "not_a_number", "DEFAULT_METHOD",
-           "SWEEP_MANIFEST_TOOL"]
+           "display_path", "DEFAULT_METHOD", "SWEEP_MANIFEST_TOOL"]
