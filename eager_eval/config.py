@@ -13,7 +13,10 @@ import difflib
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from eager_eval.sampling import SamplingSettings
 
 
 class Mode(str, Enum):
@@ -123,7 +126,6 @@ class EagerConfig:
             raise ConfigError("theta", self.theta, "a number of nats > 0 (use inf to never branch)")
         set_("theta", float(self.theta))
         self._check_int("max_seqs", 1)
-        self._check_int("topk", 2)
         if self.percentile is not None:
             if not _is_number(self.percentile) or not (0 < self.percentile <= 100):
                 raise ConfigError("percentile", self.percentile, "in (0, 100], or None for a fixed theta")
@@ -131,12 +133,12 @@ class EagerConfig:
         self._check_int("window", 1)
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
-        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
-            # inf would divide the logits to a uniform draw over the vocabulary: random text
-            raise ConfigError("temperature", self.temperature, "a finite number >= 0 (0 = greedy)")
-        if not _is_number(self.top_p) or not (0 < self.top_p <= 1):
-            raise ConfigError("top_p", self.top_p, "in (0, 1]")
-        self._check_int("top_k", 0)
+        from eager_eval.sampling import SamplingSettings  # (it imports this module)
+
+        sampling = SamplingSettings(self.topk, self.temperature, self.top_p, self.top_k,
+                                    self.entropy_source)  # the one copy of the sampling checks
+        set_("topk", sampling.topk)
+        set_("top_k", sampling.top_k)
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)
         self._check_int("adapt_cap", 1)
@@ -159,6 +161,13 @@ class EagerConfig:
     @property
     def is_branching(self) -> bool:
         return self.mode is not Mode.FULL_PARALLEL
+
+    @property
+    def sampling(self) -> "SamplingSettings":
+        """What the backends sample with (and the top-K they report, for branching modes)."""
+        from eager_eval.sampling import SamplingSettings
+
+        return SamplingSettings.from_config(self)
 
     def replace(self, **changes: Any) -> "EagerConfig":
         return dataclasses.replace(self, **changes)
