@@ -33,6 +33,7 @@ from eager_eval.backends.vllm import (
     restart_seed,
     topk_rows,
 )
+from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import _splitmix64, unit_uniform
 from eager_eval.seeds import restart_seed as seeds_restart_seed
 
@@ -817,3 +818,18 @@ def test_one_backend_serves_several_runs():
     second = run([PromptInput(PROMPT)], backend, config)
     assert [s.tokens for s in first.prompts[0].sequences] == [s.tokens for s in second.prompts[0].sequences]
     assert not backend.has_unfinished()
+
+
+def test_stop_topk_reports_a_settled_trees_sequences_without_top_k():
+    """After `stop_topk` nothing converts those sequences' top-K (the runner reads none once
+    their tree cannot branch); other sequences keep theirs, with batched entropies."""
+    backend, _ = make_backend(k=5)
+    backend.add([NewTree.single(0, PROMPT, 11, 8), NewTree.single(1, PROMPT, 12, 8)])
+    first = backend.step()
+    assert all(len(s.topk_ids) == 5 and s.entropy is not None for s in first)
+    backend.stop_topk([0])
+    later = [s for s in drain(backend) if s.position > 0]
+    assert {s.seq_id for s in later} == {0, 1}
+    assert all(s.topk_ids == () and s.entropy is None for s in later if s.seq_id == 0)
+    assert all(len(s.topk_ids) == 5 and s.entropy == pytest.approx(topk_entropy(s.topk_logprobs))
+               for s in later if s.seq_id == 1)
