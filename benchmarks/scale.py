@@ -60,8 +60,8 @@ class TimedBackend:
         finally:
             self.engine_seconds += time.process_time() - start
 
-    def add(self, sequences: Any) -> None:
-        self._timed(self.inner.add, sequences)
+    def add(self, trees: Any) -> None:
+        self._timed(self.inner.add, trees)
 
     def step(self) -> Any:
         out = self._timed(self.inner.step)

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from eager_eval.backends.base import NewSequence
+from eager_eval.backends.base import NewTree, Root
 from eager_eval.backends.hf import HFBackend
 
 PROMPTS = [
@@ -106,19 +106,12 @@ def run_backend(
 ) -> tuple[float, float]:
     """(seconds for every row to reach `t` tokens, seconds of the first step = prefill + token 0).
     The runner's finishing is done by hand."""
-    backend = HFBackend(
-        model, tokenizer, temperature=temperature, top_p=1.0, top_k=0, max_rows=len(prompts) * m,
-        logprobs=logprobs,
-    )
+    backend = HFBackend(model, tokenizer, temperature=temperature, top_p=1.0, top_k=0,
+                        logprobs=logprobs, max_rows=len(prompts) * m)
     _sync(model)
     start = time.perf_counter()
-    backend.add(
-        [
-            NewSequence(i * m + j, tuple(p), 1000 + i * m + j, t)
-            for i, p in enumerate(prompts)
-            for j in range(m)
-        ]
-    )
+    backend.add([NewTree(i, tuple(p), tuple(Root(i * m + j, 1000 + i * m + j) for j in range(m)), t)
+                 for i, p in enumerate(prompts)])
     first = None
     while backend.has_unfinished():
         for step in backend.step():

@@ -33,7 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from eager_eval.backends.base import Backend, NewSequence
+from eager_eval.backends.base import Backend, NewTree
 from eager_eval.config import EagerConfig, Mode
 from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import branch_seed
@@ -110,7 +110,7 @@ def warmup_entropies(backend: Backend, prompts: Sequence[tuple[int, ...]], promp
     """
     length = min(warmup_tokens, config.max_new_tokens)
     seq_ids = list(range(len(prompts)))
-    backend.add([NewSequence(i, tuple(p), branch_seed(config.seed, index, 0, 0), length, tree=i)
+    backend.add([NewTree.single(i, p, branch_seed(config.seed, index, 0, 0), length)
                  for i, p, index in zip(seq_ids, prompts, prompt_indexes)])
     live = set(seq_ids)
     entropies: list[float] = []

@@ -12,7 +12,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from eager_eval.sampling import SamplingSettings
 
 from eager_eval.settings import (
     RENAMED,
@@ -119,7 +122,6 @@ class EagerConfig:
             raise ConfigError("theta", self.theta, "a number of nats > 0 (use inf to never branch)")
         set_("theta", float(self.theta))
         self._check_int("max_seqs", 1)
-        self._check_int("entropy_k", 2)
         if self.percentile is not None:
             if not _is_number(self.percentile) or not (0 < self.percentile <= 100):
                 raise ConfigError("percentile", self.percentile, "in (0, 100], or None for a fixed theta")
@@ -127,12 +129,20 @@ class EagerConfig:
         self._check_int("window", 1)
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
-        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
-            # inf would divide the logits to a uniform draw over the vocabulary: random text
-            raise ConfigError("temperature", self.temperature, "a finite number >= 0 (0 = greedy)")
-        if not _is_number(self.top_p) or not (0 < self.top_p <= 1):
-            raise ConfigError("top_p", self.top_p, "in (0, 1]")
-        self._check_int("top_k", 0)
+        from eager_eval.sampling import SamplingSettings  # (it imports this module)
+
+        try:
+            sampling = SamplingSettings(self.entropy_k, self.temperature, self.top_p, self.top_k,
+                                        self.entropy_source)  # the one copy of the sampling checks
+        except ConfigError as err:
+            if err.parameter != "topk":
+                raise
+            # SamplingSettings (the backends' object) still calls the entropy's K `topk`:
+            # the user set `entropy_k`, so the line names that
+            raise ConfigError("entropy_k", err.value, "", message=str(err).replace(
+                "topk", "entropy_k", 1)) from None
+        set_("entropy_k", sampling.topk)
+        set_("top_k", sampling.top_k)
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)
         self._check_int("adapt_cap", 1)
@@ -164,6 +174,13 @@ class EagerConfig:
     def budget(self, n_prompts: int) -> int:
         """M * N: the sequences a task of `n_prompts` prompts may spend (METHOD.md section 4)."""
         return total_budget(self.max_seqs, n_prompts)
+
+    @property
+    def sampling(self) -> "SamplingSettings":
+        """What the backends sample with (and the top-K they report, for branching modes)."""
+        from eager_eval.sampling import SamplingSettings
+
+        return SamplingSettings.from_config(self)
 
     def replace(self, **changes: Any) -> "EagerConfig":
         return dataclasses.replace(self, **renamed_settings(changes, "EagerConfig field"))

@@ -11,9 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import Sequence
 
 from eager_eval.entropy import EntropyHistory
+
+
+class BranchingEnd(str, Enum):
+    """Why a tree stopped testing entropies."""
+
+    CAP = "cap"
+    """It hit its cap (see `BranchController.hit_cap`)."""
+    WINDOW = "window"
+    """W positions in a row granted no fork (the no-branch window)."""
+    OFF = "off"
+    """The run never branches (full_parallel)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class BranchController:
         """A fork was wanted (entropy above tau) but the cap was already reached."""
         self.positions_without_fork = 0
         self.history = EntropyHistory(percentile) if percentile is not None else None
-        self.stop_reason: str | None = None if branching else "off"
+        self.ended: BranchingEnd | None = None if branching else BranchingEnd.OFF
 
     def set_cap(self, cap: int) -> None:
         """The final cap of a tree that started with a floor only."""
@@ -60,7 +72,7 @@ class BranchController:
         self.cap = self.floor = cap
 
     @property
-    def saturated(self) -> bool:
+    def hit_cap(self) -> bool:
         """The tree hit its cap: it forked up to it, or wanted a fork the cap refused.
 
         The second half matters for a retry allotted a single sequence: it holds its cap from
@@ -72,13 +84,13 @@ class BranchController:
     @property
     def is_branching(self) -> bool:
         """False once the cap or the no-branch window ended branching for this tree."""
-        return self.stop_reason is None
+        return self.ended is None
 
     def _depends_on_cap(self, wanted: int) -> bool:
         """Would granting `wanted` forks here decide differently for some cap >= floor?
 
         All are granted and none refused for every such cap while the count stays within the
-        floor; the tree is saturated afterwards only if the cap equals a floor it reached with
+        floor; the tree hits its cap afterwards only if the cap equals a floor it reached with
         a grant. So the decision needs the cap past the floor, or at it after any grant.
         """
         after = self.n_created + wanted
@@ -129,8 +141,8 @@ class BranchController:
             self.positions_without_fork = 0
         else:
             self.positions_without_fork += 1
-        if self.saturated:
-            self.stop_reason = "cap"
+        if self.hit_cap:
+            self.ended = BranchingEnd.CAP
         elif self.positions_without_fork >= self.window:
-            self.stop_reason = "window"
+            self.ended = BranchingEnd.WINDOW
         return grants

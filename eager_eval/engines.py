@@ -90,11 +90,7 @@ class HFEngine:
         from eager_eval.backends.hf import HFBackend
 
         self.verify(config)
-        return HFBackend(
-            self.model, self.tokenizer, topk=config.topk, temperature=config.temperature,
-            top_p=config.top_p, top_k=config.top_k, entropy_source=config.entropy_source.value,
-            max_rows=self.max_rows, logprobs=config.is_branching,
-        )
+        return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows)
 
     def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
         return chat_token_ids(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from eager_eval.backends.base import Backend, Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Backend, Fork, NewTree, TokenStep
 from eager_eval.results import TreeResult
 
 
@@ -38,8 +38,8 @@ class CountingBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.inner.decode(token_ids)
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        self.inner.add(sequences)
+    def add(self, trees: Sequence[NewTree]) -> None:
+        self.inner.add(trees)
 
     def step(self) -> list[TokenStep]:
         steps = self.inner.step()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
-from eager_eval.backends.base import Backend, NewSequence
+from eager_eval.backends.base import Backend, NewTree, Root
 from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.results import PromptResult, RoundStats, RunResult, TreeResult
 from eager_eval.schedule import RoundSchedule, Start
@@ -115,7 +115,7 @@ class _Driver:
     # --- trees ---------------------------------------------------------------------------
     def start(self, starts: Sequence[Start], n_roots: int) -> None:
         """Create the trees (or read them from the store) and queue their roots."""
-        new: list[NewSequence] = []
+        new: list[NewTree] = []
         for s in starts:
             stored = self.store.get(s.prompt_idx, s.round) if self.store is not None else None
             if stored is not None:
@@ -129,8 +129,9 @@ class _Driver:
             self._next_tree += 1
             self._open[id(tree)] = tree
             self.schedule.add_tree(tree)
-            new += [NewSequence(seq.seq_id, tree.prompt.tokens, seq.seed, tree.max_new_tokens,
-                                tree=tree.tree_id, tree_cap=s.upper) for seq in tree.roots]
+            new.append(NewTree(tree.tree_id, tree.prompt.tokens,
+                               tuple(Root(seq.seq_id, seq.seed) for seq in tree.roots),
+                               tree.max_new_tokens, s.upper))
         if new:
             self.backend.add(new)
 

@@ -108,7 +108,7 @@ class Tree:
 
     @property
     def hit_cap(self) -> bool:
-        return self.controller.saturated
+        return self.controller.hit_cap
 
     def _new_seq(self, parent: int | None, fork_position: int, tokens: list[int]) -> Seq:
         creation = len(self.seqs)
@@ -281,7 +281,7 @@ class Tree:
                                     list(s.tokens), self.text_of(s), s.finish_reason)
                      for s in self.seqs]
         return TreeResult(self.prompt_idx, self.round, self.cap, self.theta, sequences,
-                          list(self.events), hit_cap=self.controller.saturated)
+                          list(self.events), hit_cap=self.controller.hit_cap)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...], think_end: str | None) -> str:

@@ -45,7 +45,7 @@ class Recording:
     def __call__(self, config: EagerConfig) -> ScriptedBackend:
         backend = ScriptedBackend(self.script, greedy=self.greedy)
         add = backend.add
-        backend.add = lambda seqs: (self.roots.extend(seqs), add(seqs))[1]  # type: ignore[method-assign]
+        backend.add = lambda trees: (self.roots.extend(trees), add(trees))[1]  # type: ignore[method-assign]
         self.configs.append(config)
         return backend
 
@@ -70,7 +70,7 @@ def test_warmup_roots_are_the_runs_roots_spread_over_the_task():
     calibrate_theta(backends, [(i, 1) for i in range(40)], CONFIG)
     indexes = [i * 40 // 16 for i in range(16)]
     assert [r.prompt for r in backends.roots] == [(i, 1) for i in indexes]
-    assert [r.seed for r in backends.roots] == [branch_seed(4, i, 0, 0) for i in indexes]
+    assert [r.roots[0].seed for r in backends.roots] == [branch_seed(4, i, 0, 0) for i in indexes]
 
 
 def test_a_full_parallel_config_calibrates_on_a_branching_backend():

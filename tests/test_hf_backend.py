@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from eager_eval.backends.base import Backend, Fork, NewSequence
+from eager_eval.backends.base import Backend, Fork, NewTree, Root
 from eager_eval.backends.hf import HFBackend, _row_key, counter_uniforms
 from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
@@ -82,16 +82,17 @@ PROMPTS = [
 def roots(prompts, seeds=None, max_new_tokens=50):
     seeds = seeds or [100 + i for i in range(len(prompts))]
     return [
-        NewSequence(i, tuple(p), s, max_new_tokens) for i, (p, s) in enumerate(zip(prompts, seeds))
+        NewTree.single(i, tuple(p), s, max_new_tokens) for i, (p, s) in enumerate(zip(prompts, seeds))
     ]
 
 
 def tree_roots(trees, max_new_tokens=50):
-    """[(prompt, roots, tree_cap)] -> the roots of trees 0, 1, ..., seq ids counting from 0."""
-    out = []
+    """[(prompt, roots, cap)] -> trees 0, 1, ..., their roots' seq ids counting from 0."""
+    out, first = [], 0
     for tree, (prompt, n, cap) in enumerate(trees):
-        out += [NewSequence(len(out) + i, tuple(prompt), 100 + len(out) + i, max_new_tokens,
-                            tree=tree, tree_cap=cap) for i in range(n)]
+        out.append(NewTree(tree, tuple(prompt), tuple(Root(first + i, 100 + first + i)
+                                                      for i in range(n)), max_new_tokens, cap))
+        first += n
     return out
 
 
@@ -106,10 +107,10 @@ def reference_logprobs(model, prefix) -> torch.Tensor:
     return logits.float().log_softmax(-1)
 
 
-def run_tokens(backend, sequences, n_steps):
+def run_tokens(backend, trees, n_steps):
     """Tokens per seq_id after `n_steps` steps, no forks."""
-    backend.add(sequences)
-    tokens = {s.seq_id: [] for s in sequences}
+    backend.add(trees)
+    tokens = {r.seq_id: [] for t in trees for r in t.roots}
     for _ in range(n_steps):
         for st in backend.step():
             tokens[st.seq_id].append(st.token)
@@ -125,8 +126,8 @@ def test_is_a_backend(llama):
 
 LONG_PROMPT = (3, 1, 4, 1, 5, 9, 2, 6, 53, 58, 9, 79, 32, 38, 46, 26)
 LATE_ROOTS = {  # step -> root added then: admission mid-wave merges caches of other widths
-    2: NewSequence(100, LONG_PROMPT, 1234, 50),  # longer than the running batch
-    6: NewSequence(101, (27, 18, 28), 4321, 50),  # shorter than the running batch
+    2: NewTree.single(100, LONG_PROMPT, 1234, 50),  # longer than the running batch
+    6: NewTree.single(101, (27, 18, 28), 4321, 50),  # shorter than the running batch
 }
 
 
@@ -178,7 +179,8 @@ def test_forked_rows_see_the_same_logits_as_a_fresh_forward(model, policy):
         if t in LATE_ROOTS:
             late = LATE_ROOTS[t]
             backend.add([late])
-            prefix[late.seq_id], prompt_len[late.seq_id] = list(late.prompt), len(late.prompt)
+            seq_id = late.roots[0].seq_id
+            prefix[seq_id], prompt_len[seq_id] = list(late.prompt), len(late.prompt)
     assert forks_done >= 4 and parents_finished >= 1 and checked > 60
     assert len(prefix[100]) > 16 + 5 and len(prefix[101]) > 3 + 5  # both late roots ran
 
@@ -329,24 +331,26 @@ def test_trees_are_told_apart_by_id_not_by_prompt(llama):
     assert ids(backend.step()) == [1, 3, 4]
 
 
-def test_add_checks_that_a_trees_roots_come_together(llama):
+def test_add_checks_trees_and_reuses_a_done_trees_id(llama):
     backend = HFBackend(llama, FakeTokenizer(), max_rows=3)
-    a, b, c = tree_roots([(PROMPTS[0], 2, 2), (PROMPTS[1], 1, 1)])
-    with pytest.raises(ValueError, match="adjacent"):
-        backend.add([a, c, b])
-    with pytest.raises(ValueError, match="already in use"):
+    a, b = tree_roots([(PROMPTS[0], 2, 2), (PROMPTS[1], 1, 1)])
+    with pytest.raises(ValueError, match="tree id 0 is already in use"):
         backend.add([a, a])
-    with pytest.raises(ValueError, match="tree_cap"):
-        backend.add([NewSequence(0, PROMPTS[0], 1, 5, tree=0, tree_cap=0)])
+    with pytest.raises(ValueError, match="sequence id 0 is already in use"):
+        backend.add([a, NewTree(5, PROMPTS[1], (Root(0, 1),), 5)])
+    with pytest.raises(ValueError, match="cap must be >= 0"):
+        NewTree(0, PROMPTS[0], (Root(0, 1),), 5, cap=-1)
+    with pytest.raises(ValueError, match="roots' sequence ids must differ"):
+        NewTree(0, PROMPTS[0], (Root(0, 1), Root(0, 2)), 5)
     assert not backend.has_unfinished()  # a bad call queues nothing
-    backend.add([a, b])
-    with pytest.raises(ValueError, match="adjacent"):
-        backend.add([NewSequence(7, PROMPTS[3], 1, 5, tree=0)])  # tree 0 is still open
-    backend.add([c])
+    backend.add([a])
+    with pytest.raises(ValueError, match="tree id 0 is already in use"):
+        backend.add([NewTree.single(7, PROMPTS[3], 1, 5, tree_id=0)])  # tree 0 is still open
+    backend.add([b])
     backend.step()
     for seq_id in (0, 1):
         backend.finish(seq_id)
-    backend.add([NewSequence(7, PROMPTS[3], 1, 5, tree=0)])  # tree 0 is done: its id is free
+    backend.add([NewTree.single(7, PROMPTS[3], 1, 5, tree_id=0)])  # tree 0 is done: id free
     assert ids(backend.step()) == [2, 7]
 
 

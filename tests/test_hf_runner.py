@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from test_hf_backend import FakeTokenizer, reference_logprobs, tiny_model  # noqa: E402
 
-from eager_eval.backends.base import NewSequence  # noqa: E402
+from eager_eval.backends.base import NewTree  # noqa: E402
 from eager_eval.backends.hf import HFBackend  # noqa: E402
 from eager_eval.backends.scripted import ScriptedBackend  # noqa: E402
 from eager_eval.config import EagerConfig  # noqa: E402
@@ -69,7 +69,7 @@ def test_theta_inf_on_hf_equals_plain_seeded_sampling(model):
     # plain sampling: each prompt alone, seeded with branch_seed(seed, i, 0), no runner at all
     for i, prompt in enumerate(PROMPTS):
         alone = HFBackend(model, FakeTokenizer(), temperature=1.0)
-        alone.add([NewSequence(0, prompt.tokens, branch_seed(7, i, 0), 12)])
+        alone.add([NewTree.single(0, prompt.tokens, branch_seed(7, i, 0), 12)])
         tokens = []
         seq = result.prompts[i].sequences[0]
         while len(tokens) < len(seq.tokens):

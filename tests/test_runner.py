@@ -45,46 +45,49 @@ def test_same_seed_same_tree_and_numbers():
 
 
 class _AddRecording(ScriptedBackend):
-    def add(self, sequences):
-        self.added = [*getattr(self, "added", []), list(sequences)]
-        super().add(sequences)
+    def add(self, trees):
+        self.added = [*getattr(self, "added", []), list(trees)]
+        super().add(trees)
 
 
 @pytest.mark.parametrize("mode", ["full_parallel", "eager_adapt"])
-def test_roots_name_their_tree_and_its_cap(mode):
-    """Backends group roots by `tree` (unique over all rounds) and bound memory by `tree_cap`."""
+@pytest.mark.parametrize("late_forks", [False, True])
+def test_each_tree_is_added_whole_with_its_cap(mode, late_forks):
+    """Backends admit a tree as one unit (its roots together) and bound memory by its cap: the
+    final cap, or (a tree started on a guaranteed floor) a bound at least as large."""
     def script(prompt, generated):  # odd prompts branch to their cap, even ones never branch
         if len(generated) >= 5:
             return peaked(EOS)
         return flat([5, 6, 7]) if prompt[0] % 2 else peaked(8)
 
     backend = _AddRecording(script, greedy=False)
+    backend.late_forks = late_forks
     result = run(PROMPTS, backend, cfg(mode=mode))
     trees = [t for p in result.prompts for t in p.trees]
     # eager_adapt: the even prompts' unspent budget is a retry with cap 3 for each odd prompt
     assert [r.allotments for r in result.rounds[1:]] == ([] if mode == "full_parallel"
                                                          else [{0: 3, 2: 3}])
-    roots = [s for call in backend.added for s in call]
-    assert len({s.tree for s in roots}) == len(trees)
-    for call, round_trees in zip(backend.added, [[t for t in trees if t.round == r]
-                                                 for r in range(len(result.rounds))]):
-        by_tree = {}
-        for s in call:
-            by_tree.setdefault(s.tree, []).append(s)
-        caps = sorted((group[0].tree_cap, len(group)) for group in by_tree.values())
-        n_roots = 4 if mode == "full_parallel" else 1
-        assert caps == sorted((t.cap, n_roots) for t in round_trees)
-        assert {len({s.tree_cap for s in g}) for g in by_tree.values()} == {1}
+    added = [t for call in backend.added for t in call]
+    assert len({t.tree_id for t in added}) == len(added) == len(trees)
+    n_roots = 4 if mode == "full_parallel" else 1
+    assert all(len(t.roots) == n_roots for t in added)
+    got = sorted((t.prompt, t.cap) for t in added)
+    want = sorted((PROMPTS[t.prompt_idx].tokens, t.cap) for t in trees)
+    if late_forks:
+        assert [p for p, _ in got] == [p for p, _ in want]
+        assert all(a >= b for (_, a), (_, b) in zip(got, want))
+    else:
+        assert got == want
 
 
-def test_scripted_backend_wants_a_trees_roots_in_one_add():
-    from eager_eval.backends.base import NewSequence
+def test_scripted_backend_refuses_a_tree_id_in_use():
+    from eager_eval.backends.base import NewTree
 
     backend = ScriptedBackend(hashed_script(1))
-    backend.add([NewSequence(0, (1,), 1, 5, tree=0, tree_cap=2)])
-    with pytest.raises(ValueError, match="tree 0"):
-        backend.add([NewSequence(1, (1,), 2, 5, tree=0, tree_cap=2)])
-    backend.add([NewSequence(2, (1,), 3, 5)])  # no tree: always a tree of its own
+    backend.add([NewTree.single(0, (1,), 1, 5, tree_id=0, cap=2)])
+    with pytest.raises(ValueError, match="tree id 0"):
+        backend.add([NewTree.single(1, (1,), 2, 5, tree_id=0, cap=2)])
+    backend.add([NewTree.single(2, (1,), 3, 5)])
 
 
 @settings(max_examples=25, deadline=None)

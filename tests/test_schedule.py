@@ -183,6 +183,6 @@ def test_a_floor_tree_decides_alone_only_below_its_floor():
     assert ctrl.decide_forks([(0, math.log(3))], [math.log(3)]) is None  # would reach 2
     ctrl.set_cap(3)
     grants = ctrl.decide_forks([(0, math.log(3))], [math.log(3)])
-    assert [g.seq_id for g in grants] == [0] and not ctrl.saturated
+    assert [g.seq_id for g in grants] == [0] and not ctrl.hit_cap
     with pytest.raises(ValueError, match="below the guaranteed floor"):
         BranchController(cap=None, floor=2, theta=1, percentile=None, window=9).set_cap(1)

@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 
-from eager_eval.backends.base import Fork, NewSequence  # noqa: E402
+from eager_eval.backends.base import Fork, NewTree  # noqa: E402
 from eager_eval.backends.vllm import VLLMBackend, restart_seed  # noqa: E402
 from eager_eval.config import EagerConfig  # noqa: E402
 from eager_eval.runner import PromptInput, run  # noqa: E402
@@ -107,7 +107,7 @@ def steps_until(backend, seq_id, position):
 
 
 def test_roots_equal_plain_generate(backend):
-    backend.add([NewSequence(100, PROMPT, 11, 24), NewSequence(101, PROMPT, 12, 24)])
+    backend.add([NewTree.single(100, PROMPT, 11, 24), NewTree.single(101, PROMPT, 12, 24)])
     steps = drain(backend)
     want, want_logprobs = generate(backend, [PROMPT, PROMPT], [11, 12], 24)
     for seq_id, tokens, logprobs in zip((100, 101), want, want_logprobs):
@@ -124,7 +124,7 @@ def test_roots_equal_plain_generate(backend):
 
 def test_forks_restart_and_finish(backend):
     n = 24
-    backend.add([NewSequence(200, PROMPT, 21, n)])
+    backend.add([NewTree.single(200, PROMPT, 21, n)])
     steps = steps_until(backend, 200, 8)
     parent_before = backend.tokens_of(200)
     at = {s.position: s for s in steps if s.seq_id == 200}
@@ -164,7 +164,7 @@ def test_forks_restart_and_finish(backend):
 
 
 def test_finish_aborts_the_request(backend):
-    backend.add([NewSequence(300, PROMPT, 41, 60), NewSequence(301, PROMPT, 42, 5)])
+    backend.add([NewTree.single(300, PROMPT, 41, 60), NewTree.single(301, PROMPT, 42, 5)])
     steps_until(backend, 300, 2)
     backend.finish(300)
     steps = drain(backend)

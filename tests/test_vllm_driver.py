@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from eager_eval.backends.base import Backend, Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Backend, Fork, NewTree, TokenStep
 from eager_eval.backends.vllm import (
     RequestSpec,
     SamplingSettings,
@@ -33,6 +33,7 @@ from eager_eval.backends.vllm import (
     restart_seed,
     topk_rows,
 )
+from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import _splitmix64, unit_uniform
 from eager_eval.seeds import restart_seed as seeds_restart_seed
 
@@ -310,7 +311,7 @@ def test_is_a_backend():
 @pytest.mark.parametrize("flat", [False, True], ids=["dict_logprobs", "flat_logprobs"])
 def test_steps_carry_positions_tokens_and_topk(flat):
     backend, engine = make_backend(k=5, flat=flat)
-    backend.add([NewSequence(0, PROMPT, 101, 12), NewSequence(1, PROMPT, 202, 12)])
+    backend.add([NewTree.single(0, PROMPT, 101, 12), NewTree.single(1, PROMPT, 202, 12)])
     steps = drain(backend)
     for seq_id, seed in ((0, 101), (1, 202)):
         mine = by_seq(steps, seq_id)
@@ -326,7 +327,7 @@ def test_steps_carry_positions_tokens_and_topk(flat):
 def test_sampled_token_entry_outside_topk_is_dropped(flat):
     k = 3
     backend, engine = make_backend(k=k, flat=flat)
-    backend.add([NewSequence(i, PROMPT, 1000 + i, 20) for i in range(6)])
+    backend.add([NewTree.single(i, PROMPT, 1000 + i, 20) for i in range(6)])
     steps = drain(backend)
     raw_sizes = [len(e) for o in engine.raw_outputs for e in _entries(o.outputs[0].logprobs)]
     assert k + 1 in raw_sizes, "the fake engine should sometimes add the sampled token"
@@ -365,7 +366,7 @@ def test_multi_token_deltas_report_every_token_in_order():
     one, _ = make_backend(k=4)
     three, engine = make_backend(k=4, tokens_per_step=3)
     for backend in (one, three):
-        backend.add([NewSequence(0, PROMPT, 7, 10), NewSequence(1, PROMPT, 8, 10)])
+        backend.add([NewTree.single(0, PROMPT, 7, 10), NewTree.single(1, PROMPT, 8, 10)])
     steps_one, steps_three = drain(one), drain(three)
     assert any(len(o.outputs[0].token_ids) > 1 for o in engine.raw_outputs)
     for seq_id in (0, 1):
@@ -378,7 +379,7 @@ def test_multi_token_deltas_report_every_token_in_order():
 
 def test_fork_with_child_token_submits_prefix_plus_token_and_child_seed():
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 12)])
+    backend.add([NewTree.single(0, PROMPT, 11, 12)])
     steps = steps_until(backend, 0, 4)
     parent = backend.tokens_of(0)
     p, child_token = 2, parent[2] + 1
@@ -400,7 +401,7 @@ def test_fork_with_child_token_submits_prefix_plus_token_and_child_seed():
 
 def test_fork_without_child_token_returns_none_and_the_token_arrives_at_position():
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 12)])
+    backend.add([NewTree.single(0, PROMPT, 11, 12)])
     steps = steps_until(backend, 0, 5)
     parent = backend.tokens_of(0)
     p = 3
@@ -418,7 +419,7 @@ def test_fork_without_child_token_returns_none_and_the_token_arrives_at_position
 
 def test_fork_that_changes_the_parent_token_restarts_the_parent():
     backend, engine = make_backend(k=5, late_aborts=True)
-    backend.add([NewSequence(0, PROMPT, 11, 14)])
+    backend.add([NewTree.single(0, PROMPT, 11, 14)])
     before = steps_until(backend, 0, 6)
     old_tokens = backend.tokens_of(0)
     old_request = engine.added[0].request_id
@@ -459,7 +460,7 @@ def test_restart_seed_is_the_public_one_in_seeds_and_keeps_its_values():
 
 def test_restart_of_a_request_that_already_ended_resubmits_it():
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 4)])
+    backend.add([NewTree.single(0, PROMPT, 11, 4)])
     steps = drain(backend)  # the request ran to max_tokens and is gone from the engine
     tokens = backend.tokens_of(0)
     step_1 = by_seq(steps, 0)[1]
@@ -481,7 +482,7 @@ def test_child_lag_changes_no_token_or_position():
 
     def scenario(delay):
         backend, engine = make_backend(k=5, delay=delay)
-        backend.add([NewSequence(0, PROMPT, 11, 12), NewSequence(1, PROMPT, 12, 12)])
+        backend.add([NewTree.single(0, PROMPT, 11, 12), NewTree.single(1, PROMPT, 12, 12)])
         before = steps_until(backend, 0, 5) + steps_until(backend, 1, 5)
         parent = backend.tokens_of(0)
         step_3 = next(s for s in before if s.seq_id == 0 and s.position == 3)
@@ -504,7 +505,7 @@ def test_child_lag_changes_no_token_or_position():
 
 def test_finish_aborts_a_running_request_and_ignores_its_later_outputs():
     backend, engine = make_backend(k=5, late_aborts=True)
-    backend.add([NewSequence(0, PROMPT, 11, 20), NewSequence(1, PROMPT, 12, 20)])
+    backend.add([NewTree.single(0, PROMPT, 11, 20), NewTree.single(1, PROMPT, 12, 20)])
     steps_until(backend, 0, 2)
     held = backend.tokens_of(0)
     backend.finish(0)
@@ -522,17 +523,17 @@ def test_finish_aborts_a_running_request_and_ignores_its_later_outputs():
 def test_finished_ids_can_be_reused():
     """The runner numbers sequences from 0 in every run(): a backend outlives a run."""
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 3)])
+    backend.add([NewTree.single(0, PROMPT, 11, 3)])
     first = [s.token for s in drain(backend)]
     backend.finish(0)
-    backend.add([NewSequence(0, PROMPT, 11, 3)])
+    backend.add([NewTree.single(0, PROMPT, 11, 3)])
     assert [s.token for s in drain(backend)] == first
     assert len({a.request_id for a in engine.added}) == 2  # request ids never repeat
 
 
 def test_engine_stops_at_eos_and_reports_it():
     backend, _ = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 200)])
+    backend.add([NewTree.single(0, PROMPT, 11, 200)])
     steps = drain(backend)
     assert steps[-1].token == EOS
     assert len(PROMPT) + len(steps) == EOS_AT_CONTEXT + 1  # EOS was certain from there
@@ -541,7 +542,7 @@ def test_engine_stops_at_eos_and_reports_it():
 
 def test_child_ending_at_its_fork_token_gets_no_request():
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 6)])
+    backend.add([NewTree.single(0, PROMPT, 11, 6)])
     steps_until(backend, 0, 2)
     n_added = len(engine.added)
     tokens = backend.tokens_of(0)
@@ -557,11 +558,11 @@ def test_child_ending_at_its_fork_token_gets_no_request():
 
 def test_bad_input_is_named():
     backend, _ = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 11, 8)])
+    backend.add([NewTree.single(0, PROMPT, 11, 8)])
     with pytest.raises(ValueError, match="already in use"):
-        backend.add([NewSequence(0, PROMPT, 11, 8)])
+        backend.add([NewTree.single(0, PROMPT, 11, 8)])
     with pytest.raises(ValueError, match="prompt must not be empty"):
-        backend.add([NewSequence(5, (), 11, 8)])
+        backend.add([NewTree.single(5, (), 11, 8)])
     with pytest.raises(KeyError, match="unknown sequence 9"):
         backend.fork(Fork(9, 10, 0, 1, 2, 3))
     with pytest.raises(ValueError, match="position 3"):
@@ -575,14 +576,14 @@ def test_sequences_longer_than_max_model_len_are_refused():
     engine.model_config.max_model_len = 20
     backend = VLLMBackend(engine, FakeTokenizer(), SamplingSettings(topk=5),
                           request_builder=fake_builder(5))
-    backend.add([NewSequence(0, PROMPT, 1, 17)])  # 3 + 17 = 20 fits
+    backend.add([NewTree.single(0, PROMPT, 1, 17)])  # 3 + 17 = 20 fits
     with pytest.raises(ValueError, match="exceeds the engine's max_model_len"):
-        backend.add([NewSequence(1, PROMPT, 1, 18)])
+        backend.add([NewTree.single(1, PROMPT, 1, 18)])
 
 
 def test_a_request_the_engine_ends_early_is_an_error():
     backend, engine = make_backend(k=5)
-    backend.add([NewSequence(0, PROMPT, 1, 10)])
+    backend.add([NewTree.single(0, PROMPT, 1, 10)])
     backend.step()
     engine._requests[engine.added[0].request_id].max_tokens = 2  # as if vLLM capped it early
     with pytest.raises(RuntimeError, match="ended sequence 0 after 2 of 10 tokens"):
@@ -666,7 +667,7 @@ def test_from_model_builds_the_engine_and_requests(fake_vllm):
     assert kwargs["max_logprobs"] == 22 and kwargs["logprobs_mode"] == "raw_logprobs"
     assert kwargs["enforce_eager"] is True and kwargs["block_size"] == 32
     assert backend.eos_token_ids == frozenset({EOS})
-    backend.add([NewSequence(0, PROMPT, 3, 5)])
+    backend.add([NewTree.single(0, PROMPT, 3, 5)])
     steps = drain(backend)  # through the real request builder and flat logprobs
     assert [s.position for s in steps] == list(range(5))
     assert all(len(s.topk_ids) == 22 for s in steps)
@@ -700,8 +701,8 @@ def test_from_llm_takes_an_eager_config_and_warns_without_prefix_caching(fake_vl
     llm.llm_engine.vllm_config.cache_config.enable_prefix_caching = True
     # Two backends over one LLM (one per run) never share a request id.
     other = VLLMBackend.from_llm(llm, SamplingSettings(topk=20))
-    backend.add([NewSequence(0, PROMPT, 1, 2)])
-    other.add([NewSequence(0, PROMPT, 1, 2)])
+    backend.add([NewTree.single(0, PROMPT, 1, 2)])
+    other.add([NewTree.single(0, PROMPT, 1, 2)])
     assert len({a.request_id for a in llm.llm_engine.added}) == 2
     with pytest.raises(ValueError, match="max_logprobs=20"):
         VLLMBackend.from_llm(llm, SamplingSettings(topk=21))
@@ -751,7 +752,7 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     assert all(len(p) == 3 for p in without)
 
     backend = VLLMBackend.from_llm(load_llm("tiny/model", topk=5), config)
-    backend.add([NewSequence(0, PROMPT, 3, 6)])
+    backend.add([NewTree.single(0, PROMPT, 3, 6)])
     steps = drain(backend)
     assert len(steps) == 6 and all(s.topk_ids == () == s.topk_logprobs for s in steps)
 
@@ -817,3 +818,18 @@ def test_one_backend_serves_several_runs():
     second = run([PromptInput(PROMPT)], backend, config)
     assert [s.tokens for s in first.prompts[0].sequences] == [s.tokens for s in second.prompts[0].sequences]
     assert not backend.has_unfinished()
+
+
+def test_stop_topk_reports_a_settled_trees_sequences_without_top_k():
+    """After `stop_topk` nothing converts those sequences' top-K (the runner reads none once
+    their tree cannot branch); other sequences keep theirs, with batched entropies."""
+    backend, _ = make_backend(k=5)
+    backend.add([NewTree.single(0, PROMPT, 11, 8), NewTree.single(1, PROMPT, 12, 8)])
+    first = backend.step()
+    assert all(len(s.topk_ids) == 5 and s.entropy is not None for s in first)
+    backend.stop_topk([0])
+    later = [s for s in drain(backend) if s.position > 0]
+    assert {s.seq_id for s in later} == {0, 1}
+    assert all(s.topk_ids == () and s.entropy is None for s in later if s.seq_id == 0)
+    assert all(len(s.topk_ids) == 5 and s.entropy == pytest.approx(topk_entropy(s.topk_logprobs))
+               for s in later if s.seq_id == 1)

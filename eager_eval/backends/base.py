@@ -12,21 +12,52 @@ from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
-class NewSequence:
-    """A root sequence: decode `prompt` from position 0 with its own seed."""
+class Root:
+    """A root sequence of a tree: decoded from position 0 of the tree's prompt with its seed."""
 
     seq_id: int
-    prompt: tuple[int, ...]
     seed: int
+
+
+@dataclass(frozen=True)
+class NewTree:
+    """One tree, admitted as one unit: its prompt and its roots (M for a Full Parallel prompt,
+    one for EAGer). The runner decides a position only when every live sequence of a tree has
+    reported it, so a backend must never start some of a tree's roots and hold back others.
+    A fork's child belongs to its parent's tree."""
+
+    tree_id: int
+    prompt: tuple[int, ...]
+    roots: tuple[Root, ...]
     max_new_tokens: int
-    tree: int | None = None
-    """The tree this root starts. Roots with the same id are one tree (Full Parallel's M): they
-    come adjacent in one `add()` call and must be admitted together, because the runner advances
-    a tree in lockstep. None: a tree of its own."""
-    tree_cap: int = 1
+    cap: int = 0
     """The most sequences the tree can ever hold, its roots and finished ones included (the
-    controller refuses forks past it). Forks are never refused by a backend (the tree must not
-    depend on batching), so a backend that bounds its memory reserves this many rows per tree."""
+    controller refuses forks past it); 0: as many as its roots. Forks are never refused by a
+    backend (the tree must not depend on batching), so a backend that bounds its memory
+    reserves this many rows per tree."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", tuple(self.prompt))
+        object.__setattr__(self, "roots", tuple(self.roots))
+        if not self.prompt:
+            raise ValueError(f"tree {self.tree_id}: prompt must not be empty")
+        if not self.roots:
+            raise ValueError(f"tree {self.tree_id}: a tree needs at least one root")
+        if len({r.seq_id for r in self.roots}) != len(self.roots):
+            raise ValueError(f"tree {self.tree_id}: its roots' sequence ids must differ")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"tree {self.tree_id}: max_new_tokens must be >= 1, "
+                             f"got {self.max_new_tokens}")
+        if self.cap < 0:
+            raise ValueError(f"tree {self.tree_id}: cap must be >= 0, got {self.cap}")
+        object.__setattr__(self, "cap", max(self.cap, len(self.roots)))
+
+    @classmethod
+    def single(cls, seq_id: int, prompt: Sequence[int], seed: int, max_new_tokens: int, *,
+               tree_id: int | None = None, cap: int = 1) -> "NewTree":
+        """A tree of one root (tree id = its sequence id unless given)."""
+        return cls(seq_id if tree_id is None else tree_id, tuple(prompt), (Root(seq_id, seed),),
+                   max_new_tokens, cap)
 
 
 class TokenStep(NamedTuple):
@@ -80,14 +111,8 @@ class Backend(Protocol):
         """Text of generated tokens (special tokens dropped), for stop strings and answers."""
         ...
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        """Queue root sequences; the backend admits them as its row or memory limit allows.
-
-        Roots of one tree (same `tree` id, adjacent, all in this call) must be admitted
-        together: the runner decides a position only when every live sequence of the tree
-        reported it, so a tree split across admissions would wait on rows that never run. A
-        fork's child belongs to its parent's tree.
-        """
+    def add(self, trees: Sequence[NewTree]) -> None:
+        """Queue trees; the backend admits each one whole, as its row or memory limit allows."""
         ...
 
     def step(self) -> list[TokenStep]:

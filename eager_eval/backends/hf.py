@@ -5,13 +5,13 @@
 row, attention-mask row, next position id and the logits of its last forward. One forward per
 `step()` serves every row of every prompt.
 
-- **Admission.** `add()` queues roots; each `step()` admits queued trees (first in, first out,
-  nothing overtakes), prefills them together and merges their cache into the running one (the
-  shorter side is left-padded; one copy of the cache per admission, about the cost of one
-  decode step). A tree's roots (same `NewSequence.tree`) are admitted all or none: the runner
-  advances a tree in lockstep, so a root left in the queue would stall its admitted siblings.
+- **Admission.** `add()` queues trees; each `step()` admits queued trees whole (first in, first
+  out, nothing overtakes), prefills them together and merges their cache into the running one
+  (the shorter side is left-padded; one copy of the cache per admission, about the cost of one
+  decode step): the runner advances a tree in lockstep, so a root left in the queue would stall
+  its admitted siblings.
 - **`max_rows` bounds live rows.** Forks are never refused (the tree must not depend on
-  batching), so each live tree reserves the rows it may still need: `tree_cap` minus its
+  batching), so each live tree reserves the rows it may still need: `NewTree.cap` minus its
   finished sequences. A tree is admitted only while all reservations fit in `max_rows`, so
   live rows never exceed it, except that a tree is always admitted into an empty batch (one
   tree larger than `max_rows` runs alone). In eager modes a tree reserves its cap (M) from its
@@ -38,7 +38,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,9 +46,10 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Fork, NewTree, Root, TokenStep
 from eager_eval.backends.tokens import end_token_ids, token_pieces
 from eager_eval.entropy import topk_entropies
+from eager_eval.sampling import SamplingSettings
 from eager_eval.seeds import hash64
 
 
@@ -72,18 +73,16 @@ class _Row:
 class _TreeRows:
     """One tree's share of `max_rows`: what it holds now and may still grow to."""
 
-    tree_id: int | None
-    """`NewSequence.tree`; None: a root that is a tree of its own."""
-    size: int
-    """The most sequences it can ever hold: max(tree_cap, its roots)."""
-    queued: int = 0
+    tree: NewTree
+    queued: list[Root]
+    """Its roots not admitted yet (all of them, until the tree is admitted)."""
     live: int = 0
     finished: int = 0
 
     def reserved(self, live: int | None = None) -> int:
         """Rows kept for it while it has live rows (`live`: as if it had that many)."""
         live = self.live if live is None else live
-        return max(self.size - self.finished, live) if live else 0
+        return max(self.tree.cap - self.finished, live) if live else 0
 
 
 def _signed64(x: int) -> int:
@@ -123,44 +122,27 @@ class HFBackend:
         self,
         model: Any,
         tokenizer: Any,
+        settings: SamplingSettings | None = None,
         *,
-        topk: int = 20,
-        temperature: float = 0.6,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        entropy_source: str = "raw",
         max_rows: int = 64,
         device: str | None = None,
-        logprobs: bool = True,
+        **sampling: Any,
     ):
-        entropy_source = str(getattr(entropy_source, "value", entropy_source))
-        if entropy_source not in ("raw", "processed"):
-            raise ValueError(f"entropy_source must be 'raw' or 'processed', got {entropy_source!r}")
-        if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+        """`settings` (the run's: `EagerConfig.sampling`), or its fields as keywords
+        (`topk=`, `temperature=`, ...) for a backend used on its own."""
+        if settings is None:
+            settings = SamplingSettings(**sampling)
+        elif sampling:
+            raise TypeError(f"pass settings or sampling keywords, not both (got {sorted(sampling)})")
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        self.settings = settings
         self.model = model.eval()
         self.tokenizer = tokenizer
         if device is not None:
             self.model = self.model.to(device)
         self.device = self.model.device
-        self.topk = topk
-        self.temperature = temperature
-        self.top_p = top_p
-        self.top_k = top_k
-        self.processed_entropy = entropy_source == "processed"
         self.max_rows = max_rows
-        self.logprobs = logprobs
-        """Report top-K logprobs and entropies. False only for runs that never branch
-        (full_parallel): nothing reads them, and a top-K over the vocabulary per row per step
-        is not free on a GPU."""
         config = getattr(model, "generation_config", None)
         self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
         self.token_pieces = token_pieces(tokenizer)
@@ -170,9 +152,9 @@ class HFBackend:
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
-        self._waiting: deque[NewSequence] = deque()
+        self._waiting: deque[_TreeRows] = deque()  # trees not admitted yet, first in first out
         self._tree_of: dict[int, _TreeRows] = {}  # queued or live seq_id -> its tree
-        self._open_trees: dict[int, _TreeRows] = {}  # NewSequence.tree id -> tree, until done
+        self._open_trees: dict[int, _TreeRows] = {}  # tree id -> tree, until done
         self._rows: list[_Row] = []  # live rows in creation order (forks append)
         self._live: dict[int, _Row] = {}  # seq_id -> its row in `_rows`
         self._seen: set[int] = set()  # every seq_id ever added or forked, to reject reuse
@@ -187,36 +169,24 @@ class HFBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        """Queue roots; all are checked first, so a bad one queues none."""
+    def add(self, trees: Sequence[NewTree]) -> None:
+        """Queue trees; all are checked first, so a bad one queues none."""
         ids: set[int] = set()
-        sizes: dict[int, int] = {}  # tree id -> its roots in this call
-        for i, seq in enumerate(sequences):
-            if not seq.prompt:
-                raise ValueError(f"sequence {seq.seq_id}: prompt must not be empty")
-            if seq.seq_id in self._seen or seq.seq_id in ids:
-                raise ValueError(f"sequence id {seq.seq_id} is already in use")
-            ids.add(seq.seq_id)
-            if seq.tree_cap < 1:
-                raise ValueError(f"sequence {seq.seq_id}: tree_cap must be >= 1, "
-                                 f"got {seq.tree_cap}")
-            if seq.tree is None:
-                continue
-            if seq.tree in self._open_trees or (
-                seq.tree in sizes and sequences[i - 1].tree != seq.tree
-            ):
-                raise ValueError(f"the roots of tree {seq.tree} must be adjacent in one add() call")
-            sizes[seq.tree] = sizes.get(seq.tree, 0) + 1
-        tree = None
-        for i, seq in enumerate(sequences):
-            if seq.tree is None or i == 0 or sequences[i - 1].tree != seq.tree:
-                tree = _TreeRows(seq.tree, max(seq.tree_cap, sizes.get(seq.tree, 1)))
-                if seq.tree is not None:
-                    self._open_trees[seq.tree] = tree
-            self._claim(seq.seq_id)
-            tree.queued += 1
-            self._tree_of[seq.seq_id] = tree
-            self._waiting.append(replace(seq, prompt=tuple(seq.prompt)))  # hashable: dedup key
+        tree_ids: set[int] = set()
+        for tree in trees:
+            if tree.tree_id in self._open_trees or tree.tree_id in tree_ids:
+                raise ValueError(f"tree id {tree.tree_id} is already in use")
+            tree_ids.add(tree.tree_id)
+            for root in tree.roots:
+                if root.seq_id in self._seen or root.seq_id in ids:
+                    raise ValueError(f"sequence id {root.seq_id} is already in use")
+                ids.add(root.seq_id)
+        for tree in trees:
+            rows = self._open_trees[tree.tree_id] = _TreeRows(tree, list(tree.roots))
+            for root in tree.roots:
+                self._claim(root.seq_id)
+                self._tree_of[root.seq_id] = rows
+            self._waiting.append(rows)
 
     def has_unfinished(self) -> bool:
         return bool(self._waiting or self._rows)
@@ -261,16 +231,17 @@ class HFBackend:
         tree.finished += 1  # its reservation shrinks: the tree can never hold it again
         row = self._live.pop(seq_id, None)
         if row is None:  # queued
-            self._waiting = deque(s for s in self._waiting if s.seq_id != seq_id)
-            tree.queued -= 1
+            tree.queued = [r for r in tree.queued if r.seq_id != seq_id]
+            if not tree.queued:
+                self._waiting.remove(tree)
         else:
             tree.live -= 1
             self._rows.remove(row)
             self._reshape = True
             if not self._rows:
                 self._clear_batch()  # nothing left to reorder: free the cache now
-        if not tree.live and not tree.queued and tree.tree_id is not None:
-            del self._open_trees[tree.tree_id]  # done: its id may be used again
+        if not tree.live and not tree.queued:
+            del self._open_trees[tree.tree.tree_id]  # done: its id may be used again
 
     # ---- the step's parts --------------------------------------------------------------------
 
@@ -310,20 +281,21 @@ class HFBackend:
         if not self._waiting or (self._rows and not self._mergeable()):
             return
         reserved = sum(t.reserved() for t in {self._tree_of[row.seq_id] for row in self._rows})
-        seqs: list[NewSequence] = []
+        admitted: list[tuple[Root, tuple[int, ...]]] = []  # (root, its tree's prompt)
         while self._waiting:
-            tree = self._tree_of[self._waiting[0].seq_id]
-            need = tree.reserved(live=tree.queued)
-            if (self._rows or seqs) and reserved + need > self.max_rows:
+            tree = self._waiting[0]
+            need = tree.reserved(live=len(tree.queued))
+            if (self._rows or admitted) and reserved + need > self.max_rows:
                 break  # FIFO: a tree that does not fit waits; nothing overtakes it
             reserved += need
-            seqs.extend(self._waiting.popleft() for _ in range(tree.queued))
-            tree.live, tree.queued = tree.queued, 0
-        if not seqs:
+            self._waiting.popleft()
+            admitted += [(root, tree.tree.prompt) for root in tree.queued]
+            tree.live, tree.queued = len(tree.queued), []
+        if not admitted:
             return
         # Each distinct prompt is prefilled once (M full-parallel roots share one prompt), then
         # its cache row is repeated, as a fork would: prefill is compute-bound, decode is not.
-        prompts = list(dict.fromkeys(s.prompt for s in seqs))
+        prompts = list(dict.fromkeys(prompt for _, prompt in admitted))
         width = max(map(len, prompts))
         ids = torch.zeros(len(prompts), width, dtype=torch.long)  # pad id 0: masked anyway
         mask = torch.zeros(len(prompts), width, dtype=torch.long)
@@ -341,8 +313,8 @@ class HFBackend:
             logits_to_keep=1,
         )
         row_of = {prompt: i for i, prompt in enumerate(prompts)}
-        idx = torch.tensor([row_of[s.prompt] for s in seqs], device=self.device)  # [new]
-        if len(prompts) < len(seqs):
+        idx = torch.tensor([row_of[p] for _, p in admitted], device=self.device)  # [new]
+        if len(prompts) < len(admitted):
             cache.reorder_cache(idx)
         mask, logits = mask[idx], out.logits[idx, -1].float()  # [new, width], [new, vocab]
         pos = mask.sum(-1)  # [new] next position id = prompt length
@@ -351,8 +323,8 @@ class HFBackend:
             cache, mask = self._merge(cache, mask)
             pos, logits = torch.cat([self._pos, pos]), torch.cat([self._logits, logits])
         self._cache, self._mask, self._pos, self._logits = cache, mask, pos, logits
-        for i, seq in enumerate(seqs):
-            self._add_row(_Row(seq.seq_id, _row_key(seq.seed), start + i))
+        for i, (root, _) in enumerate(admitted):
+            self._add_row(_Row(root.seq_id, _row_key(root.seed), start + i))
 
     def _sample_and_report(self) -> list[TokenStep]:
         """Sample every row's next token with its own seed and report it with top-K."""
@@ -362,14 +334,14 @@ class HFBackend:
         scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
         rows = self._rows
         tokens = self._sample(scores, [r.key for r in rows], [r.position + 1 for r in rows]).tolist()
-        if not self.logprobs:
+        if not self.settings.logprobs:
             steps = []
             for row, token in zip(self._rows, tokens):
                 row.position, row.token = row.position + 1, token
                 steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
             return steps
-        logprobs = (scores if self.processed_entropy else self._logits).log_softmax(-1)
-        top_logprobs, top_ids = logprobs.topk(min(self.topk, logprobs.shape[-1]), -1)  # [rows, K]
+        logprobs = (scores if self.settings.processed_entropy else self._logits).log_softmax(-1)
+        top_logprobs, top_ids = logprobs.topk(min(self.settings.topk, logprobs.shape[-1]), -1)  # [rows, K]
         top_logprobs = top_logprobs.cpu().numpy()
         entropies = topk_entropies(top_logprobs).tolist()  # all rows at once, in float64
         top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once
@@ -383,15 +355,15 @@ class HFBackend:
 
     def _warp(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature, then top-k, then top-p (HF's warper order), as -inf masks. [n, vocab]"""
-        scores = logits / self.temperature if self.temperature > 0 else logits
-        if self.top_k > 0 and self.top_k < scores.shape[-1]:
-            kth = scores.topk(self.top_k, -1).values[:, -1:]  # [n, 1]
+        scores = logits / self.settings.temperature if self.settings.temperature > 0 else logits
+        if self.settings.top_k > 0 and self.settings.top_k < scores.shape[-1]:
+            kth = scores.topk(self.settings.top_k, -1).values[:, -1:]  # [n, 1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
-        if self.top_p < 1.0:
+        if self.settings.top_p < 1.0:
             sorted_scores, order = scores.sort(-1, descending=True)
             probs = sorted_scores.softmax(-1)
             # drop a token once the more probable ones already hold top_p (the first always stays)
-            drop = (probs.cumsum(-1) - probs) >= self.top_p
+            drop = (probs.cumsum(-1) - probs) >= self.settings.top_p
             drop[:, 0] = False
             scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         return scores
@@ -403,7 +375,7 @@ class HFBackend:
         One draw per row (not one per vocabulary entry, as Gumbel noise needs) is ~4x cheaper on
         CPU at 32 rows x 49k vocab; float64 keeps the CDF exact enough for p ~ 1e-12.
         """
-        if self.temperature == 0:
+        if self.settings.temperature == 0:
             return scores.argmax(-1)  # greedy: no draw
         u = counter_uniforms(torch.tensor(keys, dtype=torch.int64, device=self.device),
                              torch.tensor(positions, dtype=torch.int64, device=self.device))

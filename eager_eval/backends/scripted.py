@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Fork, NewTree, TokenStep
 from eager_eval.seeds import unit_uniform
 
 Distribution = Sequence[tuple[int, float]]
@@ -84,7 +84,7 @@ class ScriptedBackend:
         self.eos_token_ids = frozenset(self.eos_token_ids)
         self.token_pieces = _Pieces(self.vocab)
         self._live: dict[int, _Live] = {}
-        self._tree_of: dict[int, int | None] = {}  # live seq id -> NewSequence.tree
+        self._tree_of: dict[int, int] = {}  # live seq id -> its tree id
         self._rng = random.Random(self.shuffle_seed)
 
     def decode(self, token_ids: Sequence[int]) -> str:
@@ -92,14 +92,15 @@ class ScriptedBackend:
             return "".join(f"<{t}>" for t in token_ids)
         return "".join(self.vocab.get(t, f"<{t}>") for t in token_ids)
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        open_trees = {self._tree_of[i] for i in self._live} - {None}
-        for s in sequences:
-            if s.tree in open_trees:  # the protocol: a tree's roots come in one add() call
-                raise ValueError(f"tree {s.tree} already has sequences from an earlier add()")
-        for s in sequences:
-            self._live[s.seq_id] = _Live(s.prompt, s.seed, [], self._delay(s.seq_id))
-            self._tree_of[s.seq_id] = s.tree
+    def add(self, trees: Sequence[NewTree]) -> None:
+        open_trees = set(self._tree_of.values())
+        for tree in trees:
+            if tree.tree_id in open_trees:
+                raise ValueError(f"tree id {tree.tree_id} is already in use")
+        for tree in trees:
+            for root in tree.roots:
+                self._live[root.seq_id] = _Live(tree.prompt, root.seed, [], self._delay(root.seq_id))
+                self._tree_of[root.seq_id] = tree.tree_id
 
     def _delay(self, seq_id: int) -> int:
         return self.start_delay(seq_id) if self.start_delay else 0

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Fork, NewTree, TokenStep
 from eager_eval.backends.tokens import token_pieces
 from eager_eval.entropy import topk_entropy
 from eager_eval.seeds import hash64
@@ -101,10 +101,11 @@ class SimulatedBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        for new in sequences:
-            self._live[new.seq_id] = self._new_seq(new.seed, tuple(new.prompt), 0,
-                                                   new.max_new_tokens, [])
+    def add(self, trees: Sequence[NewTree]) -> None:
+        for tree in trees:
+            for root in tree.roots:
+                self._live[root.seq_id] = self._new_seq(root.seed, tree.prompt, 0,
+                                                        tree.max_new_tokens, [])
 
     def step(self) -> list[TokenStep]:
         self.steps_taken += 1

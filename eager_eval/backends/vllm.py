@@ -40,9 +40,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eager_eval.backends.base import Fork, NewSequence, TokenStep
+from eager_eval.backends.base import Fork, NewTree, TokenStep
 from eager_eval.backends.tokens import end_token_ids, token_pieces
 from eager_eval.entropy import entropies_of_rows
+from eager_eval.sampling import SamplingSettings
 from eager_eval.seeds import restart_seed
 
 if TYPE_CHECKING:
@@ -72,48 +73,6 @@ class VLLMModelLoadError(RuntimeError):
         """The error for `model` (as the user named it; `path`: what it resolved to)."""
         where = f" ({path})" if path is not None and str(path) != str(model) else ""
         return cls(f"vLLM could not load model {str(model)!r}{where}: {type(err).__name__}: {err}")
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """What every request of a run samples with (names as in EagerConfig)."""
-
-    topk: int = 20
-    """K: top-K logprobs reported per token (the entropy's K)."""
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 = off (mapped to whatever value the installed vLLM reads as off)."""
-    entropy_source: str = "raw"
-    """raw: logprobs before temperature/top-k/top-p (vLLM's `raw_logprobs`, the reference);
-    processed: of the distribution sampled from (`processed_logprobs`). An ENGINE setting."""
-    logprobs: bool = True
-    """Ask vLLM for the top-K logprobs. False only for runs that never branch (full_parallel):
-    nothing reads them there, and on a GPU they cost a top-K over the vocabulary per token."""
-
-    def __post_init__(self) -> None:
-        source = str(getattr(self.entropy_source, "value", self.entropy_source))
-        object.__setattr__(self, "entropy_source", source)
-        if source not in ("raw", "processed"):
-            raise ValueError(f"entropy_source must be 'raw' or 'processed', got {source!r}")
-        if not isinstance(self.topk, int) or self.topk < 1:
-            raise ValueError(f"topk must be an integer >= 1, got {self.topk!r}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-
-    @property
-    def logprobs_mode(self) -> str:
-        return "raw_logprobs" if self.entropy_source == "raw" else "processed_logprobs"
-
-    @classmethod
-    def from_config(cls, config: "EagerConfig") -> "SamplingSettings":
-        """From an EagerConfig; logprobs only for modes that branch."""
-        return cls(config.topk, config.temperature, config.top_p, config.top_k,
-                   config.entropy_source, logprobs=config.is_branching)
 
 
 @dataclass(frozen=True)
@@ -239,7 +198,7 @@ class VLLMBackend:
         """
         settings = SamplingSettings(topk, temperature, top_p, top_k, entropy_source)
         llm = load_llm(
-            model_path, topk=topk, entropy_source=settings.entropy_source,
+            model_path, topk=topk, entropy_source=settings.entropy_source.value,
             tensor_parallel_size=tensor_parallel_size, dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
             enforce_eager=enforce_eager, **engine_kwargs,
@@ -274,14 +233,16 @@ class VLLMBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def add(self, sequences: Sequence[NewSequence]) -> None:
-        # `tree`/`tree_cap` are ignored: vLLM's scheduler admits by KV memory and preempts itself
-        for new in sequences:  # check all first: a bad one submits none
-            self._check_new(new)
-        for new in sequences:
-            seq = _Seq(new.seq_id, tuple(new.prompt), new.seed, new.max_new_tokens)
-            self._claim(seq)
-            self._submit(seq, new.seed)  # vLLM's scheduler admits as KV memory allows
+    def add(self, trees: Sequence[NewTree]) -> None:
+        # A tree's cap is not needed: vLLM's scheduler admits by KV memory and preempts itself,
+        # and a request that waits for memory only delays its tree.
+        for tree in trees:  # check all first: a bad one submits none
+            self._check_new(tree)
+        for tree in trees:
+            for root in tree.roots:
+                seq = _Seq(root.seq_id, tree.prompt, root.seed, tree.max_new_tokens)
+                self._claim(seq)
+                self._submit(seq, root.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
         """Every engine output's new tokens as TokenSteps; entropies in one batch per step.
@@ -407,18 +368,15 @@ class VLLMBackend:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def _check_new(self, new: NewSequence) -> None:
-        if not new.prompt:
-            raise ValueError(f"sequence {new.seq_id}: prompt must not be empty")
-        if new.max_new_tokens < 1:
-            raise ValueError(
-                f"sequence {new.seq_id}: max_new_tokens must be >= 1, got {new.max_new_tokens}"
-            )
+    def _check_new(self, tree: NewTree) -> None:
+        for root in tree.roots:
+            if root.seq_id in self._seqs:
+                raise ValueError(f"sequence id {root.seq_id} is already in use")
         limit = self._max_model_len
-        if limit is not None and len(new.prompt) + new.max_new_tokens > limit:
+        if limit is not None and len(tree.prompt) + tree.max_new_tokens > limit:
             raise ValueError(
-                f"sequence {new.seq_id}: prompt ({len(new.prompt)} tokens) + max_new_tokens "
-                f"({new.max_new_tokens}) exceeds the engine's max_model_len ({limit}): "
+                f"tree {tree.tree_id}: prompt ({len(tree.prompt)} tokens) + max_new_tokens "
+                f"({tree.max_new_tokens}) exceeds the engine's max_model_len ({limit}): "
                 "lower max_new_tokens or build the engine with a larger max_model_len"
             )
 
@@ -618,6 +576,6 @@ def _check_engine(engine: Any, settings: SamplingSettings) -> None:
     mode = getattr(model_config, "logprobs_mode", None)
     if isinstance(mode, str) and mode != settings.logprobs_mode:
         raise ValueError(
-            f"entropy_source={settings.entropy_source!r} needs an engine built with "
+            f"entropy_source={settings.entropy_source.value!r} needs an engine built with "
             f"logprobs_mode={settings.logprobs_mode!r}, got {mode!r}"
         )
