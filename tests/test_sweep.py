@@ -338,7 +338,7 @@ def test_a_cell_that_failed_to_start_runs_when_the_sweep_is_fixed(tmp_path):
     data.write_text("".join(json.dumps({"problem": f"what is {i} + 4", "answer": str(i + 4)}) + "\n"
                             for i in range(2)))
     grid = {"models": [str(model)], "tasks": [str(data)], "modes": ["eager_init"], "max_seqs": 2,
-            "max_new_tokens": 4, "topk": 5, "output": str(tmp_path / "sweep"), "report": False}
+            "max_new_tokens": 4, "entropy_k": 5, "output": str(tmp_path / "sweep"), "report": False}
     broken = run_sweep(parse_sweep_config({**grid, "run_args": {"device": "cuda"}}))
     (failed,) = broken.failed
     assert not (failed.cell.output_dir / "trees").exists(), "the failed start wrote no tree file"
