@@ -1,19 +1,15 @@
 """Registers `eager-hf` and `eager-vllm` with lm-eval 0.4.13 when lm-eval loads its registry.
 
-lm-eval 0.4.13 has no model plugins (HARNESS.md): a model is found only if something registered
-it in `lm_eval.api.registry.model_registry` before the CLI looks it up. So the wheel ships
-`eager_eval_lm_eval.pth` at the site-packages root. Python runs its one line at every start-up;
-that line only puts a tiny finder first on `sys.meta_path` (a class with a name test, compiled
-from a string: nothing is imported, not even `eager_eval`, whose package import costs ~20 ms).
-The finder answers for exactly one module, `lm_eval.api.registry`: it calls `registry_spec`
-here, which finds the real module with the other finders and wraps its loader so that, right
-after the registry module has run, `register_models` imports `lm_eval.models` (which registers
-`hf`, `vllm`, ... lazily; registering first would hide them, as `get_model` imports
-`lm_eval.models` only into an empty registry) and adds our two names as lazy "module:Class"
-strings. Nothing heavy is imported: torch loads only when `--model eager-hf` is instantiated.
+The start-up hook (`eager_eval_lm_eval_hook`, imported by the one-line `eager_eval_lm_eval.pth`)
+calls `registry_spec` when `lm_eval.api.registry` is imported; it finds the real module with the
+other finders and wraps its loader so that, right after the registry module has run,
+`register_models` imports `lm_eval.models` (which registers `hf`, `vllm`, ... lazily;
+registering first would hide them, as `get_model` imports `lm_eval.models` only into an empty
+registry) and adds our two names as lazy "module:Class" strings. `eager-lm-eval`
+(`integrations/lm_eval_cli.py`) calls `register_models` itself, for environments without the
+hook. Nothing heavy is imported: torch loads only when `--model eager-hf` is instantiated.
 
 Every failure here is reported as a warning and swallowed: lm-eval must work without us.
-docs/LM_EVAL.md has the measured start-up cost and the packaging (hatch force-include).
 """
 
 from __future__ import annotations
@@ -29,7 +25,8 @@ MODELS = {
 """Same targets as the `lm_eval.models` entry points in pyproject.toml."""
 
 HOOK_MARKER = "eager_eval_hook"
-"""Attribute set on the .pth's finder, so `registry_spec` can skip it when it searches."""
+"""Attribute set on the start-up hook's finder, so `registry_spec` can skip it when it searches
+(the same name as `eager_eval_lm_eval_hook.HOOK_MARKER`)."""
 
 
 def register_models(registry: Any) -> None:

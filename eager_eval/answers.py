@@ -20,9 +20,6 @@ import threading
 from typing import Sequence
 from enum import Enum
 
-from math_verify import parse, verify
-from math_verify.errors import TimeoutException
-
 __all__ = [
     "AnswerType",
     "extract_math_answer",
@@ -32,6 +29,8 @@ __all__ = [
     "is_math_equivalent",
     "is_correct",
     "same_answer",
+    "gold_answer",
+    "matches",
 ]
 
 
@@ -229,6 +228,10 @@ def _math_timeout() -> int | None:
 
 @functools.lru_cache(maxsize=4096)
 def _parse_math(answer: str, timeout_s: int | None) -> tuple:
+    # math-verify (and sympy under it) load here, where grading happens: reading or reporting
+    # outputs, whose grades are stored, never pays their ~1 s import
+    from math_verify import parse
+
     """math-verify's parse of an extracted answer, boxed so that "70" and "\\frac{1}{2}" both parse.
 
     Boxing makes math-verify read the whole string as one LaTeX answer; without it, a bare
@@ -255,6 +258,9 @@ def is_math_equivalent(pred: str | None, gold: str) -> bool:
         return False
     if pred_norm == gold_norm:
         return True
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
+
     timeout_s = _math_timeout()
     try:
         gold_parsed = _parse_math(gold, timeout_s)
@@ -282,23 +288,37 @@ def is_correct(
     (falling back to the target itself), and they are compared with `same_answer`: the same path
     the Cons@k winner takes in `metrics.score_prompt`, so the two can never disagree.
     """
-    pred = extract_answer(text, answer_type, n_choices=n_choices)
-    gold = extract_gold(target, answer_type) or target.strip()
-    return pred is not None and same_answer(pred, gold, answer_type)
+    return matches(extract_answer(text, answer_type, n_choices=n_choices),
+                   gold_answer(target, answer_type), answer_type)
+
+
+def gold_answer(target: str, answer_type: AnswerType | str) -> str:
+    """The answer a target states (`extract_gold`), else the target itself: the one rule every
+    grader reads gold answers by."""
+    return extract_gold(target, answer_type) or target.strip()
+
+
+def matches(prediction: str | None, gold: str, answer_type: AnswerType | str) -> bool:
+    """Whether an extracted prediction is right: present, and the same answer as `gold`."""
+    return prediction is not None and same_answer(prediction, gold, answer_type)
 
 
 def labels_verifier(
     targets: Sequence[str | None], answer_types: Sequence[AnswerType | str] | AnswerType | str,
-    *, n_choices: int = 4,
+    *, n_choices: int | Sequence[int] = 4,
 ):
     """Full EAGer's verifier from gold labels: (prompt_idx, text) -> correct?
 
-    A prompt without a label (None) is never 'solved', so it stays a candidate.
+    `answer_types` and `n_choices`: one for all prompts, or one per prompt. A prompt without a
+    label (None) is never 'solved', so it stays a candidate.
     """
-    types = answer_types if isinstance(answer_types, (list, tuple)) else [answer_types] * len(targets)
+    n = len(targets)
+    types = answer_types if isinstance(answer_types, (list, tuple)) else [answer_types] * n
+    choices = n_choices if isinstance(n_choices, (list, tuple)) else [n_choices] * n
 
     def verify(prompt_idx: int, text: str) -> bool:
         target = targets[prompt_idx]
-        return target is not None and is_correct(text, target, types[prompt_idx], n_choices=n_choices)
+        return target is not None and is_correct(text, target, types[prompt_idx],
+                                                 n_choices=choices[prompt_idx])
 
     return verify

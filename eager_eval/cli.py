@@ -23,39 +23,29 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import dataclasses
 import datetime as _dt
-import hashlib
 import inspect
 import json
-import shlex
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from eager_eval.calibration import is_auto, split_auto_theta
 from eager_eval.config import ConfigError, EagerConfig, Mode
-from eager_eval.datasets import DataFileError, read_jsonl
 from eager_eval.errors import USER_ERRORS
-from eager_eval.files import OutputLock, check_output_dir
-
-if TYPE_CHECKING:
-    from eager_eval.calibration import Calibration
-    from eager_eval.engines import Engine
-    from eager_eval.outputs import MethodRun, Problem
-    from eager_eval.progress import RunProgress
-    from eager_eval.runner import PromptInput
-    from eager_eval.store import JsonlTreeStore
+from eager_eval.prompts import ChatMode, PromptSettings
+from eager_eval.session import EXIT_INTERRUPTED, Session, run_session
+from eager_eval.settings import RENAMED, positive_int
+from eager_eval.task_data import load_data_task, load_demo_task
 
 PROG = "eager-eval"
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -175,14 +165,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Sequence[s
         help_text = help_text.replace("%", "%%")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                            help=f"{help_text} (default: {default})")
+    for old, new in RENAMED.items():  # accepted, with a warning naming the new flag
+        group.add_argument(f"--{old.replace('_', '-')}", dest=old, default=None,
+                           help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None,
                      **fixed: Any) -> EagerConfig:
     """EagerConfig from the flags the user set, over `defaults`, with `fixed` on top."""
     values = dict(defaults or {})
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(EagerConfig)
-                   if getattr(args, f.name, None) is not None})
+    names = [*EagerConfig.field_names(), *RENAMED]
+    values.update({name: getattr(args, name) for name in names
+                   if getattr(args, name, None) is not None})
+    for old, new in RENAMED.items():  # Python hides the DeprecationWarning from a CLI user
+        if old in values:
+            print(f"warning: --{old} is deprecated: it is now --{new.replace('_', '-')}",
+                  file=sys.stderr)
     values.update(fixed)
     values, _ = split_auto_theta(values)  # 'auto': the default stands in until run_session
     return EagerConfig.from_mapping(values)
@@ -192,404 +190,6 @@ def theta_is_auto(args: argparse.Namespace, defaults: dict[str, Any] | None = No
     """--theta auto (or an `auto` default): run_session calibrates theta on the task."""
     value = getattr(args, "theta", None)
     return is_auto((defaults or {}).get("theta") if value is None else value)
-
-
-# --- tasks -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Task:
-    """The prompts of one command: what to show, what to send, what to grade against."""
-
-    name: str
-    problems: list["Problem"]
-    prompt_texts: list[str]
-    """What goes into the chat template (question plus answer instruction)."""
-    answer_type: str
-    fingerprint: dict[str, Any]
-    """What identifies these prompts for a resume (data hash, fields, limit...)."""
-    info: dict[str, Any] = field(default_factory=dict)
-    """Written to results.json under "data"."""
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl (one object a line) or .csv (header row) file."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".csv"):
-        raise DataFileError(f"data file {path} must be .jsonl or .csv, got {suffix or 'no suffix'!r}")
-    try:
-        return _read_csv(path) if suffix == ".csv" else read_jsonl(path)
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise DataFileError(f"data file {path} is not UTF-8 {suffix[1:].upper()} text: {err}") from None
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-
-def _require_fields(path: Path, rows: list[dict[str, Any]], needed: Sequence[str], hint: str) -> None:
-    for number, row in enumerate(rows, 1):
-        missing = [name for name in needed if row.get(name) in (None, "")]
-        if missing:
-            raise DataFileError(f"{path}: row {number} lacks field(s) {missing}; {hint}")
-
-
-def load_data_task(path_text: str, answer_type: str, problem_field: str | None,
-                   answer_field: str, limit: int | None) -> Task:
-    """A `run` task from a JSONL/CSV file: math (problem, answer) or choice (question, A-D,
-    answer letter)."""
-    from eager_eval.datasets import LETTERS, ChoiceQuestion, MathProblem
-    from eager_eval.outputs import Problem
-
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise DataFileError(f"data file {path_text} does not exist (or is not a file)")
-    rows = _read_rows(path)
-    if not rows:
-        raise DataFileError(f"data file {path} holds no rows")
-    if limit is not None:
-        rows = rows[:limit]
-    problems, prompts = [], []
-    if answer_type == "math":
-        problem_field = problem_field or "problem"
-        _require_fields(path, rows, [problem_field, answer_field],
-                        "pass --problem-field/--answer-field to name the columns to use")
-        for i, row in enumerate(rows):
-            item = MathProblem(str(row.get("id", row.get("unique_id", i))),
-                               str(row[problem_field]), str(row[answer_field]))
-            problems.append(Problem(item.id, item.problem, item.answer))
-            prompts.append(item.prompt)
-    else:
-        question_field = problem_field or "question"
-        needed = [question_field, *LETTERS, answer_field]
-        _require_fields(path, rows, needed,
-                        f"a choice file needs columns {needed} (answer = the correct letter)")
-        for i, row in enumerate(rows):
-            letter = str(row[answer_field]).strip().strip("()").upper()
-            if letter not in LETTERS:
-                raise DataFileError(f"{path}: row {i + 1} has answer {row[answer_field]!r}; "
-                                    f"it must be one of the letters {', '.join(LETTERS)}")
-            item = ChoiceQuestion(str(row.get("id", i)), str(row[question_field]).strip(),
-                                  tuple(str(row[c]).strip() for c in LETTERS), letter)
-            problems.append(Problem(item.id, item.prompt, item.answer))
-            prompts.append(item.prompt)
-    info = {"path": str(path.resolve()), "sha256": _file_sha256(path), "answer_type": answer_type,
-            "problem_field": problem_field, "answer_field": answer_field, "limit": limit,
-            "n_prompts": len(problems)}
-    fingerprint = {"data_sha256": info["sha256"], "answer_type": answer_type,
-                   "problem_field": problem_field, "answer_field": answer_field,
-                   "n_prompts": len(problems)}
-    return Task(path.stem, problems, prompts, answer_type, fingerprint, info)
-
-
-def load_demo_task(limit: int, problem_seed: int) -> Task:
-    from eager_eval.demo_problems import demo_problems
-    from eager_eval.outputs import Problem
-
-    items = demo_problems(limit, problem_seed)
-    problems = [Problem(p.id, p.problem, p.answer) for p in items]
-    fingerprint = {"data": "demo_problems", "problem_seed": problem_seed, "n_prompts": len(items)}
-    info = {"source": "eager_eval.demo_problems", "problem_seed": problem_seed,
-            "levels": [p.level for p in items], "n_prompts": len(items)}
-    return Task("demo", problems, [p.problem for p in items], "math", fingerprint, info)
-
-
-# --- running methods ---------------------------------------------------------------------------
-
-
-@dataclass
-class Session:
-    """What one command runs: a model, a task, the methods' configs, an output directory."""
-
-    model: str
-    task: Task
-    configs: list[EagerConfig]
-    output: Path
-    resume: bool
-    device: str
-    dtype: str | None
-    max_rows: int
-    threads: int | None
-    chat: bool
-    thinking: bool
-    argv: list[str]
-    backend: str = "hf"
-    engine_args: dict[str, Any] = field(default_factory=dict)
-    """vLLM engine keyword arguments (`--engine-arg KEY=VALUE`)."""
-    auto_theta: bool = False
-    """--theta auto: the configs hold a placeholder theta until run_session calibrates it."""
-    calibration: "Calibration | None" = None
-    """The theta=auto calibration the run uses (measured now, or read back on --resume)."""
-
-
-def _base_fingerprint(session: Session) -> dict[str, Any]:
-    from eager_eval import __version__
-
-    return {
-        "model": session.model,
-        **session.task.fingerprint,
-        "backend": session.backend,
-        "dtype": session.dtype or "auto",
-        "device": session.device.split(":")[0] if session.backend == "hf" else "vllm",
-        "chat": session.chat,
-        "thinking": session.thinking,
-        "eager_eval": __version__,
-    }
-
-
-def _tree_files(session: Session) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """Each method's tree file under OUTPUT/trees and the fingerprint it must hold."""
-    base = _base_fingerprint(session)
-    return {config.mode.value: (session.output / "trees" / f"{config.mode.value}.jsonl",
-                                {**base, "settings": config.to_dict()})
-            for config in session.configs}
-
-
-def _check_resume(session: Session) -> None:
-    """A resume from other settings fails here, before a model loads (reads headers only)."""
-    from eager_eval.store import check_resumable
-
-    if session.resume:
-        for path, fingerprint in _tree_files(session).values():
-            check_resumable(path, fingerprint)
-
-
-def _open_stores(session: Session):
-    """One JsonlTreeStore per method: the run's first write, once model and data are checked.
-    Without --resume an earlier run's trees are replaced (atomically) by a new header."""
-    from eager_eval.store import JsonlTreeStore
-
-    stores = {}
-    for mode, (path, fingerprint) in _tree_files(session).items():
-        if path.exists() and not session.resume:
-            with open(path, "rb") as fh:
-                n_trees = max(sum(1 for _ in fh) - 1, 0)
-            if n_trees:
-                print(f"note: {path} holds {n_trees} trees of an earlier run; starting over "
-                      "(pass --resume to continue that run instead)", file=sys.stderr)
-        stores[mode] = JsonlTreeStore(path, fingerprint, start_over=not session.resume)
-    return stores
-
-
-def _check_before_loading(session: Session) -> None:
-    """Every check that needs no model, so a bad name, path or device costs no load and leaves
-    no trace: the model name (and a GGUF's magic), the output directory, the device, the dtype."""
-    from eager_eval.models import check_device, dtype_name, resolve_model
-
-    resolve_model(session.model)
-    check_output_dir(session.output)
-    if session.backend == "hf":
-        dtype_name(session.dtype)
-        check_device(session.device)
-
-
-def _load_engine(session: Session) -> "Engine":
-    from eager_eval.engines import load_engine
-    from eager_eval.models import gguf_cache_dir, resolve_model
-
-    resolved = resolve_model(session.model)  # fails fast, before torch is imported
-    _set_cpu_threads(session)
-    if resolved.is_gguf and not (gguf_cache_dir(resolved) / "config.json").is_file():
-        print(f"first use of {session.model}: converting its GGUF once (about 30-60 s) ...",
-              file=sys.stderr, flush=True)
-    if session.backend == "vllm":  # the configs differ only in mode: one engine serves all
-        return load_engine(session.model, backend="vllm", dtype=session.dtype,
-                           config=session.configs[0], **session.engine_args)
-    return load_engine(session.model, device=session.device, dtype=session.dtype,
-                       max_rows=session.max_rows)
-
-
-def _set_cpu_threads(session: Session) -> None:
-    """--threads N, else on a CPU the free cores (eager_eval.threads): torch's default of one
-    spinning thread per core is slow on a machine other jobs keep busy."""
-    if session.backend != "hf" or (session.threads is None
-                                   and not session.device.startswith("cpu")):
-        return
-    import torch
-
-    from eager_eval.threads import default_threads
-
-    threads = session.threads or default_threads(torch.get_num_threads())
-    torch.set_num_threads(threads)
-    print(f"torch threads: {threads}" + ("" if session.threads else " (free CPUs; set with "
-          "--threads N)"), file=sys.stderr)
-
-
-def _resume_command(argv: Sequence[str]) -> str:
-    args = list(argv)
-    if "--resume" not in args:
-        args.append("--resume")
-    return shlex.join([PROG, *args])
-
-
-def run_session(session: Session, *, progress: bool = True) -> tuple[list["MethodRun"], Path] | int:
-    """Check the input, lock the output directory, load the model, run every method, write
-    the outputs.
-
-    Nothing is written into the output directory (beyond its lock file, removed again) until
-    the model, device, settings and prompts have passed their checks, so a start that fails
-    leaves it as it was, and a later --resume is not refused over a run that never started.
-    Returns (method runs, results.json path), or EXIT_INTERRUPTED after Ctrl-C: the trees
-    finished so far are on disk, and the message gives the command that resumes.
-    """
-    _check_before_loading(session)
-    with OutputLock(session.output):  # a second run into this directory stops here
-        if session.auto_theta and session.resume:
-            _reuse_calibration(session)  # the theta the stored trees were grown with
-        if not session.auto_theta:
-            _check_resume(session)
-        engine = _load_engine(session)
-        prompts = _encode_prompts(engine, session)
-        if session.auto_theta:  # theta is part of the trees' fingerprint: calibrate first
-            _calibrate(session, engine, prompts)
-            _check_resume(session)
-        return _run_and_write(session, engine, prompts, progress)
-
-
-def _run_and_write(session: Session, engine: "Engine", prompts: Sequence["PromptInput"],
-                   progress: bool) -> tuple[list["MethodRun"], Path] | int:
-    from eager_eval.outputs import command_line, write_run_dir
-    from eager_eval.progress import RunProgress
-
-    _write_calibration(session)  # before the first tree: --resume reads it back
-    stores = _open_stores(session)
-    try:
-        with RunProgress(enabled=progress) as bars:
-            runs = [_run_method(engine, prompts, session.task, config,
-                                stores[config.mode.value], bars)
-                    for config in session.configs]
-    except KeyboardInterrupt:
-        saved = ", ".join(f"{name}: {len(store)}" for name, store in stores.items())
-        print(f"\ninterrupted; finished trees are saved under {session.output / 'trees'} "
-              f"({saved}).\nContinue with: {_resume_command(session.argv)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        for store in stores.values():
-            store.close()
-    path = write_run_dir(
-        session.output, runs, session.task.problems, answer_type=session.task.answer_type,
-        command=command_line(session.argv), model=session.model, task=session.task.name,
-        decode=lambda ids: engine.tokenizer.decode(list(ids), skip_special_tokens=True),
-        engine_info=engine.info(), extra={"data": session.task.info, **(
-            {"theta_auto": session.calibration.to_dict()} if session.calibration else {})},
-        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
-    )
-    return runs, path
-
-
-CALIBRATION_FILE = "theta_auto.json"
-"""OUTPUT/theta_auto.json: the theta=auto calibration of a run, written before its first tree,
-so that --resume continues with the theta the stored trees were grown with."""
-
-
-def _reuse_calibration(session: Session) -> None:
-    """--resume of a theta=auto run: the recorded theta, no warm-up (if one was recorded)."""
-    from eager_eval.calibration import Calibration
-    from eager_eval.store import StoreError
-
-    path = session.output / CALIBRATION_FILE
-    if not path.is_file():
-        return  # interrupted before the calibration ended: calibrate again
-    try:
-        calibration = Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as err:
-        raise StoreError(f"{path} is unreadable ({err}); delete it to calibrate theta "
-                         "again") from None
-    _use_calibration(session, calibration)
-    print(f"theta=auto: {calibration.theta:g}, recorded in {path}", file=sys.stderr)
-
-
-def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PromptInput"]) -> None:
-    """theta=auto: the warm-up (eager_eval.calibration) on this task's prompts."""
-    from eager_eval.calibration import calibrate_theta
-
-    started = time.perf_counter()
-    calibration = calibrate_theta(engine.new_backend, [p.tokens for p in prompts],
-                                  session.configs[0])
-    _use_calibration(session, calibration)
-    print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
-          f"{calibration.n_entropies} top-{session.configs[0].topk} entropies "
-          f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
-          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
-
-
-def _write_calibration(session: Session) -> None:
-    """OUTPUT/theta_auto.json, where theta was calibrated (the run's first write)."""
-    from eager_eval.outputs import atomic_write
-
-    if session.calibration is not None:
-        session.output.mkdir(parents=True, exist_ok=True)
-        atomic_write(session.output / CALIBRATION_FILE,
-                     json.dumps(session.calibration.to_dict(), indent=2) + "\n")
-
-
-def _use_calibration(session: Session, calibration: "Calibration") -> None:
-    session.configs = [c.replace(theta=calibration.theta) for c in session.configs]
-    session.calibration = calibration
-    session.auto_theta = False
-
-
-def _encode_prompts(engine: "Engine", session: Session) -> list["PromptInput"]:
-    """The prompts' token ids, once the settings passed the model's own checks (vocabulary,
-    end-of-thinking marker) and every prompt fits the model's context."""
-    from eager_eval.engines import check_prompt_fits
-    from eager_eval.runner import PromptInput
-
-    for config in session.configs:
-        engine.verify(config)
-    context = getattr(engine, "context_length", None)
-    prompts = []
-    for problem, text in zip(session.task.problems, session.task.prompt_texts, strict=True):
-        tokens = engine.encode_prompt(text, chat=session.chat, enable_thinking=session.thinking)
-        check_prompt_fits(len(tokens), context, prompt=repr(problem.id), model=session.model)
-        prompts.append(PromptInput(tuple(tokens)))
-    _warn_past_context(prompts, context, session)
-    return prompts
-
-
-def _warn_past_context(prompts: Sequence["PromptInput"], context: int | None,
-                       session: Session) -> None:
-    """Sequences may grow past the context by --max-new-tokens: say so once, not silently."""
-    max_new = max(config.max_new_tokens for config in session.configs)
-    longest = max((len(p.tokens) for p in prompts), default=0)
-    if context is not None and longest + max_new > context:
-        print(f"warning: a prompt of {longest} tokens plus --max-new-tokens {max_new} passes "
-              f"{session.model}'s context of {context} tokens; sequences that long read past "
-              f"it (lower --max-new-tokens to at most {context - longest})", file=sys.stderr)
-
-
-def _run_method(engine: "Engine", prompts: Sequence["PromptInput"], task: Task,
-                config: EagerConfig, store: "JsonlTreeStore", bars: "RunProgress") -> "MethodRun":
-    """One method over all prompts; each tree is on disk the moment it is finished."""
-    from eager_eval.answers import labels_verifier
-    from eager_eval.metrics import score_run
-    from eager_eval.outputs import MethodRun
-    from eager_eval.progress import CountingBackend
-    from eager_eval.runner import run
-
-    stored = list(store)
-    bar = bars.method(config.mode.value, len(prompts),
-                      resumed_round0=sum(t.round == 0 for t in stored),
-                      resumed_later=sum(t.round > 0 for t in stored))
-    targets = [p.target for p in task.problems]
-
-    result = run(
-        prompts, CountingBackend(engine.new_backend(config), on_step=bar.tokens), config,
-        verifier=labels_verifier(targets, task.answer_type) if config.mode is Mode.EAGER else None,
-        store=store, on_tree_done=bar.tree_done,  # the runner saves each tree as it ends
-    )
-    scores, metrics = score_run(result.prompts, targets, task.answer_type)
-    return MethodRun(config, result, scores, metrics, resumed_trees=len(stored))
 
 
 def results_table(entries: Sequence[dict[str, Any]], title: str | None = None):
@@ -644,8 +244,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CPU threads for torch (default on a CPU: the CPUs not kept busy by "
                        "other processes, i.e. usable CPUs minus the 1-minute load average, at "
                        "least 1, at most torch's own default)")
-    group.add_argument("--chat", action=argparse.BooleanOptionalAction, default=True,
-                       help="apply the model's chat template (default: on)")
+    group.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                       help="apply the model's chat template (default: when it has one; --chat "
+                       "requires one, --no-chat sends the plain text)")
     group.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=True,
                        help="enable_thinking for templates that read it, e.g. Qwen3 (default: on)")
 
@@ -680,14 +281,18 @@ def _backend_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return args.backend, engine_args
 
 
+def _prompt_settings(args: argparse.Namespace) -> PromptSettings:
+    """--chat / --no-chat (unset: auto) and --thinking / --no-thinking."""
+    chat = ChatMode.AUTO if args.chat is None else ChatMode.parse(args.chat)
+    return PromptSettings(chat, args.thinking)
+
+
 def _positive_int(text: str) -> int:
+    """argparse's type for counts (the message of `settings.positive_int`, argparse's way)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+        return positive_int(text, "value")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("value must be", "must be")) from None
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -763,7 +368,7 @@ def demo_command(args: argparse.Namespace) -> int:
         argv += ["--output", str(output)]
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
                       args.resume, args.device, args.dtype, args.max_rows,
-                      args.threads, args.chat, args.thinking, argv, *_backend_args(args),
+                      args.threads, _prompt_settings(args), argv, *_backend_args(args),
                       auto_theta=theta_is_auto(args, DEMO_DEFAULTS))
     from eager_eval import demo_summary
 
@@ -823,7 +428,7 @@ def run_command(args: argparse.Namespace) -> int:
     task = load_data_task(args.data, args.answer_type, args.problem_field, args.answer_field,
                           args.limit)
     session = Session(args.model, task, [config], Path(args.output), args.resume, args.device,
-                      args.dtype, args.max_rows, args.threads, args.chat, args.thinking, args.argv,
+                      args.dtype, args.max_rows, args.threads, _prompt_settings(args), args.argv,
                       *_backend_args(args), auto_theta=theta_is_auto(args))
     return _finish(session, args.progress)
 

@@ -9,7 +9,6 @@ engine runs when it makes a backend (`engines.py`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -17,6 +16,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
     from eager_eval.sampling import SamplingSettings
+
+from eager_eval.settings import (
+    RENAMED,
+    SettingError,
+    parse_value,
+    renamed_settings,
+    unknown_setting_error,
+)
 
 
 class Mode(str, Enum):
@@ -48,21 +55,9 @@ class EntropySource(str, Enum):
     """Entropy of the distribution actually sampled from (after temperature, top-k, top-p)."""
 
 
-class ConfigError(ValueError):
-    """A setting is out of range; the message names the setting, the value and the fix."""
-
-    def __init__(self, name: str, value: Any, expected: str, *, message: str | None = None):
-        self.parameter = name
-        self.value = value
-        super().__init__(message or f"{name} must be {expected}, got {value!r}")
-
-
-def unknown_setting_error(key: str, known: frozenset[str], where: str = "EAGer setting") -> ConfigError:
-    """An unknown option name, with the closest accepted name and the full list."""
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(key, key, "", message=f"unknown {where} {key!r}{hint}; accepted: "
-                       + ", ".join(sorted(known)))
+ConfigError = SettingError
+"""A setting is out of range; the message names the setting, the value and the fix (one class
+with `settings.SettingError`, so every front end's parser raises the same error)."""
 
 
 def _as_enum(enum_cls: type[Enum], name: str, value: Any) -> Enum:
@@ -90,8 +85,9 @@ class EagerConfig:
     Front ends also take `auto`: calibrated on the task's prompts (eager_eval.calibration)."""
     max_seqs: int = 32
     """M: sequences per prompt in EAGer-init and in Full Parallel; the budget is M * N."""
-    topk: int = 20
-    """K of the top-K entropy (the reference reads 20 logprobs)."""
+    entropy_k: int = 20
+    """K of the top-K entropy (the reference reads 20 logprobs). Not sampling's `top_k`; it was
+    called `topk` before, which every front end still accepts (with a DeprecationWarning)."""
     percentile: float | None = 99.0
     """Dynamic threshold: tau = max(theta, this percentile of earlier entropies); None = theta."""
     window: int = 1000
@@ -135,9 +131,17 @@ class EagerConfig:
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
         from eager_eval.sampling import SamplingSettings  # (it imports this module)
 
-        sampling = SamplingSettings(self.topk, self.temperature, self.top_p, self.top_k,
-                                    self.entropy_source)  # the one copy of the sampling checks
-        set_("topk", sampling.topk)
+        try:
+            sampling = SamplingSettings(self.entropy_k, self.temperature, self.top_p, self.top_k,
+                                        self.entropy_source)  # the one copy of the sampling checks
+        except ConfigError as err:
+            if err.parameter != "topk":
+                raise
+            # SamplingSettings (the backends' object) still calls the entropy's K `topk`:
+            # the user set `entropy_k`, so the line names that
+            raise ConfigError("entropy_k", err.value, "", message=str(err).replace(
+                "topk", "entropy_k", 1)) from None
+        set_("entropy_k", sampling.topk)
         set_("top_k", sampling.top_k)
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)
@@ -163,6 +167,15 @@ class EagerConfig:
         return self.mode is not Mode.FULL_PARALLEL
 
     @property
+    def topk(self) -> int:
+        """The old name of `entropy_k` (kept for code written against it)."""
+        return self.entropy_k
+
+    def budget(self, n_prompts: int) -> int:
+        """M * N: the sequences a task of `n_prompts` prompts may spend (METHOD.md section 4)."""
+        return total_budget(self.max_seqs, n_prompts)
+
+    @property
     def sampling(self) -> "SamplingSettings":
         """What the backends sample with (and the top-K they report, for branching modes)."""
         from eager_eval.sampling import SamplingSettings
@@ -170,7 +183,7 @@ class EagerConfig:
         return SamplingSettings.from_config(self)
 
     def replace(self, **changes: Any) -> "EagerConfig":
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **renamed_settings(changes, "EagerConfig field"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready settings (enums as their values, inf as the string 'inf')."""
@@ -195,10 +208,11 @@ class EagerConfig:
         With strict=True an unknown key is an error that lists the accepted names.
         """
         known = cls.field_names()
+        values = renamed_settings(values)
         unknown = sorted(set(values) - known)
         if strict and unknown:
             raise unknown_setting_error(unknown[0], known)
-        kwargs = {k: _coerce(v) for k, v in values.items() if k in known}
+        kwargs = {k: parse_value(v) for k, v in values.items() if k in known}
         return cls(**kwargs)
 
     def verify_think_end(self, encode: Any) -> None:
@@ -212,8 +226,8 @@ class EagerConfig:
         vocabulary (a larger K was silently clamped, recording a K that never ran; a larger
         top_k failed inside torch), and the end-of-thinking marker must encode."""
         if vocab_size is not None:
-            if self.topk > vocab_size:
-                raise ConfigError("topk", self.topk, f"<= the model's vocabulary size "
+            if self.entropy_k > vocab_size:
+                raise ConfigError("entropy_k", self.entropy_k, f"<= the model's vocabulary size "
                                   f"({vocab_size} tokens): K of the top-K entropy")
             if self.top_k > vocab_size:
                 raise ConfigError("top_k", self.top_k, f"0 (off) or <= the model's vocabulary "
@@ -222,24 +236,20 @@ class EagerConfig:
             self.verify_think_end(encode)
 
 
-def _coerce(value: Any) -> Any:
-    """Front ends hand strings ('none', 'inf', '2.5'); turn them into Python values."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    low = text.lower()
-    if low in ("none", "null", ""):
-        return None
-    if low in ("inf", "+inf", "infinity"):
-        return math.inf
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def total_budget(max_seqs: int, n_prompts: int) -> int:
+    """M * N, the budget of a task: the one place it is computed (budget pool, front ends'
+    statistics, the report's words)."""
+    return int(max_seqs) * int(n_prompts)
 
+
+_dataclass_init = EagerConfig.__init__
+
+
+def _init_accepting_old_names(self: EagerConfig, *args: Any, **kwargs: Any) -> None:
+    """EagerConfig(topk=5) still works: the old name, with a DeprecationWarning (settings.RENAMED)."""
+    if any(old in kwargs for old in RENAMED):
+        kwargs = renamed_settings(kwargs, "EagerConfig field")
+    _dataclass_init(self, *args, **kwargs)
+
+
+EagerConfig.__init__ = _init_accepting_old_names  # type: ignore[method-assign]

@@ -35,9 +35,9 @@ def settings_lines(model: str, n_prompts: int, configs: Sequence[Any], auto_thet
     return [
         f"eager-eval demo: {model} on {n_prompts} generated arithmetic problems",
         f"  N = {n_prompts} prompts · M = {c.max_seqs} sequences per prompt (budget M·N = "
-        f"{c.max_seqs * n_prompts}) · {c.max_new_tokens} new tokens at most · temperature "
+        f"{c.budget(n_prompts)}) · {c.max_new_tokens} new tokens at most · temperature "
         f"{c.temperature:g} · seed {c.seed}",
-        f"  θ = {theta} · top-{c.topk} entropy · {threshold}",
+        f"  θ = {theta} · top-{c.entropy_k} entropy · {threshold}",
         "  methods: " + ", ".join(cfg.mode.value for cfg in configs),
     ]
 

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from eager_eval.backends.base import Backend
 from eager_eval.config import ConfigError, EagerConfig
+from eager_eval.prompts import chat_token_ids
+from eager_eval.settings import positive_int
 
 BACKENDS = ("hf", "vllm")
 
@@ -28,51 +30,31 @@ class Engine(Protocol):
         """The settings' checks that need this model (`EagerConfig.verify_model`)."""
         ...
 
+    context_length: int | None
+    """Positions the model reads (prompt + generation); None when unknown."""
+
     def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, chat: bool = True,
-                      enable_thinking: bool = True) -> list[int]: ...
+                      enable_thinking: bool = True) -> list[int]:
+        """Token ids by the prompt layer's rule (`prompts.chat_token_ids`); front ends use a
+        `prompts.PromptEncoder`, which also sets stops, length and opens-thinking."""
+        ...
 
     def info(self) -> dict[str, Any]: ...
 
 
 def check_max_rows(value: Any) -> int:
     """`max_rows` (hf): most sequences decoded together; checked before a model loads."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError("max_rows", value, "an integer >= 1 (most sequences decoded together)")
-    return value
-
-
-class PromptTooLongError(ValueError):
-    """A prompt leaves no room to generate in the model's context."""
+    return positive_int(value, "max_rows", "(most sequences decoded together)")
 
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 """Where transformers configs keep the context length (the first present wins)."""
 
 
-def check_prompt_fits(n_tokens: int, context: int | None, *, prompt: str, model: str) -> None:
-    """A prompt must leave at least one position of the context to generate into: past its
-    positions a model reads garbage, and the run's sequences would be graded anyway."""
-    if context is not None and n_tokens >= context:
-        raise PromptTooLongError(
-            f"prompt {prompt} is {n_tokens} tokens, but {model}'s context holds {context}; "
-            "shorten the prompt or use a model with a longer context")
-
-
 def _verify(config: EagerConfig, vocab_size: int | None, tokenizer: Any) -> None:
     config.verify_model(
         vocab_size=vocab_size,
         encode=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _encode(tokenizer: Any, prompt: str | Sequence[Mapping[str, str]], chat: bool,
-            enable_thinking: bool) -> list[int]:
-    if chat:
-        from eager_eval.models import apply_chat
-
-        return apply_chat(tokenizer, prompt, enable_thinking=enable_thinking)
-    if not isinstance(prompt, str):
-        prompt = "\n\n".join(m["content"] for m in prompt)
-    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 @dataclass
@@ -111,7 +93,7 @@ class HFEngine:
         return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows)
 
     def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
-        return _encode(self.tokenizer, prompt, chat, enable_thinking)
+        return chat_token_ids(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking)
 
     def info(self) -> dict[str, Any]:
         return {"backend": "hf", "model": self.name, "device": str(self.model.device),
@@ -151,7 +133,7 @@ class VLLMEngine:
         return VLLMBackend.from_llm(self.llm, config)
 
     def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
-        return _encode(self.tokenizer, prompt, chat, enable_thinking)
+        return chat_token_ids(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking)
 
     def info(self) -> dict[str, Any]:
         return {"backend": "vllm", "model": self.name, **dict(self.engine_args)}
@@ -183,6 +165,6 @@ def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
     path = converted_model_dir(resolve_model(model))  # GGUF and aliases: the cached conversion
     llm = load_llm(path, dtype=dtype, topk=config.topk,
                    entropy_source=config.entropy_source.value, **engine_kwargs)
-    recorded = {"dtype": dtype or "auto", "topk": config.topk,
+    recorded = {"dtype": dtype or "auto", "entropy_k": config.entropy_k,
                 "entropy_source": config.entropy_source.value, **engine_kwargs}
     return VLLMEngine(model, llm, llm.get_tokenizer(), recorded)

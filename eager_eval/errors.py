@@ -15,7 +15,7 @@ from typing import Iterator
 from eager_eval.backends.vllm import VLLMModelLoadError, VLLMNotInstalledError
 from eager_eval.config import ConfigError
 from eager_eval.datasets import DataFileError
-from eager_eval.engines import PromptTooLongError
+from eager_eval.prompts import PromptTooLongError
 from eager_eval.files import OutputDirError
 from eager_eval.models import DeviceError, ModelNotFoundError
 from eager_eval.store import StoreError

@@ -15,17 +15,22 @@ import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from eager_eval.answers import AnswerType, extract_answer, extract_gold, same_answer
+from eager_eval.answers import AnswerType, extract_answer, gold_answer, matches, same_answer
 
 if TYPE_CHECKING:
     from eager_eval.results import PromptResult
 
 __all__ = [
+    "GradedTexts",
+    "grade_texts",
+    "vote_texts",
     "score_run",
     "unbiased_pass_at_k",
     "majority_vote",
     "PromptScore",
     "score_prompt",
+    "PER_PROMPT_METRICS",
+    "prompt_metrics",
     "TaskMetrics",
     "aggregate",
     "token_savings",
@@ -95,6 +100,8 @@ class PromptScore:
     """Tokens summed over the n output texts (prefixes counted per sequence), for comparison."""
     answers: tuple[str | None, ...] = ()
     """Extracted answers in sequence order (None: unextractable), kept for the report."""
+    cons_answer: str | None = None
+    """The majority-vote answer (None: no sequences, or "none" won)."""
 
     def __post_init__(self) -> None:
         if self.n < 0:
@@ -111,6 +118,38 @@ class PromptScore:
             raise ValueError(f"answers must hold n={self.n} entries, got {len(self.answers)}")
 
 
+@dataclass(frozen=True)
+class GradedTexts:
+    """One prompt's texts graded against its target: what a `record.PromptRecord` stores."""
+
+    answers: tuple[str | None, ...]
+    """Extracted answers, in text order (None: nothing to grade)."""
+    correct: tuple[bool, ...]
+    cons_index: int | None
+    """The first text that voted for the majority answer (None: no texts)."""
+
+    @property
+    def cons_correct(self) -> bool:
+        return self.cons_index is not None and self.correct[self.cons_index]
+
+
+def vote_texts(texts: Sequence[str], answer_type: AnswerType | str, *,
+               n_choices: int = 4) -> tuple[tuple[str | None, ...], int | None]:
+    """(each text's answer, the first text that voted for the majority answer)."""
+    answers = tuple(extract_answer(text, answer_type, n_choices=n_choices) for text in texts)
+    _, first = majority_vote(answers, lambda a, b: same_answer(a, b, answer_type))
+    return answers, (first if first >= 0 else None)
+
+
+def grade_texts(texts: Sequence[str], target: str, answer_type: AnswerType | str, *,
+                n_choices: int = 4) -> GradedTexts:
+    """Grade each text and the majority vote by one rule (`answers.gold_answer` and
+    `answers.matches`), so "c > 0" and "the vote is correct" can never disagree."""
+    answers, cons_index = vote_texts(texts, answer_type, n_choices=n_choices)
+    gold = gold_answer(target, answer_type)
+    return GradedTexts(answers, tuple(matches(a, gold, answer_type) for a in answers), cons_index)
+
+
 def score_prompt(
     texts: Sequence[str],
     target: str,
@@ -120,27 +159,36 @@ def score_prompt(
     tokens_in_outputs: int,
     n_choices: int = 4,
 ) -> PromptScore:
-    """Grade one prompt's sequences against its target.
-
-    Each text's answer is compared with the target's (`answers.extract_gold`, falling back to the
-    raw target) by `answers.same_answer`, exactly as `answers.is_correct` does; the Cons@k winner
-    goes through the same comparison, so "c > 0" and "the vote is correct" use one rule.
-    """
-    answers = tuple(extract_answer(text, answer_type, n_choices=n_choices) for text in texts)
-    gold = extract_gold(target, answer_type) or target.strip()
-
-    def is_right(answer: str | None) -> bool:
-        return answer is not None and same_answer(answer, gold, answer_type)
-
-    winner, _ = majority_vote(answers, lambda a, b: same_answer(a, b, answer_type))
+    """Grade one prompt's sequences against its target (`grade_texts`) and count."""
+    graded = grade_texts(texts, target, answer_type, n_choices=n_choices)
     return PromptScore(
         n=len(texts),
-        correct=sum(is_right(answer) for answer in answers),
-        cons_correct=is_right(winner),
+        correct=sum(graded.correct),
+        cons_correct=graded.cons_correct,
         tokens_generated=tokens_generated,
         tokens_in_outputs=tokens_in_outputs,
-        answers=answers,
+        answers=graded.answers,
+        cons_answer=None if graded.cons_index is None else graded.answers[graded.cons_index],
     )
+
+
+PER_PROMPT_METRICS = ("pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated",
+                      "n_sequences")
+"""What the lm-eval tasks and the Inspect scorer report per prompt (their means, #T's sum, are
+the task metrics)."""
+
+
+def prompt_metrics(score: PromptScore) -> dict[str, float | int]:
+    """One prompt's values of `PER_PROMPT_METRICS`: what each harness's task aggregates."""
+    share = score.correct / score.n if score.n else 0.0
+    return {
+        "pass_at_k": float(score.correct > 0),
+        "pass_at_1": share,  # unbiased pass@1 = c/n (Chen et al. 2021, k = 1)
+        "cons_at_k": float(score.cons_correct),
+        "pass_rate": share,
+        "tokens_generated": score.tokens_generated,
+        "n_sequences": score.n,
+    }
 
 
 @dataclass(frozen=True)

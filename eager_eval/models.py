@@ -389,21 +389,7 @@ def apply_chat(
     (Qwen3-style), so other templates never see an unknown variable. Without a template (base
     models): the text itself, or the message contents joined by blank lines.
     """
-    if isinstance(messages_or_text, str):
-        messages = [{"role": "user", "content": messages_or_text}]
-    else:
-        messages = [dict(message) for message in messages_or_text]
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        text = "\n\n".join(message["content"] for message in messages)
-        return list(tokenizer(text)["input_ids"])
-    kwargs: dict[str, Any] = {}
-    if "enable_thinking" in str(template):
-        kwargs["enable_thinking"] = enable_thinking
-    encoded = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, **kwargs
-    )
-    # transformers 5 returns a BatchEncoding (whose list() is its keys); 4.x a plain list.
-    if isinstance(encoded, Mapping) or hasattr(encoded, "input_ids"):
-        encoded = encoded["input_ids"]
-    return [int(token) for token in encoded]
+    from eager_eval.prompts import chat_token_ids
+
+    return chat_token_ids(tokenizer, messages_or_text, enable_thinking=enable_thinking)
+

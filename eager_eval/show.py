@@ -175,7 +175,7 @@ def sequence_label(seq):
     text.append(f"answer {seq.answer}" if seq.answer is not None else "no answer",
                 style="green" if seq.correct else ("red" if seq.correct is False else ""))
     details = [d for d in (seq.finish_reason,
-                           None if seq.n_tokens is None else f"{seq.n_tokens} tokens") if d]
+                           None if seq.length is None else f"{seq.length} tokens") if d]
     if details:
         text.append(" · " + " · ".join(details), style="dim")
     tail = one_line(seq.text[-TEXT_TAIL:], TEXT_TAIL)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from eager_eval.files import atomic_write
+from eager_eval.settings import renamed_settings
 from eager_eval.results import TreeResult
 
 FORMAT = "eager-eval-trees"
@@ -205,6 +206,15 @@ class JsonlTreeStore:
             os.fsync(fh.fileno())
 
 
+def _current_names(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored fingerprint with renamed settings under their new names (`settings.RENAMED`):
+    a run started before `topk` became `entropy_k` resumes under the same settings."""
+    settings = fingerprint.get("settings")
+    if not isinstance(settings, Mapping):
+        return dict(fingerprint)
+    return {**fingerprint, "settings": renamed_settings(settings, warn=False)}
+
+
 def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> None:
     try:
         header = json.loads(raw)
@@ -221,7 +231,7 @@ def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> Non
             f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
             "--resume to start over"
         )
-    stored = header.get("fingerprint") or {}
+    stored = _current_names(header.get("fingerprint") or {})
     if differing_keys(_flat(stored), _flat(fingerprint)):
         raise ResumeMismatchError(path, stored, fingerprint)
 

@@ -44,11 +44,13 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.files import OutputDirError, atomic_write, check_output_dir
+from eager_eval.settings import number_or_none, parse_value, renamed_settings
 
 SWEEP_MANIFEST = "sweep.json"
 MANIFEST_TOOL = "eager-eval-sweep"
@@ -158,23 +160,12 @@ def _fmt(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:g}"
 
 
-def _number(key: str, value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("inf", "+inf", "infinity"):
-            return math.inf
-        try:
-            return float(text) if key == "theta" else int(text)
-        except ValueError:
-            raise SweepConfigError(key, value, "a number") from None
-    return value
-
-
 def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -> SweepConfig:
     """Validate a parsed YAML mapping: unknown keys and out-of-range settings are errors."""
     if not isinstance(data, Mapping):
         raise SweepConfigError("sweep config", type(data).__name__, "a mapping of keys to values")
     known = GRID_KEYS | EagerConfig.field_names()
+    data = renamed_settings(data, "sweep key")
     for key in data:
         if key not in known:
             raise unknown_setting_error(str(key), known, where="sweep key")
@@ -188,9 +179,9 @@ def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -
     models = [str(m) for m in _as_list("models", pick("models", "model"))]
     tasks = [parse_task(t) for t in _as_list("tasks", pick("tasks", "task"))]
     modes = [EagerConfig(mode=raw).mode for raw in _as_list("modes", pick("modes", "mode"))]
-    thetas = [EagerConfig(theta=_number("theta", t)).theta
+    thetas = [EagerConfig(theta=parse_value(t)).theta
               for t in _as_list("theta", data.get("theta", EagerConfig.theta))]
-    max_seqs = [EagerConfig(max_seqs=_number("max_seqs", m)).max_seqs
+    max_seqs = [EagerConfig(max_seqs=parse_value(m)).max_seqs
                 for m in _as_list("max_seqs", data.get("max_seqs", EagerConfig.max_seqs))]
     settings = {k: v for k, v in data.items() if k in EagerConfig.field_names()
                 and k not in ("mode", "theta", "max_seqs")}
@@ -262,29 +253,53 @@ def expand_cells(sweep: SweepConfig) -> list[Cell]:
     return list(unique.values())
 
 
-def cell_status(cell: Cell) -> tuple[str, str]:
-    """('done' | 'todo' | 'mismatch', why). Done = results.json holds this cell's finished run."""
+class CellStatus(str, Enum):
+    """Where a cell stands; the value is what sweep.json and the summary line show."""
+
+    TODO = "todo"
+    """Not finished: no results.json, or one without this cell's method (runs with --resume)."""
+    DONE = "done"
+    """Finished before this sweep started: skipped."""
+    MISMATCH = "mismatch"
+    """Its directory holds a run with other settings: never overwritten, counted as failed."""
+    RAN = "ran"
+    """Run (or resumed) by this sweep, to the end."""
+    FAILED = "failed"
+    """Run by this sweep, but it failed or ended without its results."""
+    PLANNED = "planned"
+    """--dry-run: would run."""
+    PENDING = "pending"
+    """Not reached (a --fail-fast stop before it)."""
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (CellStatus.FAILED, CellStatus.MISMATCH)
+
+
+def cell_status(cell: Cell) -> tuple[CellStatus, str]:
+    """(TODO | DONE | MISMATCH, why). Done = results.json holds this cell's finished run."""
     results = cell.output_dir / "results.json"
     if not results.is_file():
-        return "todo", "no results.json yet"
+        return CellStatus.TODO, "no results.json yet"
     try:
         data = json.loads(results.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        return "todo", f"results.json unreadable ({err}); running again with --resume"
+        return CellStatus.TODO, f"results.json unreadable ({err}); running again with --resume"
     if not isinstance(data, dict) or data.get("tool") != "eager-eval":
-        return "mismatch", "results.json is not an eager-eval run"
+        return CellStatus.MISMATCH, "results.json is not an eager-eval run"
     for run in data.get("runs") or []:
         if not isinstance(run, dict) or run.get("method") != cell.mode:
             continue
         differ = _settings_differ(cell, run.get("settings") or {})
         if differ:
-            return "mismatch", "holds a run with other settings: " + "; ".join(differ)
-        return "done", "finished"
-    return "todo", f"results.json has no {cell.mode} run yet"
+            return CellStatus.MISMATCH, "holds a run with other settings: " + "; ".join(differ)
+        return CellStatus.DONE, "finished"
+    return CellStatus.TODO, f"results.json has no {cell.mode} run yet"
 
 
 def _settings_differ(cell: Cell, recorded: Mapping[str, Any]) -> list[str]:
     wanted = cell.config.to_dict()
+    recorded = renamed_settings(recorded, warn=False)  # an older run's `topk` is `entropy_k`
     differ = []
     for name in cell.explicit:
         if name in recorded:
@@ -295,10 +310,8 @@ def _settings_differ(cell: Cell, recorded: Mapping[str, Any]) -> list[str]:
 
 
 def _same_number(a: Any, b: Any) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
+    x, y = number_or_none(a), number_or_none(b)
+    return x is not None and x == y
 
 
 # --- data of the built-in tasks ---------------------------------------------------------------
@@ -440,8 +453,7 @@ run_args, env) -> None; raises CellFailed."""
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str
-    """'done' (finished before), 'ran', 'failed', 'mismatch', or 'planned' (dry run)."""
+    status: CellStatus
     message: str = ""
 
 
@@ -453,7 +465,7 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list[CellOutcome]:
-        return [c for c in self.cells if c.status in ("failed", "mismatch")]
+        return [c for c in self.cells if c.status.is_failure]
 
 
 def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: bool = False,
@@ -471,20 +483,20 @@ def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: boo
     for number, cell in enumerate(cells, 1):
         status, why = cell_status(cell)
         prefix = f"[{number}/{len(cells)}] {cell.name}"
-        if status == "done":
+        if status is CellStatus.DONE:
             print(f"{prefix}: done, skipped", file=out, flush=True)
-            outcomes.append(CellOutcome(cell, "done", why))
+            outcomes.append(CellOutcome(cell, CellStatus.DONE, why))
             continue
-        if status == "mismatch":
+        if status is CellStatus.MISMATCH:
             message = f"{cell.output_dir} {why}: remove that directory or change `output` (not overwritten)"
             print(f"{prefix}: error: {message}", file=out, flush=True)
-            outcomes.append(CellOutcome(cell, "mismatch", message))
+            outcomes.append(CellOutcome(cell, CellStatus.MISMATCH, message))
             if fail_fast:
                 break
             continue
         if dry_run:
             print(f"{prefix}: to run ({why}) -> {cell.output_dir}", file=out, flush=True)
-            outcomes.append(CellOutcome(cell, "planned", why))
+            outcomes.append(CellOutcome(cell, CellStatus.PLANNED, why))
             continue
         print(f"{prefix}: running -> {cell.output_dir}", file=out, flush=True)
         try:
@@ -494,17 +506,17 @@ def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: boo
             runner(cell.model, prepared[cell.task.name], cell.config, cell.output_dir, resume=True,
                    limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env)
         except (CellFailed, ConfigError, OSError) as err:
-            outcomes.append(CellOutcome(cell, "failed", str(err)))
+            outcomes.append(CellOutcome(cell, CellStatus.FAILED, str(err)))
             print(f"{prefix}: failed: {err}", file=out, flush=True)
         else:
             status, why = cell_status(cell)
-            if status == "done":
-                outcomes.append(CellOutcome(cell, "ran", "finished"))
+            if status is CellStatus.DONE:
+                outcomes.append(CellOutcome(cell, CellStatus.RAN, "finished"))
             else:
-                outcomes.append(CellOutcome(cell, "failed", f"the run ended but {why}"))
+                outcomes.append(CellOutcome(cell, CellStatus.FAILED, f"the run ended but {why}"))
                 print(f"{prefix}: failed: the run ended but {why}", file=out, flush=True)
         _write_manifest(sweep, outcomes, cells)
-        if fail_fast and outcomes[-1].status == "failed":
+        if fail_fast and outcomes[-1].status is CellStatus.FAILED:
             break
     result = SweepOutcome(outcomes)
     if dry_run:
@@ -530,7 +542,7 @@ def _write_manifest(sweep: SweepConfig, outcomes: list[CellOutcome], cells: list
             "model": cell.model, "task": cell.task.name, "mode": cell.mode,
             "theta": _fmt(cell.config.theta) if cell.config.is_branching else None,
             "max_seqs": cell.config.max_seqs, "dir": str(cell.output_dir),
-            "status": outcome.status if outcome else "pending",
+            "status": (outcome.status if outcome else CellStatus.PENDING).value,
             "message": outcome.message if outcome else "",
         })
     manifest = {"tool": MANIFEST_TOOL, "config": str(sweep.source) if sweep.source else None,
@@ -584,14 +596,14 @@ def sweep_command(args: argparse.Namespace) -> int:
                         fail_fast=args.fail_fast)
     counts: dict[str, int] = {}
     for cell in outcome.cells:
-        counts[cell.status] = counts.get(cell.status, 0) + 1
+        counts[cell.status.value] = counts.get(cell.status.value, 0) + 1
     print("sweep: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for failed in outcome.failed:
         print(f"eager-eval: error: {failed.cell.name}: {failed.message}", file=sys.stderr)
     return 1 if outcome.failed else 0
 
 
-__all__ = ["SweepConfig", "TaskSpec", "Cell", "parse_sweep_config", "parse_task",
+__all__ = ["CellStatus", "SweepConfig", "TaskSpec", "Cell", "parse_sweep_config", "parse_task",
            "load_sweep_config", "expand_cells", "cell_status", "prepare_task", "run_command_line",
            "run_cell", "run_sweep", "add_sweep_parser", "add_sweep_arguments", "sweep_command",
            "SweepConfigError", "CellFailed"]

@@ -20,18 +20,21 @@ from inspect_ai.dataset import MemoryDataset, Sample
 
 from eager_eval.answers import AnswerType
 from eager_eval.datasets import GPQA_SHUFFLE_SEED, LETTERS, load_gpqa_diamond
-from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer, task_data
+from eager_eval.integrations.inspect_scorers import (
+    eager_generate,
+    eager_scorer,
+    task_data,
+    task_samples,
+)
 
 
 @task
 def gpqa_diamond(shuffle_seed: int = GPQA_SHUFFLE_SEED) -> Task:
     """`shuffle_seed`: base seed of the per-question choice shuffle (default: lm-eval's order)."""
     questions = task_data(load_gpqa_diamond, shuffle_seed)
-    samples = [
-        Sample(id=q.id, input=q.prompt, target=q.answer,
-               metadata={"choices": list(q.choices), "question": q.question})
-        for q in questions
-    ]
+    samples = task_samples(questions, lambda q: Sample(
+        id=q.id, input=q.prompt, target=q.answer,
+        metadata={"choices": list(q.choices), "question": q.question}))
     return Task(
         dataset=MemoryDataset(samples, name="gpqa_diamond"),
         solver=eager_generate(AnswerType.CHOICE, n_choices=len(LETTERS)),

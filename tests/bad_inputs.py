@@ -24,10 +24,10 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -130,7 +130,7 @@ class Workspace:
     def _write_sweeps(self) -> None:
         root = self.root
         cell = (f"models: [{self.tiny}]\ntasks: [{root / 'math.jsonl'}]\nmodes: [eager_init]\n"
-                "max_seqs: 2\nmax_new_tokens: 4\ntopk: 5\nreport: false\n")
+                "max_seqs: 2\nmax_new_tokens: 4\nentropy_k: 5\nreport: false\n")
         (root / "sweep-theta.yaml").write_text(cell + "theta: -1\n")
         (root / "sweep-key.yaml").write_text(cell + "thetta: 2\n")
         (root / "sweep-yaml.yaml").write_text("models: [m\n")
@@ -170,7 +170,7 @@ def held_lock(ws: Workspace, out: Path):
 
 
 RUN_TINY = ("--model", "{tiny}", "--data", "{W}/math.jsonl", "--output", "{out}", "--max-seqs",
-            "2", "--max-new-tokens", "4", "--topk", "5", "--no-progress")
+            "2", "--max-new-tokens", "4", "--entropy-k", "5", "--no-progress")
 """A run that works: each case changes one thing of it."""
 
 
@@ -232,10 +232,10 @@ CASES: list[Case] = [
     Case("run", "--temperature -0.1", run("--temperature", "-0.1"), 2,
          ("temperature must be a finite number >= 0",)),
     Case("run", "--top-p 0", run("--top-p", "0"), 2, ("top_p must be in (0, 1]",)),
-    Case("run", "--topk 1", run("--topk", "1", drop=("--topk",)), 2,
-         ("topk must be an integer >= 2",)),
-    Case("run", "--topk larger than the vocabulary (10 words)", run("--topk", "50", drop=("--topk",)),
-         2, ("topk must be <= the model's vocabulary size (10 tokens)", "50")),
+    Case("run", "--entropy-k 1", run("--entropy-k", "1", drop=("--entropy-k",)), 2,
+         ("entropy_k must be an integer >= 2",)),
+    Case("run", "--entropy-k larger than the vocabulary (10 words)", run("--entropy-k", "50", drop=("--entropy-k",)),
+         2, ("entropy_k must be <= the model's vocabulary size (10 tokens)", "50")),
     Case("run", "--top-k larger than the vocabulary", run("--top-k", "11"), 2,
          ("top_k must be 0 (off) or <= the model's vocabulary size (10 tokens)", "11")),
     Case("run", "--max-seqs 0", run("--max-seqs", "0", drop=("--max-seqs",)), 2,
@@ -346,8 +346,8 @@ CASES: list[Case] = [
     lm_eval("temperature=inf", "pretrained={chatmodel},temperature=inf",
             ("temperature must be a finite number",)),
     lm_eval("max_rows=0", "pretrained={chatmodel},max_rows=0", ("max_rows must be an integer >= 1",)),
-    lm_eval("topk above the vocabulary", "pretrained={chatmodel},topk=100000",
-            ("topk must be <= the model's vocabulary size",)),
+    lm_eval("entropy_k above the vocabulary", "pretrained={chatmodel},entropy_k=100000",
+            ("entropy_k must be <= the model's vocabulary size",)),
     lm_eval("chat=maybe", "pretrained={chatmodel},chat=maybe", ("chat must be auto, true or false",)),
     lm_eval("gpqa_diamond without its CSV (offline data dir)", "pretrained={chatmodel}",
             ("has no gpqa_diamond.csv",), tasks="gpqa_diamond", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"},
@@ -360,8 +360,8 @@ CASES: list[Case] = [
     inspect("-M device=cuda without CUDA", ("-M", "device=cuda"), ("CUDA is not available",)),
     inspect("-M temperature=inf", ("-M", "temperature=inf"), ("temperature must be a finite number",)),
     inspect("-M max_rows=0", ("-M", "max_rows=0"), ("max_rows must be an integer >= 1",)),
-    inspect("-M topk above the vocabulary (checked when the weights load, at the first call)",
-            ("-M", "topk=100000"), ("topk must be <= the model's vocabulary size",), exit_code=0,
+    inspect("-M entropy_k above the vocabulary (checked when the weights load, at the first call)",
+            ("-M", "entropy_k=100000"), ("entropy_k must be <= the model's vocabulary size",), exit_code=0,
             in_suite=True),
     inspect("unknown model eager/no-such-model", (), ("unknown model 'no-such-model'",),
             model="eager/no-such-model"),

@@ -47,3 +47,34 @@ def hashed_script(salt: int = 0, eos_after: int = 12, vocab: int = 30):
         return [(t, math.log(w / z)) for t, w in zip(tokens, weights)]
 
     return script
+
+
+class CharTokenizer:
+    """The prompt layer's tokenizer for scripted engines: a character is its code point.
+
+    `template=True` gives it a small chat template (each message as `<role>text</role>`, then
+    `<assistant>`), so a test sees whether the template was applied; `vocab` decodes the ids a
+    script generates (the text around forks). A text holding "BAD" cannot be encoded.
+    """
+
+    def __init__(self, vocab: dict[int, str] | None = None, *, template: bool = False,
+                 thinking: bool = False) -> None:
+        self.vocab = vocab or {}
+        self.chat_template = ("<role>{{content}}</role>" + ("{{enable_thinking}}" if thinking else "")
+                              if template else None)
+        self.thinking = thinking
+
+    def __call__(self, text: str, *, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        if "BAD" in text:
+            raise ValueError("this prompt cannot be encoded")
+        return {"input_ids": [ord(c) for c in text]}
+
+    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True,
+                            tokenize: bool = False, enable_thinking: bool = False, **_: object):
+        text = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages)
+        if add_generation_prompt:
+            text += "<assistant>" + ("<think>" if self.thinking and enable_thinking else "")
+        return self(text, add_special_tokens=False)["input_ids"] if tokenize else text
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(self.vocab.get(int(t), chr(int(t))) for t in ids)

@@ -110,7 +110,7 @@ def test_front_end_values():
 
 from test_cli import math_file, run_args, tiny_model_dir  # noqa: E402,F401 (fixtures)
 
-from eager_eval import cli  # noqa: E402
+from eager_eval import cli, session  # noqa: E402
 
 
 def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_path,  # noqa: F811
@@ -120,7 +120,7 @@ def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_
     assert "--theta" in args and args[args.index("--theta") + 1] == "auto"
     assert cli.main(args) == 0
     results = json.loads((out / "results.json").read_text())
-    recorded = json.loads((out / cli.CALIBRATION_FILE).read_text())
+    recorded = json.loads((out / session.CALIBRATION_FILE).read_text())
     assert results["theta_auto"] == recorded
     assert results["runs"][0]["settings"]["theta"] == recorded["theta"] > 0
     assert "theta=auto:" in capsys.readouterr().err
@@ -139,7 +139,7 @@ def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_
 
 lm_eval = pytest.importorskip("lm_eval")
 
-from test_lm_eval_mapping import Backends, encode, evaluator_requests  # noqa: E402
+from test_lm_eval_mapping import ENCODER, Backends, evaluator_requests  # noqa: E402
 
 from eager_eval.integrations.lm_eval import generate_texts, group_statistics  # noqa: E402
 
@@ -150,7 +150,7 @@ def test_lm_eval_groups_calibrate_theta_on_their_own_prompts():
     backends = Backends()
     _, outcomes = generate_texts(requests, config=EagerConfig(mode="eager_init", max_seqs=4,
                                                               percentile=None),
-                                 new_backend=backends, encode=encode, auto_theta=True)
+                                 new_backend=backends, encoder=ENCODER, auto_theta=True)
     by_task = {o.group.task_name: o for o in outcomes}
     hard, easy = by_task["hard_task"], by_task["easy_task"]
     assert hard.calibration is not None and easy.calibration is not None
@@ -193,10 +193,10 @@ def test_inspect_theta_auto_is_calibrated_once_and_logged(tmp_path):
                       **settings)
     log = run_eval(question_task([f"q{i}" for i in range(8)]), model, tmp_path)
     assert log.status == "success"
-    metadata = [s.output.metadata for s in log.samples]
+    metadata = [s.output.metadata for s in log.samples]  # each sample's prompt record
     (theta,) = {m["settings"]["theta"] for m in metadata}
-    assert all(m["theta_auto"]["theta"] == theta for m in metadata)
-    assert metadata[0]["theta_auto"]["n_prompts"] == 8
+    assert all(m["calibration"]["theta"] == theta for m in metadata)
+    assert metadata[0]["calibration"]["n_prompts"] == 8
     assert log.eval.model_args["theta"] == "auto"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from eager_eval import cli
+from eager_eval.record import RECORD_FORMAT, RECORD_VERSION, PromptRecord
 from eager_eval.store import JsonlTreeStore
 from support import SHARED_DATA, needs_smollm2, save_tiny_word_model  # noqa: E402
 
@@ -39,7 +40,7 @@ def math_file(tmp_path) -> Path:
 def run_args(model, data, out, *extra) -> list[str]:
     return ["run", "--model", str(model), "--data", str(data), "--output", str(out),
             "--max-seqs", "3", "--max-new-tokens", "12", "--theta", "1.0", "--percentile", "none",
-            "--topk", "5",  # the tiny vocabulary holds 10 words
+            "--entropy-k", "5",  # the tiny vocabulary holds 10 words
             "--no-progress", *extra]
 
 
@@ -109,8 +110,8 @@ def test_a_failed_start_leaves_an_earlier_run_as_it_was(capsys, math_file, tmp_p
     before = listing(out)
     capsys.readouterr()
     assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_init",
-                             "--topk", "50")) == 2
-    assert "topk must be <= the model's vocabulary size (10 tokens)" in capsys.readouterr().err
+                             "--entropy-k", "50")) == 2
+    assert "entropy_k must be <= the model's vocabulary size (10 tokens)" in capsys.readouterr().err
     assert listing(out) == before
 
 
@@ -198,17 +199,21 @@ def test_run_writes_results_and_samples(capsys, math_file, tmp_path, tiny_model_
             "seqs_max", "pass@1"} <= set(fp["metrics"])
     assert fp["rounds"][0]["sequences_spent"] == 12 and fp["samples"] == "full_parallel.jsonl"
 
-    records = [json.loads(line) for line in (out / "eager_adapt.jsonl").read_text().splitlines()]
-    assert [r["prompt_idx"] for r in records] == [0, 1, 2, 3]
+    lines = [json.loads(line) for line in (out / "eager_adapt.jsonl").read_text().splitlines()]
+    assert {(r["format"], r["version"]) for r in lines} == {(RECORD_FORMAT, RECORD_VERSION)}
+    records = [PromptRecord.from_dict(line) for line in lines]
+    assert [r.index for r in records] == [0, 1, 2, 3]
     first = records[0]
-    assert first["id"] == "p3" and first["target"] == "7"
-    assert len(first["correct"]) == len(first["answers"]) == len(first["sequences"]) == first["n_sequences"]
-    assert first["correct"] == [a == "7" for a in first["answers"]]
-    assert sum(r["tokens_generated"] for r in records) == ea["metrics"]["tokens_generated"]
-    seq = first["sequences"][0]
+    assert first.id == "p3" and first.target == "7" and first.answer_type == "math"
+    assert first.prompt.startswith("what is 3 + 4")  # the text before the chat template
+    assert [s.correct for s in first.sequences] == [s.answer == "7" for s in first.sequences]
+    assert sum(r.tokens_generated for r in records) == ea["metrics"]["tokens_generated"]
+    assert ea["metrics"]["pass_at_k"] == sum(r.n_correct > 0 for r in records) / 4
+    seq = lines[0]["sequences"][0]
     assert set(seq) == {"index", "round", "parent", "fork_position", "seed", "finish_reason",
-                        "n_tokens", "text", "tokens"}
-    assert seq["n_tokens"] == len(seq["tokens"]) > 0
+                        "n_tokens", "text", "tokens", "answer", "correct"}
+    assert len(seq["tokens"]) > 0 and lines[0]["settings"] == ea["settings"]
+    assert lines[0]["pool"]["budget"] == 12 and lines[0]["versions"]["eager_eval"]
 
 
 class StopAfter:
@@ -251,7 +256,7 @@ def test_ctrl_c_leaves_a_resumable_run(capsys, math_file, tmp_path, tiny_model_d
         written.append((tree.prompt_idx, tree.round)) if store.get(tree.prompt_idx, tree.round) is None else None,
         original(store, tree)))
     assert cli.main(run_args(tiny_model_dir, math_file, out, "--mode", "eager_adapt", "--resume")) == 0
-    kept = [(json.loads(line)["prompt_idx"], json.loads(line)["round"]) for line in stored[1:]]
+    kept = [(json.loads(line)["prompt_idx"], json.loads(line)["round"]) for line in stored[1:]]  # tree store
     assert not set(kept) & set(written), "finished trees are not generated again"
 
     def samples(directory):
@@ -281,7 +286,7 @@ def test_choice_csv_runs(capsys, tmp_path, tiny_model_dir):
                              "--mode", "eager")) == 0
     records = [json.loads(line) for line in (out / "eager.jsonl").read_text().splitlines()]
     assert [r["target"] for r in records] == ["B", "C"]
-    assert "A) w" in records[0]["problem"]
+    assert "A) w" in records[0]["prompt"] and records[0]["answer_type"] == "choice"
 
 
 # --- the embedded model (slow) ----------------------------------------------------------------

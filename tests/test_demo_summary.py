@@ -40,7 +40,7 @@ def test_the_story_counts_what_the_run_wrote(two_methods):
     text = "\n".join(lines)
     records = [json.loads(line) for line in (two_methods / "eager_adapt.jsonl").read_text().splitlines()]
     moved = sum(1 for r in records for s in r["sequences"] if s["round"] > 0)
-    capped = [r["prompt_idx"] for r in records if r["trees"][0]["hit_cap"]]
+    capped = [r["index"] for r in records if r["trees"][0]["hit_cap"]]
     assert moved > 0
     assert f"EAGer-adapt moved {moved} sequences of the unspent budget to the prompts that hit" in text
     assert f"{len(capped)} of 6 prompts hit the cap M = 4" in text

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from test_inspect_provider import (
     SETTINGS,
@@ -37,7 +36,7 @@ def scripted_model(**model_args):
 
 def pool_sizes(log) -> Counter:
     """How many samples each pool held, e.g. Counter({70: 70}) for one pool of 70."""
-    return Counter(s.output.metadata["pool"]["prompts"] for s in log.samples)
+    return Counter(s.output.metadata["pool"]["n_prompts"] for s in log.samples)
 
 
 def test_a_task_of_70_samples_pools_in_one_run_without_flags(tmp_path):
@@ -111,4 +110,4 @@ def test_calls_from_outside_an_eval_use_the_window():
         return await asyncio.gather(*calls)
 
     outputs = asyncio.run(three_calls())
-    assert [o.metadata["pool"]["prompts"] for o in outputs] == [3, 3, 3]
+    assert [o.metadata["pool"]["n_prompts"] for o in outputs] == [3, 3, 3]

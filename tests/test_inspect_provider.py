@@ -22,7 +22,7 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from inspect_ai.solver import generate
 from inspect_ai.tool import ToolInfo
-from scripting import EOS, flat, hashed_script, peaked
+from scripting import EOS, CharTokenizer, flat, hashed_script, peaked
 
 from eager_eval.answers import AnswerType
 from eager_eval.backends.scripted import ScriptedBackend
@@ -34,6 +34,7 @@ from eager_eval.integrations.inspect import (
 )
 from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
 from eager_eval.metrics import score_run
+from eager_eval.record import PromptRecord
 from eager_eval.models import ModelNotFoundError
 from eager_eval.runner import PromptInput, run
 
@@ -49,18 +50,13 @@ class ScriptedEngine:
     script: Any
     greedy: bool = False
     name: str = "scripted"
-    tokenizer: Any = None
+    tokenizer: Any = field(default_factory=lambda: CharTokenizer(VOCAB))
+    context_length: int | None = None
     runs: list[list[tuple[int, ...]]] = field(default_factory=list)
     """The prompts of every run, in run order (what each budget pool spanned)."""
 
     def new_backend(self, config: EagerConfig) -> ScriptedBackend:
         return ScriptedBackend(self.script, greedy=self.greedy or config.temperature == 0, vocab=VOCAB)
-
-    def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
-        text = " ".join(m["content"] for m in prompt)
-        if "BAD" in text:
-            raise ValueError("this prompt cannot be encoded")
-        return [ord(c) for c in text]
 
     def info(self) -> dict[str, Any]:
         return {"backend": "scripted"}
@@ -190,18 +186,20 @@ def test_tools_are_refused_per_call():
 
 def test_output_holds_every_sequence_tokens_once_and_the_statistics():
     (output,) = asyncio.run(generate_all(provider(batch_window=0.01), ["q1"]))
-    stats = output.metadata
-    assert stats["n_sequences"] == len(output.choices) > 1
-    assert output.usage.output_tokens == stats["tokens_generated"]  # #T: prefixes once
-    assert stats["tokens_generated"] < stats["tokens_in_outputs"]
+    record = PromptRecord.from_dict(output.metadata)  # the one record (docs/FORMAT.md)
+    assert record.n_sequences == len(output.choices) > 1
+    assert output.usage.output_tokens == record.tokens_generated  # #T: prefixes once
+    assert record.tokens_generated < record.tokens_in_outputs
     assert output.usage.input_tokens == 2
-    assert stats["n_branch_events"] == len(stats["branch_events"]) == stats["n_sequences"] - 1
-    assert stats["n_rounds"] == len(stats["rounds"]) and stats["mode"] == "eager_adapt"
+    assert len(record.forks) == record.n_sequences - 1
+    assert record.settings["mode"] == "eager_adapt" and len(record.trees) >= 1
     sequences = {c.message.metadata["sequence"] for c in output.choices}
-    assert {e["child"] for e in stats["branch_events"]} <= sequences
+    assert {f.child for f in record.forks} <= sequences
+    assert [s.text for s in record.sequences] == [c.message.text for c in output.choices]
+    assert all(s.tokens for s in record.sequences)  # every token id is in the record
     assert output.completion == output.choices[0].message.text
     assert all(c.stop_reason in ("stop", "max_tokens") for c in output.choices)
-    assert stats["settings"]["max_seqs"] == 4 and stats["pool"]["prompts"] == 1
+    assert record.settings["max_seqs"] == 4 and record.pool.n_prompts == 1
 
 
 # --- the budget pool -------------------------------------------------------------------------
@@ -223,16 +221,16 @@ def test_window_spanning_the_task_pools_like_the_core(tmp_path):
     assert sorted(by_pool_index) == list(range(len(TEXTS)))
     for i, prompt in enumerate(core.prompts):
         stats = by_pool_index[i].output.metadata
-        assert stats["pool"]["prompts"] == len(TEXTS)
+        assert stats["pool"]["n_prompts"] == len(TEXTS)
         assert stats["pool"]["rounds"] == [
             {"round": r.round, "budget": r.budget,
              "allotments": {str(p): cap for p, cap in r.allotments.items()},
              "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
             for r in core.rounds]
-        assert [(t["round"], t["cap"], t["theta"]) for t in stats["rounds"]] == [
+        assert [(t["round"], t["cap"], t["theta"]) for t in stats["trees"]] == [
             (t.round, t.cap, t.theta) for t in prompt.trees]
         assert [c.message.text for c in by_pool_index[i].output.choices] == prompt.texts
-        assert stats["tokens_generated"] == prompt.tokens_generated
+        assert PromptRecord.from_dict(stats).tokens_generated == prompt.tokens_generated
 
 
 def test_log_metrics_are_the_core_metrics_over_every_choice(tmp_path):
@@ -279,7 +277,7 @@ def test_engine_from_the_command_line_is_refused():
 def test_batch_size_bounds_a_window():
     api = provider(batch_size=2, batch_window=0.2)
     outputs = asyncio.run(generate_all(api, TEXTS[:5]))
-    assert sorted(o.metadata["pool"]["prompts"] for o in outputs) == [1, 2, 2, 2, 2]
+    assert sorted(o.metadata["pool"]["n_prompts"] for o in outputs) == [1, 2, 2, 2, 2]
 
 
 def test_calls_with_different_run_settings_go_to_separate_runs():
@@ -292,7 +290,7 @@ def test_calls_with_different_run_settings_go_to_separate_runs():
         return await asyncio.gather(hot, cold)
 
     hot, cold = asyncio.run(two_temperatures())
-    assert [o.metadata["pool"]["prompts"] for o in hot + cold] == [2, 2, 2, 2]
+    assert [o.metadata["pool"]["n_prompts"] for o in hot + cold] == [2, 2, 2, 2]
     assert {o.metadata["settings"]["temperature"] for o in hot} == {1.0}
     assert {o.metadata["settings"]["temperature"] for o in cold} == {0.2}
 
@@ -306,9 +304,9 @@ def test_max_tokens_is_per_call_and_does_not_split_the_pool():
             generate_all(api, ["q3"], GenerateConfig(max_tokens=8)))
 
     (short,), (long,) = asyncio.run(two_lengths())
-    assert short.metadata["pool"]["prompts"] == long.metadata["pool"]["prompts"] == 2
-    assert max(c.message.metadata["tokens"] for c in short.choices) == 3
-    assert max(c.message.metadata["tokens"] for c in long.choices) == 8
+    assert short.metadata["pool"]["n_prompts"] == long.metadata["pool"]["n_prompts"] == 2
+    assert max(len(s["tokens"]) for s in short.metadata["sequences"]) == 3
+    assert max(len(s["tokens"]) for s in long.metadata["sequences"]) == 8
     assert short.metadata["settings"]["max_new_tokens"] == 8  # the run's: its longest prompt's
 
 
@@ -354,13 +352,28 @@ def test_building_the_provider_loads_no_weights_the_first_call_does(loader, tmp_
     api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
     assert loader.calls == 0
     (output,) = asyncio.run(generate_all(api, ["q1"]))
-    assert output.metadata["n_sequences"] >= 1
+    assert len(output.metadata["sequences"]) >= 1
     asyncio.run(generate_all(api, ["q2", "q3"]))
     assert loader.calls == 1, "loaded once"
 
 
+def test_closing_the_model_frees_its_engine(loader, tmp_path):
+    """Inspect closes the model after an eval (`aclose`): the weights go, and the garbage
+    collector gets them (a weak reference dies); a later call loads them again."""
+    import weakref
+
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
+    asyncio.run(generate_all(api, ["q1"]))
+    assert loader.calls == 1 and api.engine.is_loaded
+    engine = weakref.ref(api.engine.loaded)
+    asyncio.run(api.aclose())
+    assert not api.engine.is_loaded and engine() is None
+    (output,) = asyncio.run(generate_all(api, ["q2"]))
+    assert loader.calls == 2 and len(output.metadata["sequences"]) >= 1
+
+
 def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
-    loader.error = ConfigError("topk", 500, "<= the model's vocabulary size (100 tokens)")
+    loader.error = ConfigError("entropy_k", 500, "<= the model's vocabulary size (100 tokens)")
     api = EagerModelAPI(str(tmp_path), batch_window=0.01, **SETTINGS)
     outputs = asyncio.run(generate_all(api, ["q1", "q2"], return_exceptions=True))
     outputs += asyncio.run(generate_all(api, ["q3"], return_exceptions=True))
@@ -369,10 +382,10 @@ def test_a_failed_load_fails_every_call_without_loading_again(loader, tmp_path):
 
 
 def test_settings_that_do_not_fit_the_model_fail_at_its_load(loader, tmp_path, caplog):
-    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **{**SETTINGS, "topk": 500})
+    api = EagerModelAPI(str(tmp_path), batch_window=0.01, **{**SETTINGS, "entropy_k": 500})
     (error,) = asyncio.run(generate_all(api, ["q1"], return_exceptions=True))
-    assert isinstance(error, ConfigError) and "topk must be <= the model's vocabulary size" in str(error)
-    assert "eager-eval: error: topk must be" in caplog.text
+    assert isinstance(error, ConfigError) and "entropy_k must be <= the model's vocabulary size" in str(error)
+    assert "eager-eval: error: entropy_k must be" in caplog.text
 
 
 def test_a_device_that_is_not_there_fails_when_the_provider_is_built(tmp_path, caplog):
@@ -393,7 +406,7 @@ def test_a_prompt_that_fills_the_context_fails_its_own_call():
     texts = ["short", "a prompt longer than ten"]  # ScriptedEngine: a token per character
     outputs = asyncio.run(generate_all(provider(engine, batch_size=2, batch_window=5), texts,
                                        return_exceptions=True))
-    assert outputs[0].metadata["n_sequences"] >= 1
+    assert len(outputs[0].metadata["sequences"]) >= 1
     assert isinstance(outputs[1], ValueError)
     assert f"is {len(texts[1])} tokens, but scripted's context holds 10" in str(outputs[1])
 
@@ -413,8 +426,8 @@ def test_a_failing_call_loses_no_other_result(caplog):
     assert isinstance(outputs[1], ValueError) and "cannot be encoded" in str(outputs[1])
     assert isinstance(outputs[2], RuntimeError) and "engine broke" in str(outputs[2])
     for output in (outputs[0], outputs[3]):
-        assert output.metadata["n_sequences"] >= 1
-        assert output.metadata["pool"]["prompts"] == 1  # re-run alone after the pooled run failed
+        assert len(output.metadata["sequences"]) >= 1
+        assert output.metadata["pool"]["n_prompts"] == 1  # re-run alone after the pooled run failed
     assert "re-running them one by one" in caplog.text
 
 
@@ -426,7 +439,7 @@ def test_a_failed_sample_keeps_the_others_in_the_log(tmp_path):
     errors = {s.input: s.error for s in log.samples if s.error is not None}
     assert list(errors) == ["BAD"] and "cannot be encoded" in errors["BAD"].message
     scored = [s for s in log.samples if s.scores]
-    assert len(scored) == 2 and all(s.output.metadata["pool"]["prompts"] == 2 for s in scored)
+    assert len(scored) == 2 and all(s.output.metadata["pool"]["n_prompts"] == 2 for s in scored)
 
 
 def test_a_cancelled_leader_never_strands_its_batch():
@@ -446,7 +459,7 @@ def test_a_cancelled_leader_never_strands_its_batch():
             tg.start_soon(call, 2)
 
     anyio.run(main)
-    assert results[1].metadata["pool"]["prompts"] == results[2].metadata["pool"]["prompts"] == 3
+    assert results[1].metadata["pool"]["n_prompts"] == results[2].metadata["pool"]["n_prompts"] == 3
 
 
 # --- full EAGer: labels ----------------------------------------------------------------------
@@ -466,7 +479,7 @@ def test_full_eager_gets_each_samples_target_through_the_solver(tmp_path):
                       memoize=False, mode="eager", batch_size=3, batch_window=30, **settings)
     log = run_eval(question_task(texts, targets), model, tmp_path, max_connections=3)
     assert log.status == "success"
-    rounds = {s.input: s.output.metadata["n_rounds"] for s in log.samples}
+    rounds = {s.input: len(s.output.metadata["trees"]) for s in log.samples}
     # budget 2*3 - (2 + 2 + 1) = 1 goes to the unsolved prompt (eager_adapt would give it to A)
     assert rounds == {"wild A": 1, "wild B": 2, "calm C": 1}
     metrics = log.results.scores[0].metrics
@@ -491,4 +504,4 @@ def test_plain_generate_works_without_labels_for_other_modes(tmp_path):
                       batch_size=2, batch_window=30, **SETTINGS)
     log = run_eval(question_task(["q1", "q2"], solver=generate()), model, tmp_path, max_connections=2)
     assert log.status == "success"
-    assert all(s.output.metadata["pool"]["prompts"] == 2 for s in log.samples)
+    assert all(s.output.metadata["pool"]["n_prompts"] == 2 for s in log.samples)

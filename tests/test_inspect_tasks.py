@@ -137,19 +137,25 @@ def read_json_log(log_dir: Path) -> dict:
 def check_samples_show_sequences_and_statistics(log: dict, epochs: int = 1) -> None:
     """What `inspect view` renders per sample: every sequence (choices) and the statistics.
     With epochs, Inspect's default reducer averages each sample's epochs: #T per epoch."""
+    from eager_eval.record import PromptRecord
+
+    records = []
     for sample in log["samples"]:
-        output, stats = sample["output"], sample["output"]["metadata"]
-        assert len(output["choices"]) == stats["n_sequences"] >= 1
-        assert output["usage"]["output_tokens"] == stats["tokens_generated"]
-        assert stats["tokens_generated"] <= stats["tokens_in_outputs"]
-        for key in ("n_branch_events", "branch_events", "n_rounds", "rounds", "pool", "settings"):
-            assert key in stats
-        assert all(c["message"]["metadata"]["tokens"] >= 1 for c in output["choices"])
-        assert sample["scores"]["eager_scorer"]["value"]["n_sequences"] == stats["n_sequences"]
+        output = sample["output"]
+        record = PromptRecord.from_dict(output["metadata"])  # the one prompt record
+        records.append(record)
+        assert len(output["choices"]) == record.n_sequences >= 1
+        assert output["usage"]["output_tokens"] == record.tokens_generated
+        assert record.tokens_generated <= record.tokens_in_outputs
+        assert record.trees and record.pool and record.settings and record.is_graded
+        assert all(s.tokens for s in record.sequences)
+        assert sample["scores"]["eager_scorer"]["value"]["n_sequences"] == record.n_sequences
+        assert sample["scores"]["eager_scorer"]["value"]["pass_at_1"] == pytest.approx(
+            record.n_correct / record.n_sequences)  # the scorer counted the stored grades
     metrics = log["results"]["scores"][0]["metrics"]
     assert list(metrics) == METRICS
-    assert metrics["tokens_generated"]["value"] == pytest.approx(sum(
-        s["output"]["metadata"]["tokens_generated"] for s in log["samples"]) / epochs)
+    assert metrics["tokens_generated"]["value"] == pytest.approx(
+        sum(r.tokens_generated for r in records) / epochs)
 
 
 @pytest.mark.slow
@@ -171,12 +177,12 @@ def test_inspect_eval_command_on_a_tiny_model_pools_the_whole_task(tiny_model_di
     check_samples_show_sequences_and_statistics(log, epochs=2)
     pools = [dict(s["output"]["metadata"]["pool"]) for s in log["samples"]]
     assert sorted(pool.pop("index") for pool in pools) == list(range(6))
-    assert pools[0]["prompts"] == 6 and pools[1:] == pools[:-1]  # one pool, one run
+    assert pools[0]["n_prompts"] == 6 and pools[1:] == pools[:-1]  # one pool, one run
     from eager_eval.report.trees import load_runs
 
     (trees,) = load_runs(log_dir)  # what `eager-eval show` and the drill-down read
     assert [len(p.sequences) for p in trees.prompts] == [
-        s["output"]["metadata"]["n_sequences"] for s in log["samples"]]
+        len(s["output"]["metadata"]["sequences"]) for s in log["samples"]]
     assert all(f.context is not None for p in trees.prompts for f in p.forks)
     settings = log["samples"][0]["output"]["metadata"]["settings"]
     assert (settings["max_seqs"], settings["seed"], settings["max_new_tokens"]) == (4, 1, 16)

@@ -23,12 +23,13 @@ from eager_eval.integrations.lm_eval import (  # noqa: E402
     NO_SEQUENCE,
     generate_texts,
     group_requests,
-    opens_thinking,
     request_settings,
     split_model_args,
     texts_for_slots,
 )
-from eager_eval.results import FinishReason, PromptResult, SequenceResult, TreeResult  # noqa: E402
+from eager_eval.integrations.lm_eval_tasks import SlotText  # noqa: E402
+from eager_eval.prompts import PromptEncoder  # noqa: E402
+from eager_eval.record import PromptRecord, SequenceRecord  # noqa: E402
 
 BOX = {EOS: "", **{i: f" \\boxed{{{i}}}" for i in range(1, 11)}}
 """Token i decodes to a boxed answer i (EOS to nothing): a sequence's answer is its last token."""
@@ -45,9 +46,24 @@ def script(prompt, generated):
     return peaked(7, other=3)
 
 
-def encode(context: str, max_new_tokens: int) -> list[int]:
-    """'hard ...' / 'easy ...' -> a first token the script reads, then one token per character."""
+def encode(context: str) -> list[int]:
+    """'hard ...' / 'easy ...' -> a first token the script reads, then one for the length."""
     return [HARD if context.startswith("hard") else EASY] + [50 + len(context) % 30]
+
+
+class ScriptTokenizer:
+    """The prompt layer's tokenizer for these tests: `encode`, no chat template."""
+
+    chat_template = None
+
+    def __call__(self, text: str, *, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": encode(text)}
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(BOX.get(t, f"<{t}>") for t in ids)
+
+
+ENCODER = PromptEncoder(ScriptTokenizer())
 
 
 class Backends:
@@ -93,7 +109,7 @@ def evaluator_requests(tasks: dict[str, list[tuple[str, int]]], gen_kwargs=None)
 def run_texts(requests, config=CONFIG, **kwargs):
     backends = Backends()
     texts, outcomes = generate_texts(requests, config=config, new_backend=backends,
-                                     encode=encode, **kwargs)
+                                     encoder=ENCODER, **kwargs)
     return texts, outcomes, backends
 
 
@@ -101,10 +117,11 @@ def expected_texts(requests, outcomes) -> list[str]:
     """The rule, restated: slot j of a doc = its j-th sequence, else the marker; R = 1: Cons@k."""
     out: list[str | None] = [None] * len(requests)
     for outcome in outcomes:
-        for doc, prompt in zip(outcome.group.docs, outcome.result.prompts):
+        for doc, prompt, record in zip(outcome.group.docs, outcome.result.prompts,
+                                       outcome.records):
             texts = prompt.texts
             if len(doc.slots) == 1:
-                out[doc.slots[0]] = texts_for_slots(prompt, 1, AnswerType.MATH)[0]
+                out[doc.slots[0]] = texts_for_slots(record, 1)[0]
                 continue
             for j, slot in enumerate(doc.slots):
                 out[slot] = texts[j] if j < len(texts) else NO_SEQUENCE
@@ -119,8 +136,11 @@ def test_one_string_per_request_in_order_across_tasks():
     })
     texts, outcomes, _ = run_texts(requests)
     assert len(texts) == len(requests)
-    assert all(isinstance(t, str) for t in texts)
+    assert all(isinstance(t, SlotText) for t in texts)  # strings that carry their doc's record
     assert texts == expected_texts(requests, outcomes)
+    for outcome in outcomes:
+        for doc, record in zip(outcome.group.docs, outcome.records):
+            assert all(texts[slot].record is record for slot in doc.slots)
     n_seqs = {o.group.task_name: [p.n_sequences for p in o.result.prompts] for o in outcomes}
     assert n_seqs == {"task_a": [4, 1, 4], "task_b": [4, 1], "task_c": [4, 1]}
 
@@ -144,17 +164,14 @@ def test_repeats_below_sequences_hold_the_first_sequences():
 
 
 def test_repeats_one_gets_the_majority_vote_sequence():
-    def seq(index, text):
-        return SequenceResult(index, 0, None, 0, 0, [1], text, FinishReason.EOS)
+    def record(texts):
+        sequences = [SequenceRecord(i, 0, None, 0, text) for i, text in enumerate(texts)]
+        return PromptRecord("p", 0, None, None, None, sequences).vote(AnswerType.MATH.value)
 
     texts = ["so \\boxed{5}", "so \\boxed{7}", "then \\boxed{5}", "thus \\boxed{7}", "\\boxed{7}"]
-    tree = TreeResult(0, 0, 5, 2.0, [seq(i, t) for i, t in enumerate(texts)], [], False)
-    prompt = PromptResult(0, [tree])
-    assert texts_for_slots(prompt, 1, AnswerType.MATH) == ["so \\boxed{7}"]  # 7 wins 3-2
-    assert texts_for_slots(prompt, 2, AnswerType.MATH) == texts[:2]
-    tie = PromptResult(0, [TreeResult(0, 0, 2, 2.0, [seq(0, "\\boxed{1}"), seq(1, "\\boxed{2}")],
-                                      [], False)])
-    assert texts_for_slots(tie, 1, AnswerType.MATH) == ["\\boxed{1}"]  # a tie: seen first
+    assert texts_for_slots(record(texts), 1) == ["so \\boxed{7}"]  # 7 wins 3-2
+    assert texts_for_slots(record(texts), 2) == texts[:2]
+    assert texts_for_slots(record(["\\boxed{1}", "\\boxed{2}"]), 1) == ["\\boxed{1}"]  # tie: first
 
 
 def test_one_run_per_task_holds_all_its_docs():
@@ -212,7 +229,7 @@ def test_until_and_max_gen_toks_reach_the_runner():
         seen.append(config)
         return ScriptedBackend(long_script if len(seen) == 2 else script, vocab=vocab)
 
-    texts, outcomes = generate_texts(requests, config=CONFIG, new_backend=backend, encode=encode)
+    texts, outcomes = generate_texts(requests, config=CONFIG, new_backend=backend, encoder=ENCODER)
     assert texts[0] == ""  # cut before the stop string (the first token carries it)
     assert outcomes[1].result.prompts[0].sequences[0].tokens == [3, 3, 3, 3]
     assert [c.max_new_tokens for c in seen] == [5, 4]
@@ -292,13 +309,6 @@ def test_split_model_args_rejects_unknown_names_with_the_accepted_list():
     message = str(err.value)
     assert "unknown eager-hf model arg 'thetta'" in message and "did you mean 'theta'" in message
     assert "dtype" in message and "max_seqs" in message
-
-
-def test_opens_thinking():
-    assert opens_thinking("<|im_start|>assistant\n<think>\n", "</think>")
-    assert not opens_thinking("<think>x</think> answer", "</think>")
-    assert not opens_thinking("plain", "</think>")
-    assert not opens_thinking("<think>", None)
 
 
 def test_marker_is_never_an_answer():

@@ -7,7 +7,7 @@ marked slow (lm-eval's start-up alone takes ~15 s on a 2-core machine).
 
 from __future__ import annotations
 
-import functools
+import abc
 import glob
 import importlib.util
 import json
@@ -25,7 +25,10 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
+from eager_eval import engines  # noqa: E402
 from eager_eval.config import ConfigError  # noqa: E402
+from eager_eval.prompts import Prompt, PromptTooLongError  # noqa: E402
+from eager_eval.record import PromptRecord  # noqa: E402
 from eager_eval.integrations import lm_eval as adapter  # noqa: E402
 from eager_eval.integrations import lm_eval_tasks  # noqa: E402
 from eager_eval.integrations.lm_eval import NO_SEQUENCE, EagerHFLM  # noqa: E402
@@ -92,7 +95,7 @@ def test_unknown_model_arg_lists_the_accepted_names(tiny_dir):
         EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "thetta": 2.5}, {"device": "cpu"})
     message = str(err.value)
     assert "unknown eager-hf model arg 'thetta'" in message and "did you mean 'theta'" in message
-    for name in ("max_seqs", "mode", "dtype", "max_rows", "think_end_token", "attn_implementation"):
+    for name in ("max_seqs", "mode", "dtype", "max_rows", "think_end_token", "chat"):
         assert name in message
 
 
@@ -103,7 +106,7 @@ def test_unknown_model_arg_lists_the_accepted_names(tiny_dir):
     ({"max_seqs": 0}, "max_seqs must be an integer >= 1"),
 ])
 def test_bad_settings_fail_before_loading(tiny_dir, args, pattern, caplog, monkeypatch):
-    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
     with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
         with pytest.raises(ConfigError, match=pattern):
             EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **args}, {"device": "cpu"})
@@ -112,20 +115,19 @@ def test_bad_settings_fail_before_loading(tiny_dir, args, pattern, caplog, monke
     assert re.search(pattern, errors[0]), "the line lm-eval shows before its traceback"
 
 
-@functools.wraps(adapter.HFLM.__init__)  # the adapter reads HFLM's parameters off its signature
 def _no_model_may_load(*args, **kwargs):
-    raise AssertionError("HFLM.__init__ ran: the model began to load")
+    raise AssertionError("load_engine ran: the model began to load")
 
 
 def test_max_rows_below_one_fails_before_loading(tiny_dir, monkeypatch):
-    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
     with pytest.raises(ConfigError, match="max_rows must be an integer >= 1"):
         EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_rows": 0}, {"device": "cpu"})
 
 
-def test_topk_above_the_vocabulary_is_an_error_not_a_silent_clamp(tiny_dir):
-    with pytest.raises(ConfigError, match=r"topk must be <= the model's vocabulary size \(\d+ tokens\)"):
-        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "topk": 100_000}, {"device": "cpu"})
+def test_entropy_k_above_the_vocabulary_is_an_error_not_a_silent_clamp(tiny_dir):
+    with pytest.raises(ConfigError, match=r"entropy_k must be <= the model's vocabulary size \(\d+ tokens\)"):
+        EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "entropy_k": 100_000}, {"device": "cpu"})
 
 
 def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatch, caplog):
@@ -136,7 +138,7 @@ def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatc
     from eager_eval.datasets import DataFileError
 
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(tmp_path))  # holds no gpqa_diamond.csv
-    monkeypatch.setattr(adapter.HFLM, "__init__", _no_model_may_load)
+    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
     manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
     with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
         with pytest.raises(DataFileError, match="has no gpqa_diamond.csv"):
@@ -184,9 +186,20 @@ def test_a_requested_cuda_device_warns_and_falls_back(tiny_dir, caplog, monkeypa
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_eager_vllm_without_vllm_says_what_to_install():
+def test_eager_vllm_without_vllm_says_what_to_install(tiny_dir):
     with pytest.raises(ImportError, match=r"pip install 'eager-eval\[vllm\]'"):
-        adapter.EagerVLLM  # noqa: B018 (built on first access)
+        adapter.EagerVLLM.create_from_arg_obj({"pretrained": tiny_dir}, {"device": "cuda:0"})
+
+
+def test_the_models_are_lm_eval_s_public_lm_and_nothing_else():
+    """Composition: the LM contract (dummy.py's three methods), no HFLM or VLLM inheritance."""
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import get_model
+
+    for cls in (adapter.EagerHFLM, adapter.EagerVLLM):
+        assert cls.__mro__[1:] == (adapter.EagerLM, LM, abc.ABC, object)
+    assert get_model("eager-hf") is adapter.EagerHFLM
+    assert get_model("eager-vllm") is adapter.EagerVLLM
 
 
 # --- generation ------------------------------------------------------------------------------
@@ -198,13 +211,14 @@ def test_generate_until_gives_one_string_per_request_and_keeps_every_sequence(lm
                 + generation("s", 0, 1, docs[2]))
     texts = lm.generate_until(requests)
     assert len(texts) == 9 and all(isinstance(t, str) for t in texts)
-    for doc, slots in ((docs[0], texts[0:4]), (docs[1], texts[4:8])):
-        record = lm_eval_tasks.recall(doc)
-        kept = [s["text"] for s in record["sequences"]]
+    for slots in (texts[0:4], texts[4:8]):
+        record = slots[0].record  # every slot carries its doc's record
+        kept = record.texts
         n = min(len(kept), 4)
         assert slots[:n] == kept[:n] and slots[n:] == [NO_SEQUENCE] * (4 - n)
-        assert all(s["n_tokens"] <= 6 for s in record["sequences"])  # max_gen_toks honoured
-    assert texts[8] in [s["text"] for s in lm_eval_tasks.recall(docs[2])["sequences"]]
+        assert all(len(s.tokens) <= 6 for s in record.sequences)  # max_gen_toks honoured
+        assert record.versions["lm_eval"] and record.settings["max_new_tokens"] == 6
+    assert texts[8] in texts[8].record.texts
     stats = lm.get_model_info()["eager_eval"]["tasks"]
     assert set(stats) == {"t", "s"} and stats["t"][-1]["n_prompts"] == 2
     assert stats["t"][-1]["budget"] == 6 and stats["t"][-1]["rounds"][0]["round"] == 0
@@ -215,10 +229,17 @@ def test_greedy_requests_are_reproducible(lm):
     assert lm.generate_until(requests) == lm.generate_until(requests)
 
 
-def test_loglikelihood_works_as_in_hflm(lm):
+def test_loglikelihood_goes_to_hflm_around_the_loaded_weights(lm):
+    from lm_eval.models.huggingface import HFLM
+
     requests = [Instance("loglikelihood", {}, ("Please reason", " step by step"), 0, ("ll", 0, 1))]
     (logprob, greedy), = lm.loglikelihood(requests)
     assert logprob < 0 and isinstance(greedy, bool)
+    delegate = lm._delegate()
+    assert isinstance(delegate, HFLM) and delegate.model is lm.engine.model  # no second copy
+    expected = HFLM(pretrained=lm.engine.model, tokenizer=lm.engine.tokenizer).loglikelihood(
+        requests)
+    assert (logprob, greedy) == pytest.approx(expected[0])
 
 
 def test_mode_eager_without_labels_through_the_model(tiny_dir):
@@ -231,22 +252,21 @@ def test_mode_eager_without_labels_through_the_model(tiny_dir):
     assert len(texts) == 1
 
 
-def test_max_gen_toks_beyond_max_length_is_a_clear_error(lm):
-    with pytest.raises(ConfigError, match="max_gen_toks must be < the model's max_length"):
-        lm.generate_until(generation("t", 0, 1, max_gen_toks=5000))
-
-
-def test_a_prompt_cut_to_fit_is_logged_and_recorded(lm, caplog):
-    room = 30
-    before = lm.get_model_info()["eager_eval"]["prompt_truncation"]["prompts"]
-    long_prompt = [Instance("generate_until", {"id": 0},
-                            (" ".join(["the"] * 200), {"until": [], "max_gen_toks": lm.max_length - room}),
-                            0, ("t", 0, 1))]
+def test_max_gen_toks_past_the_context_is_said_once(lm, caplog):
+    """The overlength policy of every front end (eager_eval.prompts): warn, never cut."""
     with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
-        lm.generate_until(long_prompt)
-    assert f"cut to its last {room}" in caplog.text
-    truncation = lm.get_model_info()["eager_eval"]["prompt_truncation"]
-    assert truncation["prompts"] == before + 1 and "keep the last" in truncation["policy"]
+        lm.generate_until(generation("room", 0, 1, max_gen_toks=lm.max_length))
+    assert "plus max_gen_toks 1024 passes" in caplog.text and "lower max_gen_toks" in caplog.text
+
+
+def test_a_prompt_that_fills_the_context_is_refused_not_cut(lm, caplog):
+    long_prompt = [Instance("generate_until", {"id": 0},
+                            (" ".join(["the"] * (lm.max_length + 5)), {"until": []}), 0, ("t", 0, 1))]
+    with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
+        with pytest.raises(PromptTooLongError, match="prompt doc 0 of task t is 1029 tokens"):
+            lm.generate_until(long_prompt)
+    assert "eager-eval: error: prompt doc 0 of task t" in caplog.text
+    assert "refused" in lm.get_model_info()["eager_eval"]["prompt_overlength"]
 
 
 def test_model_info_holds_settings_versions_and_seed(lm):
@@ -274,9 +294,11 @@ def test_gpqa_task_in_process_with_made_up_questions(lm, tmp_path, monkeypatch):
         assert f"{name},all" in metrics
     assert 1 <= metrics["n_sequences,all"] <= 9  # up to adapt_cap * M per prompt
     sample = out["samples"]["gpqa_diamond"][0]
-    record = sample["filtered_resps"][0]
+    record = PromptRecord.from_dict(sample["filtered_resps"][0])
     assert len(sample["resps"][0]) == 32  # repeats: 32 request slots
-    assert record["n_sequences"] == sample["n_sequences"] == len(record["sequences"])
+    assert record.n_sequences == sample["n_sequences"]
+    assert record.is_graded and record.answer_type == "choice"  # graded once, by the adapter
+    assert sample["pass_at_1"] == record.n_correct / record.n_sequences
     assert out["config"]["eager_eval"]["tasks"]["gpqa_diamond"][0]["n_prompts"] == 2
 
 
@@ -339,9 +361,10 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
     assert [len(p.sequences) for p in trees.prompts] == [s["n_sequences"] for s in samples]
     assert all(f.context is not None for p in trees.prompts for f in p.forks)
     assert len(samples) == 3
-    record = json.loads(samples[0]["filtered_resps"][0])  # every sequence, with branch points
-    assert len(record["sequences"]) == record["n_sequences"] == samples[0]["n_sequences"]
-    assert "branch_points" in record and record["sequences"][0]["text"] == samples[0]["resps"][0][0]
+    record = json.loads(samples[0]["filtered_resps"][0])  # the one prompt record (FORMAT.md)
+    assert len(record["sequences"]) == samples[0]["n_sequences"]
+    assert "forks" in record and record["sequences"][0]["text"] == samples[0]["resps"][0][0]
+    assert record["calibration"]["theta"] == task_info["theta"]  # theta=auto in the record too
 
 
 @pytest.mark.slow
@@ -387,19 +410,23 @@ def test_readme_command_on_smollm2(tmp_path):
 
 
 def test_chat_auto_wraps_prompts_unless_the_harness_already_did(tiny_dir):
+    def seen(lm, context):  # what generate_until hands the prompt layer, rendered
+        return lm._encoder().render(Prompt(context, rendered=lm._harness_applied_chat))
+
     model = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_seqs": 2},
                                           {"device": "cpu", "batch_size": "1"})
-    assert model._render("what is two") == "what is two"  # no chat template: unchanged
+    assert seen(model, "what is two") == "what is two"  # no chat template: unchanged
     model.tokenizer.chat_template = (
         "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}"
         "{% if add_generation_prompt %} answer{% endif %}")
-    assert model._render("what is two") == "<s> what is two </s> answer"
-    model.apply_chat_template([{"role": "user", "content": "x"}])  # --apply_chat_template
-    assert model._render("what is two") == "what is two"
+    assert seen(model, "what is two") == "<s> what is two </s> answer"
+    templated = model.apply_chat_template([{"role": "user", "content": "x"}])  # lm-eval's flag
+    assert templated == "<s> x </s> answer"
+    assert seen(model, "what is two") == "what is two"  # rendered already: no second template
     raw = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "chat": "false"},
                                         {"device": "cpu", "batch_size": "1"})
     raw.tokenizer.chat_template = model.tokenizer.chat_template
-    assert raw._render("what is two") == "what is two"
+    assert seen(raw, "what is two") == "what is two"
 
 
 def test_bad_chat_value_is_a_clear_error(tiny_dir):

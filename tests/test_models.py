@@ -305,7 +305,8 @@ def test_unreachable_hub_id_becomes_model_not_found(monkeypatch):
 
 
 class _ChatTokenizer:
-    """Records what apply_chat_template gets; returns a dict like transformers 5's BatchEncoding."""
+    """Records what the prompt layer asks of a tokenizer: the template as text, then the text's
+    ids (the length of the text, so a test sees which text was tokenised)."""
 
     def __init__(self, chat_template):
         self.chat_template = chat_template
@@ -313,31 +314,33 @@ class _ChatTokenizer:
 
     def apply_chat_template(self, messages, **kwargs):
         self.calls.append((messages, kwargs))
-        return {"input_ids": [7, 8, 9], "attention_mask": [1, 1, 1]}
+        return "<templated>"
 
-    def __call__(self, text):
-        self.calls.append((text, {}))
-        return {"input_ids": [len(text)]}
+    def __call__(self, text, *, add_special_tokens):
+        self.calls.append((text, {"add_special_tokens": add_special_tokens}))
+        return {"input_ids": [len(text)], "attention_mask": [1]}
 
 
 def test_apply_chat_passes_enable_thinking_only_to_templates_that_read_it():
     qwen_like = _ChatTokenizer("{% if enable_thinking is defined and not enable_thinking %}...")
-    assert apply_chat(qwen_like, "2+2?", enable_thinking=False) == [7, 8, 9]
+    assert apply_chat(qwen_like, "2+2?", enable_thinking=False) == [len("<templated>")]
     messages, kwargs = qwen_like.calls[0]
     assert messages == [{"role": "user", "content": "2+2?"}]
-    assert kwargs == {"add_generation_prompt": True, "tokenize": True, "enable_thinking": False}
+    assert kwargs == {"add_generation_prompt": True, "tokenize": False, "enable_thinking": False}
+    # the template wrote the special tokens: the tokenizer adds none
+    assert qwen_like.calls[1] == ("<templated>", {"add_special_tokens": False})
 
     plain = _ChatTokenizer("{% for message in messages %}...")
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    assert apply_chat(plain, chat) == [7, 8, 9]
-    assert plain.calls[0] == (chat, {"add_generation_prompt": True, "tokenize": True})
+    assert apply_chat(plain, chat) == [len("<templated>")]
+    assert plain.calls[0] == (chat, {"add_generation_prompt": True, "tokenize": False})
 
 
-def test_apply_chat_without_template_tokenizes_the_text():
+def test_apply_chat_without_template_tokenizes_the_text_with_its_special_tokens():
     base = _ChatTokenizer(None)
     assert apply_chat(base, "hello") == [5]
     assert apply_chat(base, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]) == [4]
-    assert base.calls[1][0] == "a\n\nb"
+    assert base.calls[1] == ("a\n\nb", {"add_special_tokens": True})  # a BOS where it has one
 
 
 def test_apply_chat_on_a_real_tokenizer_returns_ints(tiny_model_dir):

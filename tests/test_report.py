@@ -24,7 +24,8 @@ from test_report_helpers import (
 from eager_eval.report import EXIT_OK, add_report_parser
 from eager_eval.report.build import build_report
 from eager_eval.report.leaderboard import MISSING, pareto_front
-from eager_eval.report.readers import parse_model_args, read_runs
+from eager_eval.report.readers import read_runs
+from eager_eval.settings import parse_key_values as parse_model_args
 
 METRICS = ("n_prompts", "pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated",
            "tokens_in_outputs", "seqs_mean", "seqs_min", "seqs_max")
@@ -140,8 +141,8 @@ def test_inspect_numbers_match_logs(report):
     _, rows, _ = report
     _assert_row(_row(rows, "HuggingFaceTB/SmolLM3-3B", "eager_init", "aime25"), {
         **SMOLLM3_INIT_METRICS,
-        "seqs_min": min(s["n_sequences"] for s in SMOLLM3_INIT_SAMPLES),
-        "seqs_max": max(s["n_sequences"] for s in SMOLLM3_INIT_SAMPLES),
+        "seqs_min": min(len(s["sequences"]) for s in SMOLLM3_INIT_SAMPLES),
+        "seqs_max": max(len(s["sequences"]) for s in SMOLLM3_INIT_SAMPLES),
         "theta": 2.0, "max_seqs": 4, "temperature": 0.6,
         "savings_vs_full_parallel": 1 - 3000 / 6000,  # by hand
     })
@@ -225,7 +226,7 @@ def test_pareto_front():
 
 @pytest.mark.parametrize("model_args, expected", [
     ("pretrained=Qwen/Qwen3-4B,mode=eager_adapt,theta=2.0,max_seqs=4",
-     {"pretrained": "Qwen/Qwen3-4B", "mode": "eager_adapt", "theta": "2.0", "max_seqs": "4"}),
+     {"pretrained": "Qwen/Qwen3-4B", "mode": "eager_adapt", "theta": 2.0, "max_seqs": 4}),
     ({"pretrained": "x", "theta": 2.5}, {"pretrained": "x", "theta": 2.5}),
     ('{"pretrained": "y"}', {"pretrained": "y"}),
     (None, {}),
@@ -245,3 +246,19 @@ def test_theta_inf_string_is_read_as_infinity(tmp_path):
     build_report([tmp_path], tmp_path / "out", warn=None)
     row = _row(read_csv(tmp_path / "out" / "leaderboard.csv"), "smollm2-135m", "eager_adapt", "demo")
     assert row["theta"] == "inf"
+
+
+def test_report_and_show_import_no_sympy(tmp_path):
+    """Grades are stored in the records: reading and reporting them never loads math-verify
+    (and sympy under it, ~1 s); only grading does (answers.py imports it where it grades)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from eager_eval.cli import main; "
+            f"assert main(['report', {str(EAGER_DEMO)!r}, '--output', {str(tmp_path / 'r')!r}]) == 0; "
+            f"assert main(['show', {str(EAGER_DEMO)!r}]) == 0; "
+            f"print(sorted(m for m in ('sympy', 'math_verify') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report_helpers import EAGER_DEMO, LM_EVAL, inspect_log, read_csv
+from test_report_helpers import EAGER_DEMO, LM_EVAL, inspect_log, made_up_record, read_csv
 
 from eager_eval.report import EXIT_NOTHING_READABLE, EXIT_OK, add_report_parser
 from eager_eval.report.build import build_report
@@ -289,7 +289,7 @@ def test_inspect_settings_logged_by_the_provider_win(tmp_path):
 
     logged = {"mode": "eager_adapt", "theta": 2.2, "max_seqs": 8, "temperature": 0.6, "seed": 3}
     log = inspect_log("eager/m", "aime25", {"theta": 2.2}, {"pass_at_k": 0.5},
-                      samples=[{"n_sequences": 2, "tokens_generated": 10, "settings": logged}],
+                      samples=[made_up_record(0, 10, [(3, 2.5)], settings=logged)],
                       temperature=1.0)
     write_eval_log(log, str(tmp_path / "log.eval"))
     run = read_runs([tmp_path]).runs[0]

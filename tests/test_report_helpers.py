@@ -47,17 +47,29 @@ def inspect_log(model: str, task: str, model_args: dict[str, Any], metrics: dict
     return EvalLog(eval=spec, status=status, results=results, samples=logged or None)
 
 
+def made_up_record(index: int, tokens_generated: int, forks: list[tuple[int, float]],
+                   settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A prompt record (docs/FORMAT.md) as the eager provider logs it: one root and a child per
+    fork (position, entropy), each child one token past its fork; #T = `tokens_generated`."""
+    from eager_eval.record import ForkRecord, PromptRecord, SequenceRecord
+
+    root = tokens_generated - len(forks)
+    sequences = [SequenceRecord(0, 0, None, 0, "(made up)", "eos", 0, [0] * root, answer="0",
+                                correct=False)]
+    sequences += [SequenceRecord(i + 1, 0, 0, pos, "(made up)", "eos", i + 1, [0] * (pos + 1),
+                                 answer="0", correct=False) for i, (pos, _) in enumerate(forks)]
+    return PromptRecord(
+        id=str(index + 1), index=index, prompt="(made-up question)", target="1",
+        answer_type="math", sequences=sequences,
+        forks=[ForkRecord(0, pos, 0, i + 1, entropy, 2.0) for i, (pos, entropy) in enumerate(forks)],
+        settings=dict(settings or {}), cons_index=0).to_dict()
+
+
 SMOLLM3_INIT_SAMPLES = [
-    {"n_sequences": 1, "tokens_generated": 500, "branch_events": []},
-    {"n_sequences": 2, "tokens_generated": 700,
-     "branch_events": [{"position": 40, "entropy": 2.2, "threshold": 2.0}]},
-    {"n_sequences": 3, "tokens_generated": 800,
-     "branch_events": [{"position": 12, "entropy": 2.5, "threshold": 2.0},
-                       {"position": 300, "entropy": 2.1, "threshold": 2.0}]},
-    {"n_sequences": 4, "tokens_generated": 1000,
-     "branch_events": [{"position": 5, "entropy": 2.9, "threshold": 2.0},
-                       {"position": 77, "entropy": 2.05, "threshold": 2.0},
-                       {"position": 150, "entropy": 2.4, "threshold": 2.0}]},
+    made_up_record(0, 500, []),
+    made_up_record(1, 700, [(40, 2.2)]),
+    made_up_record(2, 800, [(12, 2.5), (300, 2.1)]),
+    made_up_record(3, 1000, [(5, 2.9), (77, 2.05), (150, 2.4)]),
 ]
 SMOLLM3_INIT_METRICS = {"pass_at_k": 0.5, "cons_at_k": 0.25, "tokens_generated": 3000,
                         "seqs_mean": 2.5, "n_prompts": 4}

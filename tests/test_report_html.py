@@ -107,10 +107,10 @@ def test_dom_has_a_collapsible_tree_per_prompt(drilldown_page, tmp_path):
     assert dom.count('<details class="run"') == 1
     assert dom.count('<details class="prompt"') == len(records) == 4
     assert len(re.findall(r'<details class="prompt" id="[^"]+" open="">', dom)) == 1
-    forks = sum(len(r["branch_events"]) for r in records)
+    forks = sum(len(r["forks"]) for r in records)
     assert len(re.findall(r'<span class="fork">fork @ token \d', dom)) == forks > 0
     assert dom.count('<span class="ctx">') == forks  # the text around every fork
-    event = records[0]["branch_events"][0]
+    event = records[0]["forks"][0]
     assert f"fork @ token {event['position']} · H {event['entropy']:.3f} &gt; τ" in dom
 
 

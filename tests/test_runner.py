@@ -181,7 +181,7 @@ def test_on_tree_done_reports_every_tree_once():
     ("theta", -1.0, "theta"),
     ("theta", float("nan"), "theta"),
     ("max_seqs", 0, "max_seqs must be an integer >= 1"),
-    ("topk", 1, "topk must be an integer >= 2"),
+    ("entropy_k", 1, "entropy_k must be an integer >= 2"),
     ("percentile", 0, "percentile must be in (0, 100]"),
     ("percentile", 101, "percentile"),
     ("mode", "beam", "mode must be one of: full_parallel, eager_init, eager_adapt, eager"),

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, needs_smollm2, pytest.mark.usefixtures("one_torc
 
 
 def test_demo_rounds_overlap_and_give_the_same_trees():
-    from eager_eval.cli import load_demo_task
+    from eager_eval.task_data import load_demo_task
     from eager_eval.engines import load_engine
 
     engine = load_engine("smollm2-135m")

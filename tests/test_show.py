@@ -34,8 +34,7 @@ def write_scripted_run(out: Path, modes=("full_parallel", "eager_adapt")) -> Pat
 
     from eager_eval.backends.scripted import ScriptedBackend
     from eager_eval.config import EagerConfig
-    from eager_eval.metrics import score_run
-    from eager_eval.outputs import MethodRun, Problem, write_run_dir
+    from eager_eval.outputs import Problem, method_run, write_run_dir
     from eager_eval.runner import PromptInput, run
 
     texts = [f"q{i}" for i in range(6)]
@@ -47,11 +46,9 @@ def write_scripted_run(out: Path, modes=("full_parallel", "eager_adapt")) -> Pat
                              seed=5, max_new_tokens=30)
         backend = ScriptedBackend(mixed_script(), greedy=False, vocab=VOCAB)
         result = run(prompts, backend, config)
-        scores, metrics = score_run(result.prompts, [p.target for p in problems], "math")
-        runs.append(MethodRun(config, result, scores, metrics))
+        runs.append(method_run(config, result, problems, "math", decode=backend.decode))
     return write_run_dir(out, runs, problems, answer_type="math", command="(test)",
-                         model="scripted", task="made-up", engine_info={"backend": "scripted"},
-                         decode=backend.decode)
+                         model="scripted", task="made-up", engine_info={"backend": "scripted"})
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +75,12 @@ def records(run_dir: Path, method: str = "eager_adapt") -> list[dict]:
 def test_cli_outputs_record_each_forks_round_context_and_trees(cli_run):
     for record in records(cli_run):
         sequences = {(s["round"], s["index"]): s for s in record["sequences"]}
-        for event in record["branch_events"]:
+        for event in record["forks"]:
             child = sequences[(event["round"], event["child"])]
             assert child["fork_position"] == event["position"]
             assert set(event["context"]) == {"before", "parent", "child"}
             assert event["context"]["parent"] != event["context"]["child"]  # top-2 differ
         assert [t["round"] for t in record["trees"]] == sorted({s["round"] for s in record["sequences"]})
-        assert sum(t["n_sequences"] for t in record["trees"]) == record["n_sequences"]
 
 
 def test_show_draws_every_fork_sequence_and_grade_of_the_prompt(cli_run):
@@ -92,13 +88,13 @@ def test_show_draws_every_fork_sequence_and_grade_of_the_prompt(cli_run):
     prompt = run.prompts[0]
     text = text_of(render(run, prompt))
     record = records(cli_run)[0]
-    assert len(prompt.sequences) == record["n_sequences"] and len(prompt.forks) > 0
-    for event in record["branch_events"]:
+    assert len(prompt.sequences) == len(record["sequences"]) and len(prompt.forks) > 0
+    for event in record["forks"]:
         assert (f"fork @ token {event['position']} · H {event['entropy']:.3f} > "
                 f"τ {event['threshold']:.3f}") in text
         assert f"“{' '.join(event['context']['child'].split())}” (seq {event['child']})" in text
-    for seq, ok in zip(record["sequences"], record["correct"]):
-        assert f"seq {seq['index']} {'✓' if ok else '✗'}" in text
+    for seq in record["sequences"]:
+        assert f"seq {seq['index']} {'✓' if seq['correct'] else '✗'}" in text
     rounds = sorted({s["round"] for s in record["sequences"]})
     for r in rounds:
         assert f"Round {r} · " in text
@@ -143,26 +139,26 @@ def test_fixtures_written_before_fork_context_still_read():
 
 pytest.importorskip("lm_eval")
 
-from test_lm_eval_mapping import BOX, Backends, encode, evaluator_requests  # noqa: E402
+from test_lm_eval_mapping import BOX, ENCODER, Backends, evaluator_requests  # noqa: E402
 
 from eager_eval.config import EagerConfig  # noqa: E402
 from eager_eval.integrations import lm_eval_tasks  # noqa: E402
 from eager_eval.integrations.lm_eval import generate_texts, group_statistics  # noqa: E402
-from eager_eval.tree_records import fork_context  # noqa: E402
+from eager_eval.record import fork_context  # noqa: E402
 
 
 def test_lm_eval_samples_read_back_as_trees_graded_by_the_metrics_rule(tmp_path):
     requests = evaluator_requests({"eager_demo": [("hard one", 4), ("easy one", 4)]})
     config = EagerConfig(mode="eager_adapt", max_seqs=3, theta=2.0, percentile=None)
-    _, (outcome,) = generate_texts(requests, config=config, new_backend=Backends(), encode=encode)
     decode = lambda ids: "".join(BOX.get(t, f"<{t}>") for t in ids)  # noqa: E731
+    texts, (outcome,) = generate_texts(requests, config=config, new_backend=Backends(),
+                                       encoder=ENCODER, decode=decode)
     folder = tmp_path / "out" / "tiny"
     folder.mkdir(parents=True)
     date = "2025-06-02T09-30-00.000001"
     lines = []
-    for doc_id, (doc, prompt) in enumerate(zip(outcome.group.docs, outcome.result.prompts)):
-        record = lm_eval_tasks.record_of(prompt, task="eager_demo", doc_id=doc_id, slots=4,
-                                         decode=decode)
+    for doc_id, doc in enumerate(outcome.group.docs):
+        (record,) = lm_eval_tasks.all_sequences([[texts[doc.slots[0]]]], [doc.instance.doc])
         lines.append({"doc_id": doc_id, "doc": {"problem": doc.context, "answer": "7",
                                                 "eager_answer_type": "math"},
                       "target": "7", "filtered_resps": [str(record)], "filter": "all"})

@@ -135,7 +135,7 @@ def test_builtin_tasks_become_data_files_with_the_shared_prompts(tmp_path):
     """aime25 / gpqa_diamond are written once into <output>/data/ from eager_eval.datasets, in
     the layout `eager-eval run --data` reads: the CLI then builds the very prompts lm-eval and
     Inspect see (made-up questions here; no GPQA text anywhere)."""
-    from eager_eval.cli import load_data_task
+    from eager_eval.task_data import load_data_task
     from eager_eval.datasets import gpqa_questions, read_math_jsonl
     from eager_eval.sweep import prepare_task
 
@@ -338,7 +338,7 @@ def test_a_cell_that_failed_to_start_runs_when_the_sweep_is_fixed(tmp_path):
     data.write_text("".join(json.dumps({"problem": f"what is {i} + 4", "answer": str(i + 4)}) + "\n"
                             for i in range(2)))
     grid = {"models": [str(model)], "tasks": [str(data)], "modes": ["eager_init"], "max_seqs": 2,
-            "max_new_tokens": 4, "topk": 5, "output": str(tmp_path / "sweep"), "report": False}
+            "max_new_tokens": 4, "entropy_k": 5, "output": str(tmp_path / "sweep"), "report": False}
     broken = run_sweep(parse_sweep_config({**grid, "run_args": {"device": "cuda"}}))
     (failed,) = broken.failed
     assert not (failed.cell.output_dir / "trees").exists(), "the failed start wrote no tree file"

@@ -1,14 +1,18 @@
-"""`python -m eager_eval.vllm_cpu_alias` and the error that points to it (no vllm needed)."""
+"""`python .ci/vllm_cpu_alias.py`, the CI's metadata alias for the vllm-cpu build (no vllm
+needed here)."""
 
 from __future__ import annotations
 
 import importlib.metadata
-import sys
-import types
+import importlib.util
+from pathlib import Path
 
 import pytest
 
-from eager_eval import vllm_cpu_alias
+_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "vllm_cpu_alias.py"
+_spec = importlib.util.spec_from_file_location("vllm_cpu_alias", _SCRIPT)
+vllm_cpu_alias = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vllm_cpu_alias)
 
 
 def fake_site(tmp_path, monkeypatch, *dists: tuple[str, str]):
@@ -47,15 +51,5 @@ def test_alias_refuses_a_second_vllm(tmp_path, monkeypatch):
         vllm_cpu_alias.write_alias()
 
 
-def test_eager_vllm_on_unaliased_vllm_cpu_points_to_the_alias(monkeypatch):
-    pytest.importorskip("lm_eval")
-    from eager_eval.integrations import lm_eval as adapter
-
-    def missing(name):  # what lm-eval's vllm module raises at import under vllm-cpu
-        raise importlib.metadata.PackageNotFoundError("vllm")
-
-    stand_in = types.ModuleType("lm_eval.models.vllm_causallms")
-    stand_in.__getattr__ = missing
-    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", stand_in)
-    with pytest.raises(ImportError, match=r"python -m eager_eval.vllm_cpu_alias"):
-        adapter._build_eager_vllm()
+def test_the_alias_is_ci_tooling_not_part_of_the_package():
+    assert importlib.util.find_spec("eager_eval.vllm_cpu_alias") is None

@@ -87,13 +87,14 @@ def test_lm_eval_eager_vllm_runs_aime25_and_is_reproducible(tiny_model, tmp_path
     assert info["settings"]["mode"] == "eager_adapt" and info["seed"] == 3
     (task_run,) = info["tasks"]["aime25"]
     assert task_run["tokens_generated"] == metrics["tokens_generated,all"] > 0
-    records = [json.loads(s["filtered_resps"][0]) for s in samples]
+    records = [json.loads(s["filtered_resps"][0]) for s in samples]  # the one prompt record
     assert len(records) == 3
     for sample, record in zip(samples, records):
-        assert len(record["sequences"]) == record["n_sequences"] == sample["n_sequences"]
-        assert 1 <= record["n_sequences"] <= 4
+        assert len(record["sequences"]) == sample["n_sequences"]
+        assert 1 <= len(record["sequences"]) <= 4
         assert record["sequences"][0]["text"] == sample["resps"][0][0]
-    assert sum(len(r["branch_points"]) for r in records) >= 1, "theta=1 on peaky logits branches"
+        assert all(s["correct"] is not None for s in record["sequences"])  # graded once
+    assert sum(len(r["forks"]) for r in records) >= 1, "theta=1 on peaky logits branches"
 
     again, samples_again = lm_eval_run(tiny_model, tmp_path / "second", tmp_path)
     assert [s["filtered_resps"] for s in samples_again] == [s["filtered_resps"] for s in samples]
@@ -114,16 +115,21 @@ def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
     (path,) = log_dir.glob("*.json")
     log = json.loads(path.read_text(encoding="utf-8"))
     assert log["status"] == "success" and len(log["samples"]) == 3
+    from eager_eval.record import PromptRecord
+
+    records = []
     for sample in log["samples"]:
-        output, stats = sample["output"], sample["output"]["metadata"]
-        assert len(output["choices"]) == stats["n_sequences"] >= 1
-        assert output["usage"]["output_tokens"] == stats["tokens_generated"] > 0
-        assert stats["pool"]["prompts"] == 3  # one budget pool spans the task
-        assert stats["settings"]["seed"] == 3 and stats["settings"]["max_new_tokens"] == 24
+        output = sample["output"]
+        record = PromptRecord.from_dict(output["metadata"])  # the one prompt record
+        records.append(record)
+        assert len(output["choices"]) == record.n_sequences >= 1
+        assert output["usage"]["output_tokens"] == record.tokens_generated > 0
+        assert record.pool.n_prompts == 3  # one budget pool spans the task
+        assert record.settings["seed"] == 3 and record.settings["max_new_tokens"] == 24
+        assert record.is_graded and record.versions["vllm"]
     metrics = log["results"]["scores"][0]["metrics"]
     assert list(metrics) == METRICS
-    assert metrics["tokens_generated"]["value"] == sum(
-        s["output"]["metadata"]["tokens_generated"] for s in log["samples"])
+    assert metrics["tokens_generated"]["value"] == sum(r.tokens_generated for r in records)
 
 
 def test_eager_vllm_names_a_model_vllm_cannot_load(tmp_path):

@@ -52,7 +52,6 @@ Nothing here imports torch at import time.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, Generic, Mapping, Sequence, TypeVar
@@ -74,16 +73,18 @@ try:  # the api_key Inspect passes when it builds a provider only to look up mod
 except ImportError:  # pragma: no cover (a private name; its value in inspect_ai 0.3.285)
     MODEL_INFO_LOOKUP_API_KEY = "__model_info_lookup__"
 
-from eager_eval.answers import AnswerType, is_correct
+from eager_eval.answers import AnswerType, labels_verifier
 from eager_eval.calibration import Calibration, calibrate_theta, split_auto_theta
-from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.engines import BACKENDS, Engine, check_prompt_fits, load_engine
+from eager_eval.config import ConfigError, EagerConfig, Mode
+from eager_eval.engines import BACKENDS, Engine, load_engine
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
+from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings
+from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.results import FinishReason, PromptResult, RunResult
 from eager_eval.runner import PromptInput, Verifier, run
-from eager_eval.tree_records import Decode, branch_event_records, tree_records
+from eager_eval.settings import positive_int, positive_number, split_settings
 
 __all__ = [
     "EagerModelAPI",
@@ -95,7 +96,7 @@ __all__ = [
     "CallBatcher",
     "BatchWorker",
     "split_model_args",
-    "eager_statistics",
+    "prompt_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,9 +136,6 @@ GENERATE_TO_EAGER = {
 
 _STOP_REASONS = {FinishReason.EOS: "stop", FinishReason.STOP: "stop", FinishReason.LENGTH: "max_tokens"}
 
-_THINK_TAIL_TOKENS = 16
-"""Prompt tokens decoded to see whether the chat template left a thinking block open."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Options
@@ -164,8 +162,9 @@ class ProviderOptions:
     """Most calls one batch (one budget pool) takes; None: no cap (the whole task). Memory
     while decoding is bounded by max_rows whatever the pool size; a cap bounds what a pool
     holds (every sequence of its prompts) and how long its first results take."""
-    chat: bool = True
-    """Apply the tokenizer's chat template to the messages (False: join their texts)."""
+    chat: ChatMode | bool | str = ChatMode.AUTO
+    """auto | true | false: the tokenizer's chat template over the messages (auto: when it
+    has one; false: their texts joined); `eager_eval.prompts`, the same rule as the CLI's."""
     enable_thinking: bool = True
     """Passed to chat templates that read it (Qwen3-style); ignored by the others."""
     engine_args: Mapping[str, Any] | None = None
@@ -178,17 +177,15 @@ class ProviderOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(name, value, "a string")
-        window = _as_number(self.batch_window)
-        if window is None or not math.isfinite(window) or window <= 0:
-            raise ConfigError("batch_window", self.batch_window,
-                              "a finite number of seconds > 0 (how long a batch waits for calls)")
-        object.__setattr__(self, "batch_window", float(window))
-        _check_positive_int("max_rows", self.max_rows)
+        object.__setattr__(self, "batch_window", positive_number(
+            self.batch_window, "batch_window",
+            "a finite number of seconds > 0 (how long a batch waits for calls)"))
+        positive_int(self.max_rows, "max_rows")
         if self.batch_size is not None:
-            _check_positive_int("batch_size", self.batch_size)
-        for name in ("chat", "enable_thinking"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, getattr(self, name), "true or false")
+            positive_int(self.batch_size, "batch_size")
+        object.__setattr__(self, "chat", ChatMode.parse(self.chat))
+        if not isinstance(self.enable_thinking, bool):
+            raise ConfigError("enable_thinking", self.enable_thinking, "true or false")
         if self.engine_args is not None and not isinstance(self.engine_args, Mapping):
             raise ConfigError("engine_args", self.engine_args, "a mapping of engine keyword arguments")
 
@@ -196,45 +193,33 @@ class ProviderOptions:
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
 
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(name, value, "an integer >= 1")
+    @property
+    def prompt_settings(self) -> PromptSettings:
+        return PromptSettings(self.chat, self.enable_thinking)  # type: ignore[arg-type]
 
 
 def split_model_args(model_args: Mapping[str, Any]) -> tuple[ProviderOptions, dict[str, Any]]:
     """-M options -> (provider options, EAGer settings). An unknown name is an error that lists
     every accepted one (EagerConfig fields and provider options)."""
-    provider_names = ProviderOptions.field_names()
-    eager_names = EagerConfig.field_names()
-    known = provider_names | eager_names
-    for key in sorted(model_args):
-        if key not in known:
-            raise unknown_setting_error(key, known, where="-M option of the eager provider")
-    options = ProviderOptions(**{k: v for k, v in model_args.items() if k in provider_names})
-    return options, {k: v for k, v in model_args.items() if k in eager_names}
+    eager, own = split_settings(model_args, EagerConfig.field_names(),
+                                ProviderOptions.field_names(), "-M option of the eager provider")
+    return ProviderOptions(**own), eager
 
 
 @dataclass(frozen=True)
 class Label:
-    """A sample's gold answer, for full EAGer's verifier (mode=eager)."""
+    """What the `eager_generate()` solver tells the provider about a call's sample: its gold
+    answer (full EAGer's verifier, the record's grades) and its place in the task (the pool's
+    prompt order, the record's id)."""
 
     target: str
     answer_type: AnswerType
     n_choices: int = 4
+    index: int | None = None
+    """The sample's place in the task's dataset (`TASK_INDEX` in its metadata); None: unknown,
+    the pool orders such calls by their token ids."""
+    sample_id: str | None = None
+    epoch: int = 1
 
     @classmethod
     def from_extra_body(cls, extra_body: Mapping[str, Any] | None) -> "Label | None":
@@ -243,11 +228,22 @@ class Label:
             return None
         if not isinstance(data, Mapping) or "target" not in data or "answer_type" not in data:
             raise ConfigError(LABEL_KEY, data, "a mapping with 'target' and 'answer_type'")
-        return cls(str(data["target"]), AnswerType(data["answer_type"]), int(data.get("n_choices", 4)))
+        index = data.get("index")
+        return cls(str(data["target"]), AnswerType(data["answer_type"]),
+                   int(data.get("n_choices", 4)), None if index is None else int(index),
+                   None if data.get("sample_id") is None else str(data["sample_id"]),
+                   int(data.get("epoch", 1)))
 
     def to_extra_body(self) -> dict[str, Any]:
         return {LABEL_KEY: {"target": self.target, "answer_type": self.answer_type.value,
-                            "n_choices": self.n_choices}}
+                            "n_choices": self.n_choices, "index": self.index,
+                            "sample_id": self.sample_id, "epoch": self.epoch}}
+
+    @property
+    def order(self) -> tuple[int, int] | None:
+        """Where the call's prompt goes in its pool: task order, epoch by epoch (the order the
+        CLI and lm-eval give the same prompts)."""
+        return None if self.index is None else (self.epoch, self.index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,8 +264,9 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class CallAnswer:
-    """One call's share of a run: its prompt and the run (the pool) it was part of."""
+    """One call's share of a run: its request, its prompt and the run (the pool) it was in."""
 
+    request: GenerateRequest
     prompt: PromptInput
     run: RunResult
     pool_index: int
@@ -310,28 +307,16 @@ class BatchWorker:
                     continue
                 groups.setdefault(_run_settings(request.config), []).append((i, prompt))
             for config, members in groups.items():                 # 2) one run per settings
-                members.sort(key=lambda m: (m[1].tokens, m[0]))    # arrival order never matters
+                members.sort(key=lambda m: _pool_order(requests[m[0]], m[1], m[0]))
                 self._run_group(config, members, requests, outcomes)
             return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
 
     def prompt_input(self, request: GenerateRequest) -> PromptInput:
-        tokens = self.engine.encode_prompt(list(request.messages), chat=self.options.chat,
-                                           enable_thinking=self.options.enable_thinking)
-        if not tokens:
-            raise ValueError("the prompt encodes to no tokens: give the sample some input")
-        check_prompt_fits(len(tokens), getattr(self.engine, "context_length", None),
-                          prompt="of this sample", model=getattr(self.engine, "name", "the model"))
-        return PromptInput(tuple(tokens), request.stop, request.config.max_new_tokens,
-                           opens_thinking=self._opens_thinking(tokens, request.config.think_end))
-
-    def _opens_thinking(self, tokens: Sequence[int], think_end: str | None) -> bool:
-        """Whether the template ended the prompt inside a thinking block (e.g. '<think>\\n')."""
-        tokenizer = getattr(self.engine, "tokenizer", None)
-        if think_end is None or tokenizer is None:
-            return False
-        tail = tokenizer.decode(list(tokens[-_THINK_TAIL_TOKENS:]))
-        think_start = think_end.replace("/", "", 1)
-        return tail.rfind(think_start) > tail.rfind(think_end)
+        """The call's prompt through the one prompt layer (`eager_eval.prompts`)."""
+        encoder = PromptEncoder.for_engine(self.engine, self.options.prompt_settings,
+                                           think_end=request.config.think_end)
+        return encoder.encode(Prompt(request.messages, request.stop, request.config.max_new_tokens),
+                              name="of this sample")
 
     def _run_group(self, config: EagerConfig, members: list[tuple[int, PromptInput]],
                    requests: Sequence[GenerateRequest], outcomes: list[Outcome | None]) -> None:
@@ -356,7 +341,7 @@ class BatchWorker:
                 self._run_group(config, [member], requests, outcomes)
             return
         for pool_index, (i, prompt) in enumerate(members):
-            outcomes[i] = CallAnswer(prompt, result, pool_index, calibration)
+            outcomes[i] = CallAnswer(requests[i], prompt, result, pool_index, calibration)
 
     def _calibration(self, key: EagerConfig, config: EagerConfig,
                      prompts: Sequence[PromptInput]) -> Calibration:
@@ -367,6 +352,15 @@ class BatchWorker:
         return self._calibrations[key]
 
 
+def _pool_order(request: GenerateRequest, prompt: PromptInput, arrival: int) -> tuple:
+    """A call's place in its pool: task order (epoch, then the sample's index in the dataset:
+    the order the CLI and lm-eval give the same prompts, so seeds and the pool's "remainder to
+    the first candidates" agree); calls whose sample's place is unknown after them, by their
+    token ids. Arrival order never matters."""
+    order = request.label.order if request.label is not None else None
+    return (0, order, (), arrival) if order is not None else (1, (0, 0), prompt.tokens, arrival)
+
+
 def _run_settings(config: EagerConfig) -> EagerConfig:
     """The run-level part of a call's settings: calls that share it share a run (a pool).
     max_new_tokens is per prompt (PromptInput), so it does not split runs; the run's own is the
@@ -375,12 +369,9 @@ def _run_settings(config: EagerConfig) -> EagerConfig:
 
 
 def _labels_verifier(labels: Sequence[Label | None]) -> Verifier:
-    def verify(prompt_idx: int, text: str) -> bool:
-        label = labels[prompt_idx]
-        return label is not None and is_correct(text, label.target, label.answer_type,
-                                                n_choices=label.n_choices)
-
-    return verify
+    return labels_verifier([label.target if label else None for label in labels],
+                           [label.answer_type if label else AnswerType.MATH for label in labels],
+                           n_choices=[label.n_choices if label else 4 for label in labels])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,6 +640,17 @@ class EagerModelAPI(ModelAPI):
     def should_retry(self, ex: Exception) -> bool:
         return False  # local generation: a retry fails the same way
 
+    def close(self) -> None:
+        """Free the engine when Inspect closes the model (also what `aclose` does): its
+        weights, and on a GPU their memory, go back before the next model of an eval set
+        loads. A later generate() would load them again."""
+        engine = self.engine
+        if isinstance(engine, LazyEngine):
+            engine.unload()
+        elif engine is not None and hasattr(engine, "close"):
+            engine.close()
+        free_device_memory()
+
 
 def _check_before_loading(model_name: str, options: ProviderOptions) -> None:
     """What can be checked without the weights, checked when Inspect builds the provider."""
@@ -688,10 +690,31 @@ class LazyEngine:
                     raise
             return self._engine
 
-    def __getattr__(self, name: str) -> Any:  # name, tokenizer, new_backend, encode_prompt ...
+    def unload(self) -> None:
+        """Drop the loaded weights (the next use loads them again)."""
+        with self._lock:
+            self._engine, self._error = None, None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._engine is not None
+
+    def __getattr__(self, name: str) -> Any:  # name, tokenizer, new_backend, context_length ...
         if name.startswith("_"):  # our own fields, before __init__ set them (copy, pickle)
             raise AttributeError(name)
         return getattr(self.loaded, name)
+
+
+def free_device_memory() -> None:
+    """Collect the dropped engine's objects and hand a CUDA device's cached blocks back (torch
+    keeps freed memory cached for its own next allocation otherwise)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # never imported here just to free nothing
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
@@ -708,18 +731,35 @@ def _chat_messages(input: Sequence[ChatMessage]) -> tuple[dict[str, str], ...]:
 # ----------------------------------------------------------------------------------------------
 
 
+def prompt_record(answer: CallAnswer, decode: Decode | None = None) -> PromptRecord:
+    """The call's `record.PromptRecord`: graded when the solver passed the sample's target."""
+    from eager_eval.outputs import versions
+
+    label = answer.request.label
+    origin = {"sample": label.sample_id, "epoch": label.epoch} if label is not None else {}
+    record = build_record(
+        answer.run, answer.pool_index,
+        id=str(label.sample_id) if label is not None and label.sample_id is not None
+        else str(answer.pool_index),
+        prompt=Prompt(answer.request.messages).text,
+        target=label.target if label is not None else None,
+        answer_type=label.answer_type if label is not None else None,
+        n_choices=label.n_choices if label is not None else 4, decode=decode,
+        versions=versions("inspect_ai"), origin=origin)
+    if answer.calibration is not None:
+        record.calibration = answer.calibration.to_dict()
+    return record
+
+
 def model_output(model_name: str, answer: CallAnswer, decode: Decode | None = None) -> ModelOutput:
-    """All sequences as choices, #T as output tokens, the EAGer statistics as metadata
-    (with `decode`, each fork carries the text around it)."""
+    """All sequences as choices (the root of round 0 first), #T as output tokens, the prompt's
+    record (docs/FORMAT.md) as the output's metadata, which Inspect logs per sample."""
     result = answer.result
     choices = [
         ChatCompletionChoice(
             message=ChatMessageAssistant(
                 content=seq.text, model=model_name, source="generate",
-                metadata={"sequence": seq.index, "round": seq.round, "parent": seq.parent,
-                          "fork_position": seq.fork_position, "tokens": len(seq.tokens),
-                          "tokens_generated": seq.tokens_generated,
-                          "finish_reason": seq.finish_reason.value},
+                metadata={"sequence": seq.index, "round": seq.round},
             ),
             stop_reason=_STOP_REASONS[seq.finish_reason],
         )
@@ -732,45 +772,5 @@ def model_output(model_name: str, answer: CallAnswer, decode: Decode | None = No
         usage=ModelUsage(input_tokens=input_tokens, output_tokens=result.tokens_generated,
                          total_tokens=input_tokens + result.tokens_generated),
         time=answer.run.wall_seconds,
-        metadata=eager_statistics(answer, decode),
+        metadata=prompt_record(answer, decode).to_dict(),
     )
-
-
-def eager_statistics(answer: CallAnswer, decode: Decode | None = None) -> dict[str, Any]:
-    """The prompt's EAGer statistics and its pool's rounds (JSON-ready; inf as 'inf')."""
-    result, run_result = answer.result, answer.run
-    stats = {
-        "mode": run_result.settings["mode"],
-        "n_sequences": result.n_sequences,
-        "tokens_generated": result.tokens_generated,
-        "tokens_in_outputs": result.tokens_in_outputs,
-        "n_branch_events": len(result.branch_events),
-        "n_rounds": len(result.trees),
-        "rounds": tree_records(result),
-        "branch_events": branch_event_records(result, decode),
-        "pool": {
-            "prompts": len(run_result.prompts),
-            "index": answer.pool_index,
-            "budget": run_result.settings["max_seqs"] * len(run_result.prompts),
-            "n_sequences": run_result.n_sequences,
-            "tokens_generated": run_result.tokens_generated,
-            "rounds": [{"round": r.round, "budget": r.budget,
-                        "allotments": {str(p): cap for p, cap in r.allotments.items()},
-                        "sequences_spent": r.sequences_spent, "tokens_generated": r.tokens_generated}
-                       for r in run_result.rounds],
-            "wall_seconds": run_result.wall_seconds,
-        },
-        "settings": run_result.settings,
-        **({"theta_auto": answer.calibration.to_dict()} if answer.calibration else {}),
-    }
-    return _json_ready(stats)
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value

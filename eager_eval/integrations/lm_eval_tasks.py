@@ -6,12 +6,14 @@ while it builds a task, so it stays light: no torch, transformers or model code 
 
 How a task's metrics see ALL of a prompt's sequences (docs/LM_EVAL.md, "Sequences and samples"):
 lm-eval gives `generate_until` exactly R request slots per doc (R = the task's `repeats`), while
-EAGer ends each prompt with S_p sequences, S_p varying by prompt and up to 3M. So the adapter keeps
-each doc's whole result here (`remember`), keyed by the doc object lm-eval put in the request, and
-the task's filter `all_sequences` swaps each doc's R slot strings for that record. The record is
-what `process_results` scores and what `--log_samples` writes (`filtered_resps`): every sequence
-with its round, parent, fork position, finish reason and token count, and the branch points.
-Under a model that is not EAGer (`--model hf`), the filter falls back to the R slot strings.
+EAGer ends each prompt with S_p sequences, S_p varying by prompt and up to 3M. So each slot string
+the adapter returns is a `SlotText`: a `str` (what lm-eval stores and caches) that carries its
+doc's `record.PromptRecord` (docs/FORMAT.md). The task's filter `all_sequences` swaps each doc's
+R slot strings for that record (as a `RecordJSON`); it is what `process_results` scores, from
+the grades the adapter stored (graded once), and what `--log_samples` writes (`filtered_resps`).
+Nothing is kept on the side: lm-eval's `--use_cache` stores the SlotText, record and all.
+Under a model that is not EAGer (`--model hf`), the filter makes an ungraded record of the R
+slot strings, which `process_results` grades.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import logging
 from typing import Any, Mapping, Sequence
 
 from eager_eval.answers import AnswerType
-from eager_eval.metrics import score_prompt
+from eager_eval.metrics import prompt_metrics
+from eager_eval.record import PromptRecord, SequenceRecord
 
 NO_SEQUENCE = "[eager-eval: no sequence]"
 """The text of a request slot that no sequence fills (repeats R > S_p). Never scored."""
@@ -47,11 +50,8 @@ __all__ = [
     "process_math",
     "process_choice",
     "total",
-    "remember",
-    "recall",
-    "forget_all",
-    "record_of",
-    "SequenceRecord",
+    "SlotText",
+    "RecordJSON",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -116,68 +116,50 @@ def _test_split(rows: list[dict[str, Any]]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-doc side channel between the adapter and the filter
+# The typed path from the adapter to the metrics
 # ---------------------------------------------------------------------------------------------
 
 
-class SequenceRecord(dict):
-    """A doc's record: a plain dict whose str() is JSON.
+class SlotText(str):
+    """A request slot's string that carries its doc's record (every slot of a doc, the same).
 
-    lm-eval writes `filtered_resps` to the samples file through `sanitize_list`, which str()s
-    everything that is not a list; this way the file holds parseable JSON, not a Python repr.
+    It is a `str` wherever lm-eval looks (slots, caches, the samples' `resps`), and the
+    `all_sequences` filter reads `record` off it. Pickled with its record, so lm-eval's
+    `--use_cache` (a SqliteDict of pickles) hands back the whole record on a cache hit.
     """
+
+    record: PromptRecord | None
+
+    def __new__(cls, text: str, record: PromptRecord | None = None) -> "SlotText":
+        obj = super().__new__(cls, text)
+        obj.record = record
+        return obj
+
+    def __reduce__(self) -> tuple:
+        return (SlotText, (str(self), self.record))
+
+
+class RecordJSON(dict):
+    """A doc's record as the filter hands it to `process_results`: a plain dict whose str() is
+    JSON. lm-eval writes `filtered_resps` to the samples file through `sanitize_list`, which
+    str()s everything that is not a list; this way the file holds the record as JSON."""
 
     def __str__(self) -> str:
         return json.dumps(self, ensure_ascii=False)
 
 
-def record_of(result: Any, *, task: str | None, doc_id: int | None, slots: int,
-              decode: Any = None) -> SequenceRecord:
-    """A JSON-ready record of one prompt's `results.PromptResult`: what the samples log shows.
-
-    Token ids are left out (texts, counts and branch points are what a reader checks); the
-    branch points carry the round they belong to, as positions and sequence indexes are per
-    tree, and, given the tokenizer's `decode`, the text around each fork (`tree_records`).
-    """
-    from eager_eval.tree_records import branch_event_records, tree_records
-
-    sequences = [
-        {"round": s.round, "index": s.index, "parent": s.parent, "fork_position": s.fork_position,
-         "seed": s.seed, "finish_reason": s.finish_reason.value, "n_tokens": len(s.tokens),
-         "tokens_generated": s.tokens_generated, "text": s.text}
-        for s in result.sequences
-    ]
-    return SequenceRecord({
-        "task": task,
-        "doc_id": doc_id,
-        "slots": slots,
-        "n_sequences": result.n_sequences,
-        "tokens_generated": result.tokens_generated,
-        "tokens_in_outputs": result.tokens_in_outputs,
-        "sequences": sequences,
-        "branch_points": branch_event_records(result, decode),
-        "trees": tree_records(result),
-    })
+def _slot_record(slot_texts: Sequence[Any]) -> PromptRecord | None:
+    return next((t.record for t in slot_texts if isinstance(t, SlotText) and t.record), None)
 
 
-_RECORDS: dict[int, tuple[Any, SequenceRecord]] = {}
-"""id(doc) -> (doc, record). The doc itself is held so that its id cannot be reused by another
-object while the entry exists. Cleared at the start of every adapter `generate_until`."""
-
-
-def remember(doc: Any, record: SequenceRecord) -> None:
-    """Keep a doc's full result for the filter (the adapter calls this after generating)."""
-    _RECORDS[id(doc)] = (doc, record)
-
-
-def recall(doc: Any) -> SequenceRecord | None:
-    """The record kept for exactly this doc object, or None."""
-    entry = _RECORDS.get(id(doc))
-    return entry[1] if entry is not None and entry[0] is doc else None
-
-
-def forget_all() -> None:
-    _RECORDS.clear()
+def _record_of_slots(slot_texts: Sequence[Any], doc: Any) -> PromptRecord:
+    """An ungraded record of a doc's plain slot strings (a model that is not EAGer): its
+    texts, markers dropped; token counts unknown."""
+    texts = [t for t in slot_texts if isinstance(t, str) and t != NO_SEQUENCE]
+    fields = doc if isinstance(doc, Mapping) else {}
+    return PromptRecord(id=str(fields.get("id", "")), index=0, prompt=None, target=None,
+                        answer_type=None,
+                        sequences=[SequenceRecord(i, 0, None, 0, text) for i, text in enumerate(texts)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,22 +167,14 @@ def forget_all() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def all_sequences(resps: Sequence[Sequence[str]], docs: Sequence[Any]) -> list[SequenceRecord]:
-    """Filter (`function: custom, filter_fn: !function ...`): each doc's full sequence record.
+def all_sequences(resps: Sequence[Sequence[str]], docs: Sequence[Any]) -> list[RecordJSON]:
+    """Filter (`function: custom, filter_fn: !function ...`): each doc's full record.
 
-    Falls back to the doc's own slot strings (markers dropped) when no EAGer adapter generated
-    it, e.g. `--model hf` with `repeats: 32` is a Full Parallel run of these tasks.
+    Falls back to an ungraded record of the doc's own slot strings when no EAGer adapter
+    generated it, e.g. `--model hf` with `repeats: 32` is a Full Parallel run of these tasks.
     """
-    out = []
-    for slot_texts, doc in zip(resps, docs, strict=True):
-        record = recall(doc)
-        if record is None:
-            texts = [t for t in slot_texts if isinstance(t, str) and t != NO_SEQUENCE]
-            record = SequenceRecord({"n_sequences": len(texts), "tokens_generated": None,
-                                     "tokens_in_outputs": None,
-                                     "sequences": [{"text": t} for t in texts]})
-        out.append(record)
-    return out
+    return [RecordJSON((_slot_record(texts) or _record_of_slots(texts, doc)).to_dict())
+            for texts, doc in zip(resps, docs, strict=True)]
 
 
 def process_math(doc: Mapping[str, Any], results: Sequence[Any]) -> dict[str, float | int]:
@@ -221,33 +195,29 @@ def total(values: Sequence[float]) -> float:
 _warned_untimed = False
 
 
-def _texts_and_tokens(results: Sequence[Any]) -> tuple[list[str], int | None, int | None]:
-    """`results` as process_results gets it: [record] after `all_sequences`, or [str] / [list]
-    when a task uses take_first or no filter. Marker strings are never texts."""
+def _record(results: Sequence[Any]) -> tuple[PromptRecord, Any]:
+    """The doc's record from what process_results gets: [RecordJSON] after `all_sequences`,
+    else [str] / [list of str] (a task with take_first or no filter)."""
     first = results[0] if results else []
-    if isinstance(first, dict):
-        texts = [s["text"] for s in first.get("sequences", [])]
-        return texts, first.get("tokens_generated"), first.get("tokens_in_outputs")
+    if isinstance(first, Mapping):
+        return PromptRecord.from_dict(first), first
     items = [first] if isinstance(first, str) else list(first)
-    return [t for t in items if isinstance(t, str) and t != NO_SEQUENCE], None, None
+    return _slot_record(items) or _record_of_slots(items, None), None
 
 
 def _score(doc: Mapping[str, Any], results: Sequence[Any],
            answer_type: AnswerType) -> dict[str, float | int]:
+    """The doc's metrics, from the record's stored grades; a record nobody graded (a model
+    that is not EAGer, or no label in the doc) is graded here, once, and the grades written
+    into the record the samples file logs."""
     global _warned_untimed
-    texts, tokens, tokens_in_outputs = _texts_and_tokens(results)
-    if tokens is None and not _warned_untimed:
+    record, logged = _record(results)
+    if not record.is_graded:
+        record.grade(str(doc["answer"]), answer_type.value)
+        if logged is not None:
+            logged.update(record.to_dict())
+    if record.tokens_generated is None and not _warned_untimed:
         _warned_untimed = True
         log.warning("eager-eval: tokens_generated is counted by the eager-hf/eager-vllm models "
                     "only; this model's outputs report 0")
-    score = score_prompt(texts, str(doc["answer"]), answer_type, tokens_generated=tokens or 0,
-                         tokens_in_outputs=tokens_in_outputs or 0)
-    share = score.correct / score.n if score.n else 0.0
-    return {
-        "pass_at_k": float(score.correct > 0),
-        "pass_at_1": share,  # unbiased pass@1 = c/n (Chen et al. 2021, k = 1)
-        "cons_at_k": float(score.cons_correct),
-        "pass_rate": share,
-        "tokens_generated": score.tokens_generated,
-        "n_sequences": score.n,
-    }
+    return prompt_metrics(record.score())

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eager_eval.config import EagerConfig, _coerce
+from eager_eval.config import EagerConfig
+from eager_eval.record import PoolRound, PromptRecord
+from eager_eval.settings import number_or_none, parse_value, renamed_settings
 
 HARNESSES = ("eager-eval", "lm-eval", "inspect")
 """Where a run's numbers came from: an `eager-eval run/demo` directory, an lm-eval results
@@ -51,7 +53,7 @@ PASS_AT_K = re.compile(r"^pass@(\d+)$")
 MISSING = "—"
 """What the Markdown and HTML tables show for a value the source did not record."""
 
-SHARED_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "topk", "n_prompts")
+SHARED_SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "entropy_k", "n_prompts")
 """Settings every run of one model on one task should share, whatever the method, theta or M:
 otherwise the runs are not on the same footing and the comparison is off."""
 
@@ -73,14 +75,15 @@ def normalise_method(value: Any) -> str:
 
 
 def normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """Keep EagerConfig fields only, as Python values ('inf' -> inf, '0.6' -> 0.6)."""
+    """Keep EagerConfig fields only, as Python values ('inf' -> inf, '0.6' -> 0.6), under
+    their current names (an older output's `topk` is `entropy_k`)."""
     known = EagerConfig.field_names()
     out: dict[str, Any] = {}
-    for key, value in values.items():
-        key = str(key).replace("-", "_")
+    spelled = {str(key).replace("-", "_"): value for key, value in values.items()}
+    for key, value in renamed_settings(spelled, warn=False).items():
         if key not in known:
             continue
-        value = _coerce(getattr(value, "value", value))
+        value = parse_value(getattr(value, "value", value))
         out[key] = normalise_method(value) if key == "mode" else value
     return out
 
@@ -119,14 +122,29 @@ class Run:
     """EagerConfig names with the values the run used (only those the source recorded)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Metric name -> value; absent = not recorded (shown as "—")."""
-    prompts: list[PromptStat] | None = None
-    """Per-prompt statistics where the source keeps samples, in prompt order."""
-    branches: list[BranchPoint] | None = None
-    """Granted forks where the source logs them; None = not logged, [] = none happened."""
+    records: list[PromptRecord] | None = None
+    """Each prompt's record (docs/FORMAT.md) where the source keeps them, in prompt order."""
+    pool_rounds: list[PoolRound] = field(default_factory=list)
+    """The budget pool's rounds, where the source records them apart from the records."""
     stored_savings: float | None = None
     """Savings the source itself reported (eager-eval results.json), for a cross-check."""
     prompts_sha256: str | None = None
     """The hash of the prompts the run graded, where the source records it (eager-eval)."""
+
+    @property
+    def prompts(self) -> list[PromptStat] | None:
+        """Per-prompt S_p and #T, from the records."""
+        if not self.records:
+            return None
+        return [PromptStat(r.index, r.n_sequences, r.tokens_generated) for r in self.records]
+
+    @property
+    def branches(self) -> list[BranchPoint] | None:
+        """Granted forks; None = the source keeps no records, [] = none happened."""
+        if self.records is None:
+            return None
+        return [BranchPoint(f.position, f.entropy, f.threshold)
+                for r in self.records for f in r.forks]
 
     @property
     def theta(self) -> float | None:
@@ -175,17 +193,12 @@ def _is_number(value: Any) -> bool:
 
 
 def _as_float(value: Any) -> float | None:
-    value = _coerce(value)
+    value = parse_value(value)
     return float(value) if _is_number(value) else None
 
 
-def as_number(value: Any) -> float | int | None:
-    """A metric value as a number; None for missing, None-valued, NaN or non-numeric."""
-    if isinstance(value, str):
-        value = _coerce(value)
-    if not _is_number(value) or math.isnan(value):
-        return None
-    return value
+as_number = number_or_none
+"""A metric value as a number; None for missing, None-valued, NaN or non-numeric."""
 
 
 def format_number(value: float | int) -> str:

