@@ -140,7 +140,7 @@ def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int)
     from eager_eval.backends.vllm import SamplingSettings, VLLMBackend
 
     engine = SimulatedVLLMEngine(sim, root_len)
-    k = config.topk if config.is_branching else None
+    k = config.entropy_k if config.is_branching else None
 
     def build(spec: Any) -> tuple[Any, Any]:
         return spec.prompt_token_ids, {"seed": spec.seed, "max_tokens": spec.max_tokens, "logprobs": k}

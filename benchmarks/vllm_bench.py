@@ -214,7 +214,7 @@ def run_reference(llm: Any, vllm: Any, prompts: list[list[int]], config: EagerCo
             if not live:
                 break
             inputs = [vllm.TokensPrompt(prompt_token_ids=[*prompt, *seqs[j]]) for j in live]
-            params = [sampling_params(vllm, config, eos, max_tokens=1, logprobs=config.topk,
+            params = [sampling_params(vllm, config, eos, max_tokens=1, logprobs=config.entropy_k,
                                       seed=config.seed + (i * rows + j) * 1_000_003 + t)
                       for j in live]
             outs = llm.generate(inputs, params, use_tqdm=False)
@@ -325,7 +325,7 @@ def main() -> None:
     print(f"model: {args.model} (engine up in {load_s:.1f} s; engine args {engine_kwargs}, "
           f"dtype {dtype or 'auto'})")
     print(f"data: {args.data or 'demo problems'}; N={len(prompts)} prompts (lengths "
-          f"{[len(p) for p in prompt_ids]}), M={m}, T={t}, theta={base.theta}, K={base.topk}, "
+          f"{[len(p) for p in prompt_ids]}), M={m}, T={t}, theta={base.theta}, K={base.entropy_k}, "
           f"temperature={base.temperature}, percentile={base.percentile}, think_end={think_end!r}, "
           f"seed={base.seed}, eos={eos}")
 
@@ -380,7 +380,7 @@ def main() -> None:
     if "full_parallel" in modes:  # right after vllm_n: a busy spell hits both alike
         jobs.append(("full_parallel", lambda: measure_runner("full_parallel")))
     if not args.no_logprobs_baseline:
-        jobs.append(("vllm_n+lp", lambda: measure_n("vllm_n+lp", base.topk)))
+        jobs.append(("vllm_n+lp", lambda: measure_n("vllm_n+lp", base.entropy_k)))
     jobs += [(mode, lambda mode=mode: measure_runner(mode)) for mode in modes if mode != "full_parallel"]
     if args.reference_prompts > 0:
         jobs.append(("reference", measure_reference))

@@ -57,7 +57,7 @@ class BudgetPool:
         if config.mode not in (Mode.EAGER_ADAPT, Mode.EAGER):
             raise ValueError(f"BudgetPool reallocates for eager_adapt and eager, not {config.mode.value}")
         self.config = config
-        self.total = config.max_seqs * n_prompts
+        self.total = config.budget(n_prompts)
 
     def budget(self, states: Sequence[PromptState]) -> int:
         return self.total - sum(s.n_sequences for s in states)

@@ -118,7 +118,9 @@ def warmup_entropies(backend: Backend, prompts: Sequence[tuple[int, ...]], promp
         for step in backend.step():
             if step.seq_id not in live or step.position >= length:
                 continue  # an engine may report a token past a finish it has not seen yet
-            if step.topk_logprobs:
+            if step.entropy is not None:  # computed by the backend, batched
+                entropies.append(step.entropy)
+            elif step.topk_logprobs:
                 entropies.append(topk_entropy(step.topk_logprobs))
             if step.token in backend.eos_token_ids or step.position + 1 >= length:
                 live.discard(step.seq_id)

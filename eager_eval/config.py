@@ -131,17 +131,9 @@ class EagerConfig:
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
         from eager_eval.sampling import SamplingSettings  # (it imports this module)
 
-        try:
-            sampling = SamplingSettings(self.entropy_k, self.temperature, self.top_p, self.top_k,
-                                        self.entropy_source)  # the one copy of the sampling checks
-        except ConfigError as err:
-            if err.parameter != "topk":
-                raise
-            # SamplingSettings (the backends' object) still calls the entropy's K `topk`:
-            # the user set `entropy_k`, so the line names that
-            raise ConfigError("entropy_k", err.value, "", message=str(err).replace(
-                "topk", "entropy_k", 1)) from None
-        set_("entropy_k", sampling.topk)
+        sampling = SamplingSettings(self.entropy_k, self.temperature, self.top_p, self.top_k,
+                                    self.entropy_source)  # the one copy of the sampling checks
+        set_("entropy_k", sampling.entropy_k)
         set_("top_k", sampling.top_k)
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)

@@ -163,7 +163,7 @@ def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
 
     config = config or EagerConfig()
     path = converted_model_dir(resolve_model(model))  # GGUF and aliases: the cached conversion
-    llm = load_llm(path, dtype=dtype, topk=config.topk,
+    llm = load_llm(path, dtype=dtype, entropy_k=config.entropy_k,
                    entropy_source=config.entropy_source.value, **engine_kwargs)
     recorded = {"dtype": dtype or "auto", "entropy_k": config.entropy_k,
                 "entropy_source": config.entropy_source.value, **engine_kwargs}

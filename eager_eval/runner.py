@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 from eager_eval.backends.base import Backend, NewTree, Root
@@ -21,22 +20,10 @@ from eager_eval.config import ConfigError, EagerConfig, Mode
 from eager_eval.results import PromptResult, RoundStats, RunResult, TreeResult
 from eager_eval.schedule import RoundSchedule, Start
 from eager_eval.text_watch import text_watch
-from eager_eval.tree import Seq, Tree
+from eager_eval.tree import PromptInput, Seq, Tree
 
 Verifier = Callable[[int, str], bool]
 """(prompt_idx, generated text) -> is it correct? Full EAGer's labels."""
-
-
-@dataclass(frozen=True)
-class PromptInput:
-    tokens: tuple[int, ...]
-    """The prompt as token ids, chat template already applied."""
-    stop: tuple[str, ...] = ()
-    """Stop strings; never applied inside an open thinking block."""
-    max_new_tokens: int | None = None
-    """Per-prompt override of config.max_new_tokens (lm-eval's max_gen_toks)."""
-    opens_thinking: bool = False
-    """The prompt itself ends inside a thinking block (e.g. a template that adds '<think>')."""
 
 
 class TreeStore(Protocol):

@@ -36,8 +36,8 @@ class SamplingSettings:
     """What every sequence of a run samples with, and the top-K it reports (names as in
     EagerConfig)."""
 
-    topk: int = 20
-    """K: top-K logprobs reported per token (the entropy's K)."""
+    entropy_k: int = 20
+    """K: top-K logprobs reported per token (the entropy's K; sampling's own is `top_k`)."""
     temperature: float = 0.6
     """0 = greedy. Finite: an infinite temperature samples uniformly over the vocabulary."""
     top_p: float = 1.0
@@ -53,7 +53,7 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("entropy_source", _as_enum(EntropySource, "entropy_source", self.entropy_source))
-        set_("topk", _int_at_least("topk", self.topk, 2))
+        set_("entropy_k", _int_at_least("entropy_k", self.entropy_k, 2))
         t = self.temperature
         if not _is_number(t) or not math.isfinite(t) or t < 0:
             raise ConfigError("temperature", t, "a finite number >= 0 (0 = greedy)")
@@ -73,5 +73,5 @@ class SamplingSettings:
     @classmethod
     def from_config(cls, config: "EagerConfig") -> "SamplingSettings":
         """The run's settings; the top-K only for modes that branch."""
-        return cls(config.topk, config.temperature, config.top_p, config.top_k,
+        return cls(config.entropy_k, config.temperature, config.top_p, config.top_k,
                    config.entropy_source, logprobs=config.is_branching)

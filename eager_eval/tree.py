@@ -15,18 +15,50 @@ the meantime; what it reported past the held position is buffered, like any engi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
-from eager_eval.backends.base import Fork, TokenStep
-from eager_eval.config import BranchPolicy
+from eager_eval.backends.base import Backend, Fork, TokenStep
+from eager_eval.config import BranchPolicy, EagerConfig
 from eager_eval.controller import BranchController
 from eager_eval.entropy import topk_entropy
 from eager_eval.results import BranchEvent, FinishReason, SequenceResult, TreeResult
 from eager_eval.seeds import branch_seed
-from eager_eval.text_watch import StopSet
+from eager_eval.text_watch import StopSet, TextWatch
 
-if TYPE_CHECKING:
-    from eager_eval.runner import PromptInput, _Driver
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """One prompt as the runner takes it (front ends build it: prompts.py)."""
+
+    tokens: tuple[int, ...]
+    """The prompt as token ids, chat template already applied."""
+    stop: tuple[str, ...] = ()
+    """Stop strings; never applied inside an open thinking block."""
+    max_new_tokens: int | None = None
+    """Per-prompt override of config.max_new_tokens (lm-eval's max_gen_toks)."""
+    opens_thinking: bool = False
+    """The prompt itself ends inside a thinking block (e.g. a template that adds '<think>')."""
+
+
+class TreeHost(Protocol):
+    """What a tree needs of the run that holds it (the runner's driver)."""
+
+    config: EagerConfig
+    backend: Backend
+    watch: TextWatch
+    eos_token_ids: frozenset[int]
+
+    def new_seq_id(self) -> int: ...
+
+    def register(self, seq: "Seq") -> None: ...
+
+    def seq_of(self, seq_id: int) -> "Seq": ...
+
+    def tree_settled(self, tree: "Tree") -> None: ...
+
+    def stop_topk(self, seq_ids: list[int]) -> None: ...
 
 
 class Seq:
@@ -61,7 +93,7 @@ class Seq:
 
 
 class Tree:
-    def __init__(self, driver: "_Driver", prompt_idx: int, round_idx: int, prompt: "PromptInput",
+    def __init__(self, driver: TreeHost, prompt_idx: int, round_idx: int, prompt: PromptInput,
                  *, cap: int | None, theta: float, n_roots: int, floor: int | None = None,
                  tree_id: int = 0) -> None:
         c = driver.config

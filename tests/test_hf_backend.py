@@ -134,7 +134,7 @@ LATE_ROOTS = {  # step -> root added then: admission mid-wave merges caches of o
 @pytest.mark.parametrize("policy", ["top2", "sample"])
 def test_forked_rows_see_the_same_logits_as_a_fresh_forward(model, policy):
     """Every row at every step = an unbatched recompute of prompt + that row's own tokens."""
-    backend = HFBackend(model, FakeTokenizer(), topk=VOCAB, temperature=1.0)
+    backend = HFBackend(model, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0)
     first = [*PROMPTS[:3], PROMPTS[0]]  # lengths 7, 2, 5: left padding; a repeat: prefilled once
     backend.add(roots(first))
     prefix = {i: list(p) for i, p in enumerate(first)}
@@ -231,12 +231,12 @@ def test_tokens_do_not_depend_on_companion_rows(llama):
 
 
 def test_top_k_and_top_p_restrict_the_sample(llama):
-    backend = HFBackend(llama, FakeTokenizer(), topk=VOCAB, temperature=1.0, top_k=3, top_p=0.9)
+    backend = HFBackend(llama, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0, top_k=3, top_p=0.9)
     backend.add(roots(PROMPTS))
     for _ in range(10):
         for st in backend.step():  # raw logprobs, sorted: the sampled token is among the top 3
             assert st.token in st.topk_ids[:3]
-    nucleus = HFBackend(llama, FakeTokenizer(), topk=VOCAB, temperature=1.0, top_p=0.3)
+    nucleus = HFBackend(llama, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0, top_p=0.3)
     nucleus.add(roots(PROMPTS))
     for _ in range(10):
         for st in nucleus.step():  # allowed: tokens whose more probable predecessors hold < 0.3
@@ -245,7 +245,7 @@ def test_top_k_and_top_p_restrict_the_sample(llama):
             allowed = [tok for tok, m in zip(st.topk_ids, mass_before) if m < 0.3 + 1e-6]
             assert st.token in allowed
     processed = HFBackend(
-        llama, FakeTokenizer(), topk=5, temperature=1.0, top_k=2, entropy_source="processed"
+        llama, FakeTokenizer(), entropy_k=5, temperature=1.0, top_k=2, entropy_source="processed"
     )
     processed.add(roots(PROMPTS))
     for st in processed.step():

@@ -51,9 +51,9 @@ def trees(result):
 
 @pytest.mark.parametrize("mode,percentile", [("eager_init", None), ("eager_adapt", 90.0)])
 def test_hf_backend_builds_the_same_tree_as_the_scripted_oracle(model, mode, percentile):
-    config = EagerConfig(mode=mode, theta=1.2, max_seqs=4, percentile=percentile, topk=20,
+    config = EagerConfig(mode=mode, theta=1.2, max_seqs=4, percentile=percentile, entropy_k=20,
                          think_end=None, temperature=0.0, max_new_tokens=14, seed=3)
-    hf = HFBackend(model, FakeTokenizer(), topk=20, temperature=0.0)
+    hf = HFBackend(model, FakeTokenizer(), entropy_k=20, temperature=0.0)
     on_hf = run(PROMPTS, hf, config)
     scripted = ScriptedBackend(oracle_script(model, 20), eos_token_ids=hf.eos_token_ids, greedy=True)
     on_script = run(PROMPTS, scripted, config)
@@ -96,12 +96,12 @@ def test_max_rows_bounds_live_rows_and_never_changes_the_trees(model, mode, poli
     trees are in flight and the batch never holds more than 8 rows, yet every tree (sampled with
     its own seeds) is the one an unbounded batch builds."""
     prompts = PROMPTS + [PromptInput(p) for p in [(4, 4, 90), (7, 33, 21, 70), (12, 9)]]
-    config = EagerConfig(mode=mode, theta=0.01, max_seqs=4, percentile=None, topk=20,
+    config = EagerConfig(mode=mode, theta=0.01, max_seqs=4, percentile=None, entropy_k=20,
                          think_end=None, temperature=1.0, max_new_tokens=8, seed=5,
                          branch_policy=policy, max_rounds=2)
     runs = {}
     for max_rows in (8, 1000):
-        backend = _RowCounting(model, FakeTokenizer(), topk=20, temperature=1.0, max_rows=max_rows)
+        backend = _RowCounting(model, FakeTokenizer(), entropy_k=20, temperature=1.0, max_rows=max_rows)
         runs[max_rows] = (run(prompts, backend, config), backend.peak)
     (bounded, peak), (free, free_peak) = runs[8], runs[1000]
     assert peak <= 8 < free_peak  # the bound binds: unbounded, more trees grow at once
@@ -115,7 +115,7 @@ def test_overlapping_rounds_on_hf_build_the_trees_of_sequential_rounds(model, mo
     """HF cannot fork behind its lockstep, so its rounds start once the earlier trees settle
     (schedule.py, no guaranteed floors): the trees must be those of rounds run in sequence."""
     prompts = PROMPTS + [PromptInput(p) for p in [(4, 4, 90), (7, 33, 21, 70), (12, 9)]]
-    config = EagerConfig(mode=mode, theta=2.9, max_seqs=3, percentile=None, topk=20,
+    config = EagerConfig(mode=mode, theta=2.9, max_seqs=3, percentile=None, entropy_k=20,
                          think_end=None, temperature=1.0, max_new_tokens=10, seed=2, window=3)
     verifier = (lambda p, text: len(text) % 3 == 0) if mode == "eager" else None
 
@@ -126,7 +126,7 @@ def test_overlapping_rounds_on_hf_build_the_trees_of_sequential_rounds(model, mo
             self.added_while_live += bool(self._rows)
             super().add(sequences)
 
-    backends = [Recording(model, FakeTokenizer(), topk=20, temperature=1.0) for _ in range(2)]
+    backends = [Recording(model, FakeTokenizer(), entropy_k=20, temperature=1.0) for _ in range(2)]
     runs = [run(prompts, backend, config, verifier=verifier, overlap_rounds=overlap)
             for backend, overlap in zip(backends, (False, True))]
     assert len(runs[0].rounds) >= 2  # it reallocates

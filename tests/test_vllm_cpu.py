@@ -70,7 +70,7 @@ def backend():
         model = os.path.join(tmp, "tiny-llama")
         write_tiny_model(model)
         yield VLLMBackend.from_model(
-            model, topk=K, temperature=TEMPERATURE, top_p=1.0, top_k=0,
+            model, entropy_k=K, temperature=TEMPERATURE, top_p=1.0, top_k=0,
             dtype="float32", max_model_len=256, enforce_eager=True, block_size=32, seed=0,
         )
 
@@ -176,7 +176,7 @@ def test_finish_aborts_the_request(backend):
 def test_runner_on_vllm_cpu(backend):
     """The runner end to end; theta = inf is plain sampling with the roots' seeds."""
     prompts = [PromptInput(PROMPT), PromptInput(PROMPT[:20])]
-    base = dict(mode="eager_init", max_seqs=4, topk=K, percentile=None, think_end=None,
+    base = dict(mode="eager_init", max_seqs=4, entropy_k=K, percentile=None, think_end=None,
                 max_new_tokens=20, seed=5, temperature=TEMPERATURE)
     # A fresh backend per run over the same LLM, as engines.py does.
     config = EagerConfig(theta=float("inf"), **base)
@@ -201,7 +201,7 @@ def test_runner_on_vllm_cpu(backend):
 def test_full_parallel_on_vllm_cpu_asks_for_no_logprobs_and_is_plain_sampling(backend):
     """Full Parallel: M roots per prompt, each plain sampling with its seed; no logprobs asked."""
     prompts = [PromptInput(PROMPT), PromptInput(PROMPT[:20])]
-    config = EagerConfig(mode="full_parallel", max_seqs=3, topk=K, think_end=None,
+    config = EagerConfig(mode="full_parallel", max_seqs=3, entropy_k=K, think_end=None,
                          max_new_tokens=12, seed=7, temperature=TEMPERATURE)
     fp_backend = VLLMBackend.from_llm(backend.llm, config)
     assert fp_backend.settings.logprobs is False
@@ -220,7 +220,7 @@ def test_overlapping_rounds_on_vllm_cpu_give_the_sequential_rounds_trees(backend
     """eager_adapt on the real engine: retries start on guaranteed floors while round 0 still
     decodes (vLLM forks behind itself), yet the trees are those of rounds run in sequence."""
     prompts = [PromptInput(PROMPT[: 12 + 5 * i]) for i in range(6)]
-    config = EagerConfig(mode="eager_adapt", theta=THETA_ADAPT, max_seqs=3, topk=K,
+    config = EagerConfig(mode="eager_adapt", theta=THETA_ADAPT, max_seqs=3, entropy_k=K,
                          percentile=None, think_end=None, max_new_tokens=24, seed=3,
                          temperature=TEMPERATURE, window=4)
     sequential = run(prompts, VLLMBackend.from_llm(backend.llm, config), config,

@@ -248,7 +248,7 @@ def fake_builder(k: int | None, stop: frozenset[int] = frozenset({EOS})):
 
 def make_backend(k: int = 5, **engine_kwargs) -> tuple[VLLMBackend, FakeEngine]:
     engine = FakeEngine(**engine_kwargs)
-    backend = VLLMBackend(engine, FakeTokenizer(), SamplingSettings(topk=k),
+    backend = VLLMBackend(engine, FakeTokenizer(), SamplingSettings(entropy_k=k),
                           request_builder=fake_builder(k))
     return backend, engine
 
@@ -574,7 +574,7 @@ def test_bad_input_is_named():
 def test_sequences_longer_than_max_model_len_are_refused():
     engine = FakeEngine()
     engine.model_config.max_model_len = 20
-    backend = VLLMBackend(engine, FakeTokenizer(), SamplingSettings(topk=5),
+    backend = VLLMBackend(engine, FakeTokenizer(), SamplingSettings(entropy_k=5),
                           request_builder=fake_builder(5))
     backend.add([NewTree.single(0, PROMPT, 1, 17)])  # 3 + 17 = 20 fits
     with pytest.raises(ValueError, match="exceeds the engine's max_model_len"):
@@ -591,10 +591,10 @@ def test_a_request_the_engine_ends_early_is_an_error():
 
 
 def test_topk_above_engine_max_logprobs_is_refused():
-    with pytest.raises(ValueError, match="topk=30 exceeds the engine's max_logprobs=20"):
-        VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings(topk=30),
+    with pytest.raises(ValueError, match="entropy_k=30 exceeds the engine's max_logprobs=20"):
+        VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings(entropy_k=30),
                     request_builder=fake_builder(30))
-    VLLMBackend(FakeEngine(max_logprobs=-1), FakeTokenizer(), SamplingSettings(topk=30),
+    VLLMBackend(FakeEngine(max_logprobs=-1), FakeTokenizer(), SamplingSettings(entropy_k=30),
                 request_builder=fake_builder(30))  # -1 = the whole vocabulary
 
 
@@ -660,7 +660,7 @@ def fake_vllm(monkeypatch):
 
 
 def test_from_model_builds_the_engine_and_requests(fake_vllm):
-    backend = VLLMBackend.from_model("tiny/model", topk=22, temperature=0.7, top_p=0.9,
+    backend = VLLMBackend.from_model("tiny/model", entropy_k=22, temperature=0.7, top_p=0.9,
                                      enforce_eager=True, block_size=32)
     (kwargs,) = fake_vllm.made
     assert kwargs["model"] == "tiny/model" and kwargs["enable_prefix_caching"] is True
@@ -673,11 +673,11 @@ def test_from_model_builds_the_engine_and_requests(fake_vllm):
     assert all(len(s.topk_ids) == 22 for s in steps)
     (req,) = backend.engine.added
     assert (req.prompt, req.seed, req.max_tokens) == (list(PROMPT), 3, 5)
-    assert VLLMBackend.from_model("tiny/model", topk=5).engine.model_config.max_logprobs == 20
+    assert VLLMBackend.from_model("tiny/model", entropy_k=5).engine.model_config.max_logprobs == 20
 
 
 def test_from_model_request_params(fake_vllm):
-    backend = VLLMBackend.from_model("tiny/model", topk=5, temperature=0.7, top_p=0.9, top_k=0)
+    backend = VLLMBackend.from_model("tiny/model", entropy_k=5, temperature=0.7, top_p=0.9, top_k=0)
     prompt, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
     assert prompt == {"type": "token", "prompt_token_ids": [1, 2]}
     assert (params.seed, params.max_tokens, params.logprobs) == (8, 4, 5)
@@ -691,21 +691,21 @@ def test_from_llm_takes_an_eager_config_and_warns_without_prefix_caching(fake_vl
     from eager_eval.backends.vllm import load_llm
     from eager_eval.config import EagerConfig
 
-    llm = load_llm("tiny/model", topk=20, enable_prefix_caching=False)
+    llm = load_llm("tiny/model", entropy_k=20, enable_prefix_caching=False)
     llm.llm_engine.vllm_config = SimpleNamespace(
         cache_config=SimpleNamespace(enable_prefix_caching=False))
     with pytest.warns(UserWarning, match="prefix caching is off"):
-        backend = VLLMBackend.from_llm(llm, EagerConfig(topk=20, temperature=0.3, top_p=0.5))
+        backend = VLLMBackend.from_llm(llm, EagerConfig(entropy_k=20, temperature=0.3, top_p=0.5))
     assert backend.settings == SamplingSettings(20, 0.3, 0.5, 0, "raw")
     assert backend.llm is llm and backend.engine is llm.llm_engine
     llm.llm_engine.vllm_config.cache_config.enable_prefix_caching = True
     # Two backends over one LLM (one per run) never share a request id.
-    other = VLLMBackend.from_llm(llm, SamplingSettings(topk=20))
+    other = VLLMBackend.from_llm(llm, SamplingSettings(entropy_k=20))
     backend.add([NewTree.single(0, PROMPT, 1, 2)])
     other.add([NewTree.single(0, PROMPT, 1, 2)])
     assert len({a.request_id for a in llm.llm_engine.added}) == 2
     with pytest.raises(ValueError, match="max_logprobs=20"):
-        VLLMBackend.from_llm(llm, SamplingSettings(topk=21))
+        VLLMBackend.from_llm(llm, SamplingSettings(entropy_k=21))
 
 
 def test_unloadable_model_is_named(fake_vllm):
@@ -722,9 +722,9 @@ def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
     from eager_eval.backends.vllm import load_llm
     from eager_eval.config import EagerConfig
 
-    config = EagerConfig(mode=mode, topk=5)
+    config = EagerConfig(mode=mode, entropy_k=5)
     assert SamplingSettings.from_config(config).logprobs is (logprobs is not None)
-    backend = VLLMBackend.from_llm(load_llm("tiny/model", topk=5), config)
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config)
     _, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
     assert params.logprobs == logprobs
 
@@ -734,35 +734,35 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     from eager_eval.config import EagerConfig
     from eager_eval.runner import PromptInput, run
 
-    config = EagerConfig(mode="full_parallel", max_seqs=3, topk=5, think_end=None,
+    config = EagerConfig(mode="full_parallel", max_seqs=3, entropy_k=5, think_end=None,
                          max_new_tokens=12, seed=4, temperature=1.0)
     prompts = [PromptInput(PROMPT), PromptInput((8, 9))]
 
     def sequences(settings):
-        llm = load_llm("tiny/model", topk=5)
+        llm = load_llm("tiny/model", entropy_k=5)
         result = run(prompts, VLLMBackend.from_llm(llm, settings), config)
         return [[(s.index, tuple(s.tokens), s.finish_reason) for s in p.sequences]
                 for p in result.prompts], llm.llm_engine
 
-    with_logprobs, engine = sequences(SamplingSettings(topk=5, temperature=1.0))
+    with_logprobs, engine = sequences(SamplingSettings(entropy_k=5, temperature=1.0))
     assert all(o.outputs[0].logprobs is not None for o in engine.raw_outputs)
     without, engine = sequences(config)  # from the config: logprobs off
     assert all(o.outputs[0].logprobs is None for o in engine.raw_outputs)
     assert without == with_logprobs
     assert all(len(p) == 3 for p in without)
 
-    backend = VLLMBackend.from_llm(load_llm("tiny/model", topk=5), config)
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config)
     backend.add([NewTree.single(0, PROMPT, 3, 6)])
     steps = drain(backend)
     assert len(steps) == 6 and all(s.topk_ids == () == s.topk_logprobs for s in steps)
 
 
 def test_engine_logprob_limits_apply_only_when_logprobs_are_requested():
-    settings = SamplingSettings(topk=30, entropy_source="processed", logprobs=False)
+    settings = SamplingSettings(entropy_k=30, entropy_source="processed", logprobs=False)
     VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), settings,
                 request_builder=fake_builder(None))  # asks for none: any engine will do
     with pytest.raises(ValueError, match="max_logprobs=20"):
-        VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), SamplingSettings(topk=30),
+        VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), SamplingSettings(entropy_k=30),
                     request_builder=fake_builder(30))
 
 
@@ -772,7 +772,7 @@ def test_missing_logprobs_in_a_branching_run_is_a_clear_error(mode):
     from eager_eval.config import EagerConfig
     from eager_eval.runner import PromptInput, run
 
-    config = EagerConfig(mode=mode, topk=5, think_end=None, max_new_tokens=6)
+    config = EagerConfig(mode=mode, entropy_k=5, think_end=None, max_new_tokens=6)
     backend = VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings.from_config(config),
                           request_builder=fake_builder(None))  # a builder that forgets them
     with pytest.raises(RuntimeError, match=r"logprobs for none of 1 new tokens.*logprobs=K"):
@@ -788,7 +788,7 @@ def test_runner_tree_does_not_depend_on_engine_scheduling(policy):
     from eager_eval.config import EagerConfig
     from eager_eval.runner import PromptInput, run
 
-    config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=4, topk=5, percentile=None,
+    config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=4, entropy_k=5, percentile=None,
                          think_end=None, max_new_tokens=16, seed=3, branch_policy=policy,
                          temperature=1.0)
     prompts = [PromptInput(PROMPT), PromptInput((8, 9))]
@@ -811,7 +811,7 @@ def test_one_backend_serves_several_runs():
     from eager_eval.config import EagerConfig
     from eager_eval.runner import PromptInput, run
 
-    config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=3, topk=5, percentile=None,
+    config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=3, entropy_k=5, percentile=None,
                          think_end=None, max_new_tokens=10, seed=3)
     backend, _ = make_backend(k=5)
     first = run([PromptInput(PROMPT)], backend, config)

@@ -129,7 +129,7 @@ class HFBackend:
         **sampling: Any,
     ):
         """`settings` (the run's: `EagerConfig.sampling`), or its fields as keywords
-        (`topk=`, `temperature=`, ...) for a backend used on its own."""
+        (`entropy_k=`, `temperature=`, ...) for a backend used on its own."""
         if settings is None:
             settings = SamplingSettings(**sampling)
         elif sampling:
@@ -341,7 +341,7 @@ class HFBackend:
                 steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
             return steps
         logprobs = (scores if self.settings.processed_entropy else self._logits).log_softmax(-1)
-        top_logprobs, top_ids = logprobs.topk(min(self.settings.topk, logprobs.shape[-1]), -1)  # [rows, K]
+        top_logprobs, top_ids = logprobs.topk(min(self.settings.entropy_k, logprobs.shape[-1]), -1)  # [rows, K]
         top_logprobs = top_logprobs.cpu().numpy()
         entropies = topk_entropies(top_logprobs).tolist()  # all rows at once, in float64
         top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once

