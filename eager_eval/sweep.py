@@ -16,7 +16,7 @@ The YAML (every key optional except models, tasks, modes):
     models: [Qwen/Qwen3-4B]            # or model: ...
     tasks: [aime25, gpqa_diamond]      # or task: ...; see TASKS below
     modes: [full_parallel, eager_init, eager_adapt, eager]
-    theta: [2.0, 2.4]                  # a number or a list
+    theta: [2.0, 2.4, auto]            # a number or a list; `auto` calibrates on the task
     max_seqs: [32]                     # M: a number or a list
     limit: null                        # first N prompts of each task
     output: runs/qwen3-4b              # relative to the working directory; --output overrides
@@ -48,6 +48,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
+from eager_eval.calibration import AUTO, is_auto
 from eager_eval.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.files import OutputDirError, atomic_write, check_output_dir
 from eager_eval.settings import number_or_none, parse_value, renamed_settings
@@ -120,14 +121,20 @@ class Cell:
     output_dir: Path
     explicit: tuple[str, ...] = ()
     """EagerConfig fields the YAML set (passed on the command line; the rest stay default)."""
+    theta_auto: bool = False
+    """theta: auto: the run calibrates theta on the task (config.theta is a placeholder)."""
 
     @property
     def mode(self) -> str:
         return self.config.mode.value
 
     @property
+    def theta_label(self) -> str:
+        return AUTO if self.theta_auto else _fmt(self.config.theta)
+
+    @property
     def name(self) -> str:
-        theta = f" θ={_fmt(self.config.theta)}" if self.config.is_branching else ""
+        theta = f" θ={self.theta_label}" if self.config.is_branching else ""
         return f"{self.model} {self.task.name} {self.mode}{theta} M={self.config.max_seqs}"
 
 
@@ -136,7 +143,8 @@ class SweepConfig:
     models: list[str]
     tasks: list[TaskSpec]
     modes: list[Mode]
-    thetas: list[float]
+    thetas: list[float | str]
+    """Numbers, and "auto" for a cell that calibrates theta on its task (docs/THETA.md)."""
     max_seqs: list[int]
     settings: dict[str, Any]
     """Shared EagerConfig fields (temperature, max_new_tokens, think_end, seed, ...)."""
@@ -179,7 +187,7 @@ def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -
     models = [str(m) for m in _as_list("models", pick("models", "model"))]
     tasks = [parse_task(t) for t in _as_list("tasks", pick("tasks", "task"))]
     modes = [EagerConfig(mode=raw).mode for raw in _as_list("modes", pick("modes", "mode"))]
-    thetas = [EagerConfig(theta=parse_value(t)).theta
+    thetas = [AUTO if is_auto(t) else EagerConfig(theta=parse_value(t)).theta
               for t in _as_list("theta", data.get("theta", EagerConfig.theta))]
     max_seqs = [EagerConfig(max_seqs=parse_value(m)).max_seqs
                 for m in _as_list("max_seqs", data.get("max_seqs", EagerConfig.max_seqs))]
@@ -225,8 +233,9 @@ def model_slug(model: str) -> str:
     return model.strip("/").replace("/", "__").replace("\\", "__")
 
 
-def cell_dir_name(config: EagerConfig) -> str:
-    theta = f"-theta{_fmt(config.theta)}" if config.is_branching else ""
+def cell_dir_name(config: EagerConfig, theta_auto: bool = False) -> str:
+    label = AUTO if theta_auto else _fmt(config.theta)
+    theta = f"-theta{label}" if config.is_branching else ""
     return f"{config.mode.value}{theta}-M{config.max_seqs}"
 
 
@@ -241,12 +250,14 @@ def expand_cells(sweep: SweepConfig) -> list[Cell]:
                     is_fp = mode is Mode.FULL_PARALLEL
                     for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
                         grid = {"mode": mode, "max_seqs": m}
-                        if not is_fp:  # Full Parallel never branches: theta stays default
+                        auto = not is_fp and is_auto(theta)
+                        if not is_fp and not auto:  # Full Parallel never branches
                             grid["theta"] = theta
                         config = EagerConfig.from_mapping({**sweep.settings, **grid})
                         names = tuple(n for n in explicit if not (n == "theta" and is_fp))
-                        out = sweep.output / model_slug(model) / task.name / cell_dir_name(config)
-                        cells.append(Cell(model, task, config, out, names))
+                        out = (sweep.output / model_slug(model) / task.name
+                               / cell_dir_name(config, auto))
+                        cells.append(Cell(model, task, config, out, names, theta_auto=auto))
     unique: dict[Path, Cell] = {}
     for cell in cells:  # the same cell twice (a repeated list entry) runs once
         unique.setdefault(cell.output_dir, cell)
@@ -290,18 +301,22 @@ def cell_status(cell: Cell) -> tuple[CellStatus, str]:
     for run in data.get("runs") or []:
         if not isinstance(run, dict) or run.get("method") != cell.mode:
             continue
-        differ = _settings_differ(cell, run.get("settings") or {})
+        differ = _settings_differ(cell, run.get("settings") or {}, "theta_auto" in data)
         if differ:
             return CellStatus.MISMATCH, "holds a run with other settings: " + "; ".join(differ)
         return CellStatus.DONE, "finished"
     return CellStatus.TODO, f"results.json has no {cell.mode} run yet"
 
 
-def _settings_differ(cell: Cell, recorded: Mapping[str, Any]) -> list[str]:
+def _settings_differ(cell: Cell, recorded: Mapping[str, Any], calibrated: bool) -> list[str]:
     wanted = cell.config.to_dict()
     recorded = renamed_settings(recorded, warn=False)  # an older run's `topk` is `entropy_k`
     differ = []
+    if "theta" in cell.explicit and cell.theta_auto != calibrated:
+        differ.append(f"theta {AUTO if calibrated else 'a number'} vs {cell.theta_label}")
     for name in cell.explicit:
+        if name == "theta" and (cell.theta_auto or calibrated):
+            continue  # the calibrated value is the run's to choose
         if name in recorded:
             a, b = recorded[name], wanted[name]
             if str(a) != str(b) and not _same_number(a, b):
@@ -381,7 +396,8 @@ def _option_value(value: Any) -> str:
 def run_command_line(model: str, data: TaskSpec, config: EagerConfig, output_dir: Path, *,
                      resume: bool = True, limit: int | None = None,
                      settings: Sequence[str] = ("mode", "theta", "max_seqs"),
-                     run_args: Mapping[str, Any] | None = None) -> list[str]:
+                     run_args: Mapping[str, Any] | None = None,
+                     theta_auto: bool = False) -> list[str]:
     """The `eager-eval` arguments of one cell (without the program name).
 
     `run --model M --data FILE ...` for a data file, `demo --model M --modes MODE ...` for the
@@ -390,6 +406,8 @@ def run_command_line(model: str, data: TaskSpec, config: EagerConfig, output_dir
     false, nothing for null, and the option repeated for a list.
     """
     values = config.to_dict()
+    if theta_auto:
+        values["theta"] = AUTO
     if data.kind == "demo":
         args = ["demo", "--model", model, "--modes", config.mode.value, "--output", str(output_dir)]
         settings = [n for n in settings if n != "mode"]  # demo takes --modes, not --mode
@@ -429,7 +447,8 @@ class CellFailed(RuntimeError):
 def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | Path,
              resume: bool = True, *, limit: int | None = None,
              settings: Sequence[str] = ("mode", "theta", "max_seqs"),
-             run_args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> None:
+             run_args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+             theta_auto: bool = False) -> None:
     """Run one cell as `eager-eval run ... --resume --output <output_dir>` in a subprocess.
 
     A subprocess per cell keeps cells independent (a crash or an out-of-memory in one cell does
@@ -437,7 +456,7 @@ def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | 
     own its resumable outputs. Raises CellFailed on a non-zero exit.
     """
     args = run_command_line(model, data, config, Path(output_dir), resume=resume, limit=limit,
-                            settings=settings, run_args=run_args)
+                            settings=settings, run_args=run_args, theta_auto=theta_auto)
     program = [sys.executable, "-c", "import sys; from eager_eval.cli import main; sys.exit(main())"]
     print("$ eager-eval " + shlex.join(args), flush=True)
     completed = subprocess.run(program + args, env={**os.environ, **(env or {})}, check=False)
@@ -447,7 +466,7 @@ def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | 
 
 CellRunner = Callable[..., None]
 """run_cell's signature: (model, task, config, output_dir, resume=True, *, limit, settings,
-run_args, env) -> None; raises CellFailed."""
+run_args, env, theta_auto) -> None; raises CellFailed."""
 
 
 @dataclass
@@ -504,7 +523,8 @@ def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: boo
                 prepared[cell.task.name] = prepare_task(cell.task, sweep)
             cell.output_dir.mkdir(parents=True, exist_ok=True)
             runner(cell.model, prepared[cell.task.name], cell.config, cell.output_dir, resume=True,
-                   limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env)
+                   limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env,
+                   theta_auto=cell.theta_auto)
         except (CellFailed, ConfigError, OSError) as err:
             outcomes.append(CellOutcome(cell, CellStatus.FAILED, str(err)))
             print(f"{prefix}: failed: {err}", file=out, flush=True)
@@ -540,7 +560,7 @@ def _write_manifest(sweep: SweepConfig, outcomes: list[CellOutcome], cells: list
         outcome = by_dir.get(cell.output_dir)
         entries.append({
             "model": cell.model, "task": cell.task.name, "mode": cell.mode,
-            "theta": _fmt(cell.config.theta) if cell.config.is_branching else None,
+            "theta": cell.theta_label if cell.config.is_branching else None,
             "max_seqs": cell.config.max_seqs, "dir": str(cell.output_dir),
             "status": (outcome.status if outcome else CellStatus.PENDING).value,
             "message": outcome.message if outcome else "",

@@ -55,11 +55,14 @@ class FakeRunner:
         self.calls.append((model, data.name, config.mode.value, config.theta, config.max_seqs, resume, options))
         if f"{model}:{config.mode.value}" in self.fail:
             raise CellFailed("eager-eval run exited with code 1")
+        if options.get("theta_auto"):  # as run_session does: calibrate, then record
+            config = dataclasses.replace(config, theta=2.2)
         tokens = 1000 if config.mode.value == "full_parallel" else int(400 * config.theta)
         results = {
             "tool": "eager-eval", "format_version": 1, "command": "run", "model": model, "task": data.name,
             "runs": [{"method": config.mode.value, "settings": config.to_dict(),
                       "metrics": {"n_prompts": 3, "pass_at_k": 0.5, "tokens_generated": tokens}}],
+            **({"theta_auto": {"theta": config.theta}} if options.get("theta_auto") else {}),
         }
         Path(output_dir, "results.json").write_text(json.dumps(results))
 
@@ -85,6 +88,40 @@ def test_grid_expands_with_one_full_parallel_cell_per_model_task_and_m(tmp_path)
 def test_grid_over_m_and_scalars(tmp_path):
     cells = expand_cells(_sweep(tmp_path, models="m", modes="eager_adapt", theta=2.5, max_seqs=[4, 8]))
     assert [(c.config.max_seqs, c.config.theta) for c in cells] == [(4, 2.5), (8, 2.5)]
+
+
+def test_theta_auto_cells_calibrate_run_once_and_keep_their_own_directory(tmp_path):
+    from eager_eval.cli import build_parser
+
+    sweep = _sweep(tmp_path, models="m", tasks=[{"data": "p.jsonl"}], modes="eager_adapt",
+                   theta=[2.0, "auto"])
+    numeric, auto = expand_cells(sweep)
+    assert (numeric.theta_auto, auto.theta_auto) == (False, True)
+    assert auto.output_dir.name == "eager_adapt-thetaauto-M4" and "θ=auto" in auto.name
+    args = run_command_line(auto.model, auto.task, auto.config, auto.output_dir,
+                            settings=auto.explicit, theta_auto=True)
+    assert args[args.index("--theta") + 1] == "auto"
+    assert build_parser().parse_args(args).theta == "auto"
+
+    runner = FakeRunner()
+    run_sweep(sweep, runner=runner, report=False)
+    assert [(c[3], c[6].get("theta_auto")) for c in runner.calls] == [(2.0, False), (2.0, True)]
+    assert cell_status(auto)[0] == "done"  # its recorded theta (2.2, calibrated) is not a mismatch
+    again = FakeRunner()
+    run_sweep(sweep, runner=again, report=False)
+    assert again.calls == []
+    manifest = json.loads((sweep.output / "sweep.json").read_text())
+    assert [c["theta"] for c in manifest["cells"]] == ["2", "auto"]
+
+    # a fixed-theta run in an auto cell's directory (and the reverse) is another experiment
+    auto_results = json.loads((auto.output_dir / "results.json").read_text())
+    (numeric.output_dir / "results.json").write_text(json.dumps(auto_results))
+    status, why = cell_status(numeric)
+    assert status == "mismatch" and "theta auto vs 2" in why
+    del auto_results["theta_auto"]
+    (auto.output_dir / "results.json").write_text(json.dumps(auto_results))
+    status, why = cell_status(auto)
+    assert status == "mismatch" and "theta a number vs auto" in why
 
 
 @pytest.mark.parametrize("changes, message", [
