@@ -62,17 +62,22 @@ def write_tiny_model(path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def backend():
+def tiny_model():
     with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
         for key, value in ENGINE_ENV.items():
             mp.setenv(key, value)
         mp.setenv("VLLM_CACHE_ROOT", os.path.join(tmp, "vllm-cache"))
         model = os.path.join(tmp, "tiny-llama")
         write_tiny_model(model)
-        yield VLLMBackend.from_model(
-            model, entropy_k=K, temperature=TEMPERATURE, top_p=1.0, top_k=0,
-            dtype="float32", max_model_len=256, enforce_eager=True, block_size=32, seed=0,
-        )
+        yield model
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return VLLMBackend.from_model(
+        tiny_model, entropy_k=K, temperature=TEMPERATURE, top_p=1.0, top_k=0,
+        dtype="float32", max_model_len=256, enforce_eager=True, block_size=32, seed=0,
+    )
 
 
 def generate(backend, prompts, seeds, max_tokens):
@@ -232,3 +237,54 @@ def test_overlapping_rounds_on_vllm_cpu_give_the_sequential_rounds_trees(backend
     assert shape(overlapped) == shape(sequential)
     assert not backend.engine.has_unfinished_requests()
 
+
+
+def test_eager_vllm_scores_loglikelihood_on_its_own_engine(backend, tiny_model):
+    """`--model eager-vllm` on a loglikelihood task: the loaded engine's prompt logprobs give
+    what the same weights give in transformers (sum over the continuation, greedy or not), and
+    loglikelihood_rolling sums a text's windows."""
+    pytest.importorskip("lm_eval")
+    import torch
+    from lm_eval.api.instance import Instance
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eager_eval.engines import VLLMEngine
+    from eager_eval.integrations.lm_eval import EagerVLLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    lm = EagerVLLM(tiny_model, engine=VLLMEngine("tiny", backend.llm, tokenizer))
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+
+    def reference(context: str, continuation: str) -> tuple[float, bool]:
+        ctx = tokenizer(context).input_ids
+        whole = tokenizer(context + continuation).input_ids
+        with torch.no_grad():
+            logprobs = hf(torch.tensor([whole])).logits[0].log_softmax(-1)
+        cont = range(len(ctx), len(whole))
+        total = sum(logprobs[i - 1, whole[i]].item() for i in cont)
+        return total, all(logprobs[i - 1].argmax().item() == whole[i] for i in cont)
+
+    # the model's own greedy continuation of a context is greedy by construction
+    context = " ".join(f"w{3 + (5 * i) % 200}" for i in range(12))
+    ids = tokenizer(context).input_ids
+    with torch.no_grad():
+        for _ in range(3):
+            ids.append(hf(torch.tensor([ids])).logits[0, -1].argmax().item())
+    greedy = " " + tokenizer.decode(ids[-3:])
+    pairs = [(context, greedy), (context, " w7 w8 w9"), ("w10 w11", " w12"),
+             (context, " w" + " w".join(str(3 + i) for i in range(40)))]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    got = lm.loglikelihood(requests)
+    for (context, continuation), (logprob, is_greedy) in zip(pairs, got):
+        want, want_greedy = reference(context, continuation)
+        assert logprob == pytest.approx(want, rel=1e-3, abs=1e-3)
+        assert is_greedy == want_greedy
+    assert got[0][1] is True and got[1][1] is False
+
+    text = " ".join(f"w{3 + (11 * i) % 250}" for i in range(30))
+    (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    tokens = tokenizer(text, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logprobs = hf(torch.tensor([[tokenizer.bos_token_id, *tokens]])).logits[0].log_softmax(-1)
+    want = sum(logprobs[i, token].item() for i, token in enumerate(tokens))
+    assert rolling == pytest.approx(want, rel=1e-3, abs=1e-3)

@@ -7,8 +7,9 @@ The models implement lm-eval's public contract (`lm_eval.api.model.LM`, the thre
   and the Inspect provider use (model names, GGUF conversion, devices, dtypes: one code path);
 - `loglikelihood` and `loglikelihood_rolling` go to lm-eval's own HFLM, built around the
   already loaded weights and tokenizer the first time a task asks for them (`HFLM(pretrained=
-  <the model object>, tokenizer=<the tokenizer>)`, HFLM's public constructor). eager-vllm has no
-  such delegate: its engine is vLLM's, and a second copy of the weights would not fit beside it.
+  <the model object>, tokenizer=<the tokenizer>)`, HFLM's public constructor). eager-vllm's
+  are scored by its own loaded engine (`lm_eval_vllm_scoring.VLLMScorer`, lm-eval's TemplateLM
+  with vLLM prompt logprobs): a second engine would not fit beside it.
 
 lm-eval hands `generate_until` every generation request of a run in one list; a doc's request
 appears R times in a row (R = the task's `repeats`; HARNESS.md). `generate_texts`
@@ -732,6 +733,13 @@ class EagerVLLM(EagerLM):
         args.setdefault("seed", self.eager_config.seed)
         return engines.load_engine(pretrained, backend="vllm", dtype=dtype,
                                    config=self.eager_config, **args)
+
+    def loglikelihood_delegate(self) -> LM:
+        """The loaded engine scores them (prompt logprobs): no second engine on the GPU."""
+        from eager_eval.integrations.lm_eval_vllm_scoring import VLLMScorer
+
+        log.info("eager-eval: loglikelihood requests are scored by the loaded vLLM engine")
+        return VLLMScorer(self.engine.llm, self.engine.tokenizer, self.max_length)
 
 
 def _device(requested: Any, given: bool) -> str:
