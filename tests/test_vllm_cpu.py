@@ -288,3 +288,27 @@ def test_eager_vllm_scores_loglikelihood_on_its_own_engine(backend, tiny_model):
         logprobs = hf(torch.tensor([[tokenizer.bos_token_id, *tokens]])).logits[0].log_softmax(-1)
     want = sum(logprobs[i, token].item() for i, token in enumerate(tokens))
     assert rolling == pytest.approx(want, rel=1e-3, abs=1e-3)
+
+
+def test_theta_auto_calibrates_on_the_vllm_engine(backend):
+    """theta=auto's warm-up on vLLM: one root per prompt with the runs' own seeds, its top-K
+    entropies (the backend's batched ones) are those of `LLM.generate`, theta their quantile."""
+    import numpy as np
+
+    from eager_eval.calibration import calibrate_theta, target_quantile
+    from eager_eval.entropy import topk_entropy
+
+    config = EagerConfig(entropy_k=K, temperature=TEMPERATURE, max_new_tokens=64, max_seqs=4,
+                         seed=5, think_end=None)
+    prompts = [PROMPT, PROMPT[:20], PROMPT[5:33]]
+    result = calibrate_theta(lambda c: VLLMBackend.from_llm(backend.llm, c), prompts, config,
+                             warmup_tokens=12)
+    tokens, logprobs = generate(backend, prompts, [branch_seed(5, i, 0, 0) for i in range(3)], 12)
+    want = []
+    for seq, positions in zip(tokens, logprobs):
+        ends = seq.index(EOS) + 1 if EOS in seq else len(seq)  # the warm-up stops at EOS
+        want += [topk_entropy([lp.logprob for lp in at.values() if lp.rank <= K])
+                 for at in positions[:ends]]
+    assert result.n_prompts == 3 and result.n_entropies == len(want)
+    quantile = target_quantile(4, 64)
+    assert result.theta == pytest.approx(float(np.percentile(want, 100 * quantile)), abs=1e-3)
