@@ -51,10 +51,11 @@ Nothing here imports torch at import time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, ContextManager, Generic, Mapping, Sequence, TypeVar
 
 import anyio
 from inspect_ai.model import (
@@ -83,8 +84,9 @@ from eager_eval.models import resolve_model
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings
 from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.results import FinishReason, PromptResult, RunResult
-from eager_eval.runner import PromptInput, Verifier, run
+from eager_eval.runner import PromptInput, TreeStore, Verifier, run
 from eager_eval.settings import positive_int, positive_number, split_settings
+from eager_eval.tree_cache import cached_trees, check_trees_dir, pool_fingerprint
 
 __all__ = [
     "EagerModelAPI",
@@ -169,6 +171,9 @@ class ProviderOptions:
     """Passed to chat templates that read it (Qwen3-style); ignored by the others."""
     engine_args: Mapping[str, Any] | None = None
     """vllm: extra keyword arguments for the engine (e.g. {gpu_memory_utilization: 0.8})."""
+    trees: str | None = None
+    """A directory where every finished tree is kept as it ends; the same eval run again reads
+    them back and generates only the rest (`eager_eval.tree_cache`: a crash loses no tree)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -188,6 +193,8 @@ class ProviderOptions:
             raise ConfigError("enable_thinking", self.enable_thinking, "true or false")
         if self.engine_args is not None and not isinstance(self.engine_args, Mapping):
             raise ConfigError("engine_args", self.engine_args, "a mapping of engine keyword arguments")
+        if self.trees is not None:
+            check_trees_dir(str(self.trees))
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
@@ -328,8 +335,10 @@ class BatchWorker:
             if self.auto_theta:
                 calibration = self._calibration(config, run_config, prompts)
                 run_config = run_config.replace(theta=calibration.theta)
-            result = run(prompts, self.engine.new_backend(run_config), run_config,
-                         verifier=_labels_verifier(labels) if config.mode is Mode.EAGER else None)
+            with self._store(run_config, prompts) as store:
+                result = run(prompts, self.engine.new_backend(run_config), run_config,
+                             verifier=_labels_verifier(labels) if config.mode is Mode.EAGER
+                             else None, store=store)
         except Exception as err:  # noqa: BLE001
             if len(members) == 1:
                 outcomes[members[0][0]] = err
@@ -342,6 +351,16 @@ class BatchWorker:
             return
         for pool_index, (i, prompt) in enumerate(members):
             outcomes[i] = CallAnswer(requests[i], prompt, result, pool_index, calibration)
+
+    def _store(self, config: EagerConfig,
+               prompts: Sequence[PromptInput]) -> ContextManager[TreeStore | None]:
+        """-M trees=DIR: the pool's tree file, read back and written as trees end."""
+        if self.options.trees is None:
+            return contextlib.nullcontext()
+        engine = self.engine.info() if hasattr(self.engine, "info") else {}
+        fingerprint = pool_fingerprint(getattr(self.engine, "name", "model"), engine, config,
+                                       prompts)
+        return cached_trees(self.options.trees, "inspect", fingerprint, logger)
 
     def _calibration(self, key: EagerConfig, config: EagerConfig,
                      prompts: Sequence[PromptInput]) -> Calibration:

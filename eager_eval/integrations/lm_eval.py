@@ -33,12 +33,13 @@ tests drive it with the ScriptedBackend. The model classes only load, hold stati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
@@ -59,7 +60,9 @@ from eager_eval.integrations.lm_eval_tasks import (
 )
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings, room_warning
 from eager_eval.record import Decode, PromptRecord, build_record
-from eager_eval.runner import run
+from eager_eval.runner import TreeStore, run
+from eager_eval.tree import PromptInput
+from eager_eval.tree_cache import cached_trees, check_trees_dir, pool_fingerprint
 from eager_eval.settings import RENAMED, parse_key_values, parse_value, positive_int, split_settings
 
 __all__ = [
@@ -86,6 +89,9 @@ _LENGTH_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_
 
 DEFAULT_MAX_GEN_TOKS = 256
 """lm-eval's default generation length when neither the task nor the model args set one."""
+
+StoreOpener = Callable[[str, EagerConfig, Sequence[PromptInput]], ContextManager[TreeStore]]
+"""(task name, run config, prompts) -> the group's tree store, opened for its run."""
 
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"
 """What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
@@ -312,6 +318,7 @@ def generate_texts(
     auto_theta: bool = False,
     decode: Decode | None = None,
     versions: Mapping[str, Any] | None = None,
+    open_store: StoreOpener | None = None,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string (a `SlotText`) per request, in request order, plus each group's run.
 
@@ -319,6 +326,8 @@ def generate_texts(
     `finalize` post-processes a sequence's text before it fills a slot (e.g. cut the thinking
     block off), never a marker. With `auto_theta`, each group's theta is calibrated on its own
     prompts first (theta=auto). `decode` adds the text around each fork to the records.
+    `open_store(task, config, prompts)`: where a group's finished trees are kept as they end
+    and read back from (`trees=DIR`, `eager_eval.tree_cache`).
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -339,7 +348,10 @@ def generate_texts(
         if auto_theta:  # a warm-up on this task's prompts (eager_eval.calibration)
             calibration = calibrate_theta(new_backend, [p.tokens for p in prompts], run_config)
             run_config = run_config.replace(theta=calibration.theta)
-        result = run(prompts, new_backend(run_config), run_config, verifier=verifier)
+        with (open_store(group.task_name, run_config, prompts) if open_store is not None
+              else contextlib.nullcontext()) as store:
+            result = run(prompts, new_backend(run_config), run_config, verifier=verifier,
+                         store=store)
         records = []
         for i, (doc, target, answer_type) in enumerate(zip(group.docs, targets, types)):
             record = build_record(
@@ -473,10 +485,12 @@ class EagerLM(LM):
     ENGINE_ARGS: frozenset[str] = frozenset()
     """The subclass's own model args (what `load` takes), beside the shared ones."""
     SHARED_ARGS = frozenset({"chat", "enable_thinking", "think_end_token", "batch_size",
-                             "max_batch_size"})
+                             "max_batch_size", "trees"})
     """`chat` (auto | true | false) and `enable_thinking`: the prompt layer's settings;
     `think_end_token`: cut each slot's text to what follows it (HFLM's option); `batch_size`
-    and `max_batch_size`: lm-eval's extras, used by the loglikelihood delegate only."""
+    and `max_batch_size`: lm-eval's extras, used by the loglikelihood delegate only; `trees`:
+    a directory where every finished tree is kept as it ends, and read back by the same
+    command run again (`eager_eval.tree_cache`: a crash or Ctrl-C loses no tree)."""
 
     def __init__(self, pretrained: str, engine: Engine | None = None, **model_args: Any) -> None:
         """`engine`: an already loaded Engine (Python; tests pass a scripted one)."""
@@ -492,6 +506,8 @@ class EagerLM(LM):
             self.think_end_token = own.pop("think_end_token", None)
             self._batch_size = own.pop("batch_size", 1)
             own.pop("max_batch_size", None)
+            trees = own.pop("trees", None)
+            self._trees_dir = None if trees in (None, "") else check_trees_dir(str(trees))
             # lm-eval builds the model before the tasks: read their data now, before it loads
             lm_eval_tasks.check_task_data(_custom_datasets_of_requested_tasks())
             self._model_name = str(pretrained)
@@ -575,7 +591,8 @@ class EagerLM(LM):
                 requests, config=self.eager_config, new_backend=self.engine.new_backend,
                 encoder=self._encoder(), rendered=self._harness_applied_chat,
                 explicit=self._explicit, finalize=self._finalize, auto_theta=self._auto_theta,
-                decode=self._decode, versions=versions("lm_eval"))
+                decode=self._decode, versions=versions("lm_eval"),
+                open_store=self._open_store if self._trees_dir is not None else None)
         for outcome in outcomes:
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
@@ -583,6 +600,12 @@ class EagerLM(LM):
         log.info("eager-eval: %d requests, %d runs in %.1f s", len(requests), len(outcomes),
                  time.perf_counter() - started)
         return texts
+
+    def _open_store(self, task: str, config: EagerConfig,
+                    prompts: Sequence[PromptInput]) -> ContextManager[TreeStore]:
+        engine = self.engine.info() if hasattr(self.engine, "info") else {}
+        fingerprint = pool_fingerprint(self._model_name, engine, config, prompts)
+        return cached_trees(self._trees_dir, f"lm_eval-{task}", fingerprint, log)
 
     def _record(self, outcome: GroupOutcome) -> None:
         """Statistics for get_model_info() and the one-line notes on slots and length."""
@@ -636,6 +659,7 @@ class EagerLM(LM):
             "versions": versions("lm_eval"),
             "tasks": self._task_stats,
             "prompt_overlength": "refused (a prompt must leave room in the model's context)",
+            **({"trees": str(self._trees_dir)} if self._trees_dir is not None else {}),
         }}
 
     # --- loglikelihood: lm-eval's own model, around the loaded weights ---------------------
