@@ -314,3 +314,22 @@ def test_split_model_args_rejects_unknown_names_with_the_accepted_list():
 def test_marker_is_never_an_answer():
     assert extract_math_answer(NO_SEQUENCE) is None
     assert extract_choice_letter(NO_SEQUENCE) is None
+
+
+def test_progress_bar_per_task_changes_nothing_generated():
+    import io
+
+    from rich.console import Console
+
+    from eager_eval.progress import RunProgress
+
+    requests = evaluator_requests({"t": [("hard a", 2), ("easy", 2), ("hard b", 2)]})
+    config = CONFIG.replace(mode="eager_adapt", max_seqs=2)
+    want, _, _ = run_texts(requests, config=config)
+    out = io.StringIO()
+    with RunProgress(console=Console(file=out, width=120)) as progress:
+        texts, outcomes, _ = run_texts(requests, config=config, progress=progress)
+    assert texts == want
+    later = sum(len(p.trees) - 1 for p in outcomes[0].result.prompts)
+    assert later > 0 and f"3/3 prompts, +{later} realloc trees" in out.getvalue()
+    assert out.getvalue().lstrip().startswith("t ")

@@ -58,6 +58,7 @@ from eager_eval.integrations.lm_eval_tasks import (
     NO_SEQUENCE,
     SlotText,
 )
+from eager_eval.progress import CountingBackend, RunProgress
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings, room_warning
 from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.runner import TreeStore, run
@@ -319,6 +320,7 @@ def generate_texts(
     decode: Decode | None = None,
     versions: Mapping[str, Any] | None = None,
     open_store: StoreOpener | None = None,
+    progress: RunProgress | None = None,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string (a `SlotText`) per request, in request order, plus each group's run.
 
@@ -327,7 +329,8 @@ def generate_texts(
     block off), never a marker. With `auto_theta`, each group's theta is calibrated on its own
     prompts first (theta=auto). `decode` adds the text around each fork to the records.
     `open_store(task, config, prompts)`: where a group's finished trees are kept as they end
-    and read back from (`trees=DIR`, `eager_eval.tree_cache`).
+    and read back from (`trees=DIR`, `eager_eval.tree_cache`). `progress`: a bar per group
+    (trees done, tokens/s), as the CLI draws them.
     """
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
@@ -350,8 +353,15 @@ def generate_texts(
             run_config = run_config.replace(theta=calibration.theta)
         with (open_store(group.task_name, run_config, prompts) if open_store is not None
               else contextlib.nullcontext()) as store:
-            result = run(prompts, new_backend(run_config), run_config, verifier=verifier,
-                         store=store)
+            backend, on_tree_done = new_backend(run_config), None
+            if progress is not None:
+                stored = list(store) if store is not None else []
+                bar = progress.method(group.task_name or "generate", len(prompts),
+                                      resumed_round0=sum(t.round == 0 for t in stored),
+                                      resumed_later=sum(t.round > 0 for t in stored))
+                backend, on_tree_done = CountingBackend(backend, bar.tokens), bar.tree_done
+            result = run(prompts, backend, run_config, verifier=verifier, store=store,
+                         on_tree_done=on_tree_done)
         records = []
         for i, (doc, target, answer_type) in enumerate(zip(group.docs, targets, types)):
             record = build_record(
@@ -586,13 +596,14 @@ class EagerLM(LM):
         from eager_eval.outputs import versions
 
         started = time.perf_counter()
-        with log_user_errors(log):  # e.g. a --gen_kwargs temperature=inf, a prompt too long
+        with log_user_errors(log), RunProgress(enabled=not disable_tqdm) as progress:
             texts, outcomes = generate_texts(
                 requests, config=self.eager_config, new_backend=self.engine.new_backend,
                 encoder=self._encoder(), rendered=self._harness_applied_chat,
                 explicit=self._explicit, finalize=self._finalize, auto_theta=self._auto_theta,
                 decode=self._decode, versions=versions("lm_eval"),
-                open_store=self._open_store if self._trees_dir is not None else None)
+                open_store=self._open_store if self._trees_dir is not None else None,
+                progress=progress)
         for outcome in outcomes:
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
