@@ -175,3 +175,19 @@ def test_lm_eval_model_arg_trees_keeps_and_reuses_each_tasks_trees(tmp_path):
     lm = EagerHFLM("scripted", engine=Engine(mixed_script()), **settings)
     assert lm.generate_until(requests) == first and Engine.trees_added == grown
     assert lm.get_model_info()["eager_eval"]["trees"] == str(tmp_path)
+
+
+def test_inspect_pool_shows_its_progress_in_inspects_display():
+    """A pool answers its calls only when it ends, so the provider shows a counter meanwhile."""
+    from test_inspect_provider import generate_all
+
+    api = EagerModelAPI("scripted", engine=ScriptedEngine(mixed_script()),
+                        **{**SETTINGS, "mode": "eager_adapt"})
+    shown: list[tuple[str, str]] = []
+    api.worker.counter = lambda caption, value: shown.append((caption, value))
+    asyncio.run(generate_all(api, ["abc", "abd", "xyz", "pq"]))
+    assert shown and all(caption == "eager pool" for caption, _ in shown)
+    final = shown[-1][1]
+    assert final.startswith("4/4 prompts, +") and final.endswith("tok/s")
+    assert int(final.split("+")[1].split()[0]) > 0  # mixed_script's odd prompts get more trees
+    assert len({value for _, value in shown}) > 2  # it moved while the pool ran

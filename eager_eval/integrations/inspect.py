@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, ContextManager, Generic, Mapping, Sequence, TypeVar
 
@@ -81,6 +82,7 @@ from eager_eval.engines import BACKENDS, Engine, load_engine
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
+from eager_eval.progress import CountingBackend
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings
 from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.results import FinishReason, PromptResult, RunResult
@@ -289,15 +291,64 @@ class CallAnswer:
 Outcome = CallAnswer | Exception
 
 
+Counter = Callable[[str, str], None]
+"""(caption, value) -> shown in Inspect's task display."""
+
+
+def inspect_counter(caption: str, value: str) -> None:
+    """Inspect's public `display_counter`, called on its event loop (the pool runs in a worker
+    thread, and the display is not thread-safe). Outside Inspect's worker threads: nothing."""
+    from inspect_ai.util import display_counter
+
+    try:
+        anyio.from_thread.run_sync(display_counter, caption, value)
+    except RuntimeError:  # no event loop to hand it to (a direct call, a test)
+        pass
+
+
+class PoolProgress:
+    """A pool's progress as an Inspect display counter ("eager pool": prompts done, reallocation
+    trees, tokens/s). Every call of a pool is answered when the pool ends, so Inspect's own
+    sample count stands still until then: for hours, at the paper's scale."""
+
+    CAPTION = "eager pool"
+
+    def __init__(self, n_prompts: int, show: Counter, every_s: float = 1.0) -> None:
+        self.n_prompts, self.show, self.every_s = n_prompts, show, every_s
+        self.round0 = self.later = self.tokens_reported = 0
+        self._started = self._shown = time.monotonic()
+
+    def tokens(self, total: int) -> None:
+        self.tokens_reported = total
+        if time.monotonic() - self._shown >= self.every_s:
+            self._show()
+
+    def tree_done(self, tree: Any) -> None:
+        if tree.round == 0:
+            self.round0 += 1
+        else:
+            self.later += 1
+        self._show()
+
+    def _show(self) -> None:
+        self._shown = now = time.monotonic()
+        rate = self.tokens_reported / max(now - self._started, 1e-9)
+        self.show(self.CAPTION, f"{self.round0}/{self.n_prompts} prompts, +{self.later} "
+                                f"realloc trees, {rate:,.0f} tok/s")
+
+
 class BatchWorker:
     """Runs batches of requests on one engine, one batch at a time (called in a worker thread)."""
 
-    def __init__(self, engine: Engine, options: ProviderOptions, auto_theta: bool = False) -> None:
+    def __init__(self, engine: Engine, options: ProviderOptions, auto_theta: bool = False,
+                 counter: Counter = inspect_counter) -> None:
         """`auto_theta`: calibrate theta (theta=auto) on the first pool of each set of run
-        settings; later pools of the same settings reuse it, so one task has one theta."""
+        settings; later pools of the same settings reuse it, so one task has one theta.
+        `counter`: where each pool's progress is shown (Inspect's display)."""
         self.engine = engine
         self.options = options
         self.auto_theta = auto_theta
+        self.counter = counter
         self._calibrations: dict[EagerConfig, Calibration] = {}
         self._lock = threading.Lock()
 
@@ -335,10 +386,12 @@ class BatchWorker:
             if self.auto_theta:
                 calibration = self._calibration(config, run_config, prompts)
                 run_config = run_config.replace(theta=calibration.theta)
+            progress = PoolProgress(len(prompts), self.counter)
             with self._store(run_config, prompts) as store:
-                result = run(prompts, self.engine.new_backend(run_config), run_config,
+                backend = CountingBackend(self.engine.new_backend(run_config), progress.tokens)
+                result = run(prompts, backend, run_config,
                              verifier=_labels_verifier(labels) if config.mode is Mode.EAGER
-                             else None, store=store)
+                             else None, store=store, on_tree_done=progress.tree_done)
         except Exception as err:  # noqa: BLE001
             if len(members) == 1:
                 outcomes[members[0][0]] = err
