@@ -8,7 +8,8 @@ run again reads them back and generates only what is missing, with the same tree
 as an uninterrupted run (seeds are per prompt and tree, never per process).
 
 `<key>` is a hash of the pool's fingerprint: the model, the engine, every EAGer setting (the
-calibrated theta included) and the prompts' token ids, stops and lengths. Another experiment
+calibrated theta included), the prompts' token ids, stops and lengths, and in full EAGer the
+labels it grades with. Another experiment
 gets another file, so nothing is refused and nothing mixes. One process at a time uses DIR
 (`files.OutputLock`: a second stops at once, naming the first's pid).
 """
@@ -23,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from eager_eval.config import EagerConfig
+from eager_eval.config import EagerConfig, Mode
 from eager_eval.files import OutputLock, check_output_dir
 from eager_eval.store import JsonlTreeStore
 from eager_eval.tree import PromptInput
@@ -38,14 +39,21 @@ def check_trees_dir(directory: str | Path, option: str = "trees") -> Path:
 
 
 def pool_fingerprint(model: str, engine: Mapping[str, Any], config: EagerConfig,
-                     prompts: Sequence[PromptInput]) -> dict[str, Any]:
+                     prompts: Sequence[PromptInput],
+                     labels: Sequence[Any] | None = None) -> dict[str, Any]:
+    """What a pool's trees depend on. `labels`: full EAGer's gold answers (its later rounds
+    go to the prompts they grade wrong); other modes never read them."""
     digest = hashlib.sha256()
     for p in prompts:
         digest.update(json.dumps([list(p.tokens), list(p.stop), p.max_new_tokens,
                                   p.opens_thinking]).encode())
         digest.update(b"\n")
-    return {"model": model, "engine": dict(engine), "settings": config.to_dict(),
-            "n_prompts": len(prompts), "prompts_sha256": digest.hexdigest()}
+    fingerprint = {"model": model, "engine": dict(engine), "settings": config.to_dict(),
+                   "n_prompts": len(prompts), "prompts_sha256": digest.hexdigest()}
+    if labels is not None and config.mode is Mode.EAGER:
+        fingerprint["labels_sha256"] = hashlib.sha256(
+            json.dumps([str(label) for label in labels]).encode()).hexdigest()
+    return fingerprint
 
 
 @contextlib.contextmanager

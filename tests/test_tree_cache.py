@@ -18,6 +18,7 @@ from test_lm_eval_mapping import CONFIG, ENCODER, Backends, evaluator_requests  
 from eager_eval.files import OutputDirError, OutputInUseError, OutputLock  # noqa: E402
 from eager_eval.integrations.inspect import EagerModelAPI  # noqa: E402
 from eager_eval.integrations.lm_eval import generate_texts  # noqa: E402
+from eager_eval.tree import PromptInput  # noqa: E402
 from eager_eval.tree_cache import cached_trees, pool_fingerprint  # noqa: E402
 
 ADAPT = CONFIG.replace(mode="eager_adapt", max_seqs=2)
@@ -50,8 +51,9 @@ class CrashingBackends(Backends):
 
 
 def opener(directory):
-    def open_store(task, config, prompts):
-        return cached_trees(directory, f"lm_eval-{task}", pool_fingerprint("m", {}, config, prompts))
+    def open_store(task, config, prompts, labels):
+        return cached_trees(directory, f"lm_eval-{task}",
+                            pool_fingerprint("m", {}, config, prompts, labels))
     return open_store
 
 
@@ -191,3 +193,12 @@ def test_inspect_pool_shows_its_progress_in_inspects_display():
     assert final.startswith("4/4 prompts, +") and final.endswith("tok/s")
     assert int(final.split("+")[1].split()[0]) > 0  # mixed_script's odd prompts get more trees
     assert len({value for _, value in shown}) > 2  # it moved while the pool ran
+
+
+def test_full_eagers_labels_are_part_of_its_fingerprint():
+    prompts = [PromptInput((1, 2))]
+    eager = ADAPT.replace(mode="eager")
+    assert (pool_fingerprint("m", {}, eager, prompts, ["1"])
+            != pool_fingerprint("m", {}, eager, prompts, ["2"]))
+    assert (pool_fingerprint("m", {}, ADAPT, prompts, ["1"])  # labels-blind modes
+            == pool_fingerprint("m", {}, ADAPT, prompts, ["2"]))

@@ -387,7 +387,7 @@ class BatchWorker:
                 calibration = self._calibration(config, run_config, prompts)
                 run_config = run_config.replace(theta=calibration.theta)
             progress = PoolProgress(len(prompts), self.counter)
-            with self._store(run_config, prompts) as store:
+            with self._store(run_config, prompts, labels) as store:
                 backend = CountingBackend(self.engine.new_backend(run_config), progress.tokens)
                 result = run(prompts, backend, run_config,
                              verifier=_labels_verifier(labels) if config.mode is Mode.EAGER
@@ -405,14 +405,14 @@ class BatchWorker:
         for pool_index, (i, prompt) in enumerate(members):
             outcomes[i] = CallAnswer(requests[i], prompt, result, pool_index, calibration)
 
-    def _store(self, config: EagerConfig,
-               prompts: Sequence[PromptInput]) -> ContextManager[TreeStore | None]:
+    def _store(self, config: EagerConfig, prompts: Sequence[PromptInput],
+               labels: Sequence[Label | None]) -> ContextManager[TreeStore | None]:
         """-M trees=DIR: the pool's tree file, read back and written as trees end."""
         if self.options.trees is None:
             return contextlib.nullcontext()
         engine = self.engine.info() if hasattr(self.engine, "info") else {}
         fingerprint = pool_fingerprint(getattr(self.engine, "name", "model"), engine, config,
-                                       prompts)
+                                       prompts, [label and label.target for label in labels])
         return cached_trees(self.options.trees, "inspect", fingerprint, logger)
 
     def _calibration(self, key: EagerConfig, config: EagerConfig,

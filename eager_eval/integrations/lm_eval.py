@@ -91,8 +91,9 @@ _LENGTH_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_
 DEFAULT_MAX_GEN_TOKS = 256
 """lm-eval's default generation length when neither the task nor the model args set one."""
 
-StoreOpener = Callable[[str, EagerConfig, Sequence[PromptInput]], ContextManager[TreeStore]]
-"""(task name, run config, prompts) -> the group's tree store, opened for its run."""
+StoreOpener = Callable[[str, EagerConfig, Sequence[PromptInput], Sequence[Any]],
+                       ContextManager[TreeStore]]
+"""(task name, run config, prompts, labels) -> the group's tree store, opened for its run."""
 
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"
 """What lm-eval 0.4.13's CLI passes as `device` when --device is absent (EvaluatorConfig)."""
@@ -351,7 +352,7 @@ def generate_texts(
         if auto_theta:  # a warm-up on this task's prompts (eager_eval.calibration)
             calibration = calibrate_theta(new_backend, [p.tokens for p in prompts], run_config)
             run_config = run_config.replace(theta=calibration.theta)
-        with (open_store(group.task_name, run_config, prompts) if open_store is not None
+        with (open_store(group.task_name, run_config, prompts, targets) if open_store is not None
               else contextlib.nullcontext()) as store:
             backend, on_tree_done = new_backend(run_config), None
             if progress is not None:
@@ -612,10 +613,10 @@ class EagerLM(LM):
                  time.perf_counter() - started)
         return texts
 
-    def _open_store(self, task: str, config: EagerConfig,
-                    prompts: Sequence[PromptInput]) -> ContextManager[TreeStore]:
+    def _open_store(self, task: str, config: EagerConfig, prompts: Sequence[PromptInput],
+                    labels: Sequence[Any]) -> ContextManager[TreeStore]:
         engine = self.engine.info() if hasattr(self.engine, "info") else {}
-        fingerprint = pool_fingerprint(self._model_name, engine, config, prompts)
+        fingerprint = pool_fingerprint(self._model_name, engine, config, prompts, labels)
         return cached_trees(self._trees_dir, f"lm_eval-{task}", fingerprint, log)
 
     def _record(self, outcome: GroupOutcome) -> None:
