@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 from eager_eval.settings import (
     RENAMED,
     SettingError,
+    int_at_least,
+    is_number,
     parse_value,
     renamed_settings,
     unknown_setting_error,
@@ -70,10 +72,6 @@ def _as_enum(enum_cls: type[Enum], name: str, value: Any) -> Enum:
         raise ConfigError(name, value, f"one of: {options}") from None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class EagerConfig:
     """Settings of one EAGer run. Defaults are the paper's (METHOD.md sections 2-4, 6)."""
@@ -118,12 +116,12 @@ class EagerConfig:
         set_("mode", _as_enum(Mode, "mode", self.mode))
         set_("branch_policy", _as_enum(BranchPolicy, "branch_policy", self.branch_policy))
         set_("entropy_source", _as_enum(EntropySource, "entropy_source", self.entropy_source))
-        if not _is_number(self.theta) or math.isnan(self.theta) or self.theta <= 0:
+        if not is_number(self.theta) or math.isnan(self.theta) or self.theta <= 0:
             raise ConfigError("theta", self.theta, "a number of nats > 0 (use inf to never branch)")
         set_("theta", float(self.theta))
         self._check_int("max_seqs", 1)
         if self.percentile is not None:
-            if not _is_number(self.percentile) or not (0 < self.percentile <= 100):
+            if not is_number(self.percentile) or not (0 < self.percentile <= 100):
                 raise ConfigError("percentile", self.percentile, "in (0, 100], or None for a fixed theta")
             set_("percentile", float(self.percentile))
         self._check_int("window", 1)
@@ -141,18 +139,13 @@ class EagerConfig:
         self._check_int("adapt_full_theta_retries", 0)
         for name in ("adapt_theta_factor", "eager_theta_decay"):
             value = getattr(self, name)
-            if not _is_number(value) or not (0 < value <= 1):
+            if not is_number(value) or not (0 < value <= 1):
                 raise ConfigError(name, value, "in (0, 1]")
         if self.max_rounds is not None:
             self._check_int("max_rounds", 0)
 
     def _check_int(self, name: str, minimum: int) -> None:
-        value = getattr(self, name)
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-            object.__setattr__(self, name, value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(name, value, f"an integer >= {minimum}")
+        object.__setattr__(self, name, int_at_least(getattr(self, name), name, minimum))
 
     @property
     def is_branching(self) -> bool:

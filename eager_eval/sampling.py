@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eager_eval.config import ConfigError, EntropySource, _as_enum
+from eager_eval.settings import int_at_least, is_number
 
 if TYPE_CHECKING:
     from eager_eval.config import EagerConfig
-
-
-def _int_at_least(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(name, value, f"an integer >= {minimum}")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -53,13 +42,13 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         set_("entropy_source", _as_enum(EntropySource, "entropy_source", self.entropy_source))
-        set_("entropy_k", _int_at_least("entropy_k", self.entropy_k, 2))
+        set_("entropy_k", int_at_least(self.entropy_k, "entropy_k", 2))
         t = self.temperature
-        if not _is_number(t) or not math.isfinite(t) or t < 0:
+        if not is_number(t) or not math.isfinite(t) or t < 0:
             raise ConfigError("temperature", t, "a finite number >= 0 (0 = greedy)")
-        if not _is_number(self.top_p) or not (0 < self.top_p <= 1):
+        if not is_number(self.top_p) or not (0 < self.top_p <= 1):
             raise ConfigError("top_p", self.top_p, "in (0, 1]")
-        set_("top_k", _int_at_least("top_k", self.top_k, 0))
+        set_("top_k", int_at_least(self.top_k, "top_k", 0))
 
     @property
     def processed_entropy(self) -> bool:

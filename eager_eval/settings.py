@@ -31,6 +31,8 @@ __all__ = [
     "SettingError",
     "unknown_setting_error",
     "parse_value",
+    "is_number",
+    "int_at_least",
     "number_or_none",
     "positive_int",
     "positive_number",
@@ -101,14 +103,25 @@ def parse_value(value: Any) -> Any:
     return text
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool (JSON and YAML give bools where a number was meant)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def int_at_least(value: Any, name: str, minimum: int) -> int:
+    """`value` (an int, or a float holding one) if it is an integer >= `minimum`, else a
+    SettingError. Values already parsed (EagerConfig's fields); text goes to `positive_int`."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SettingError(name, value, f"an integer >= {minimum}")
+    return value
 
 
 def number_or_none(value: Any) -> float | int | None:
     """`value` as a number (text parsed), or None when it is missing, not a number or NaN."""
     value = parse_value(value)
-    if not _is_number(value) or math.isnan(value):
+    if not is_number(value) or math.isnan(value):
         return None
     return value
 
@@ -121,7 +134,7 @@ def positive_int(value: Any, name: str, meaning: str = "") -> int:
     if isinstance(parsed, float) and parsed.is_integer():
         parsed = int(parsed)
     if not isinstance(parsed, int) or isinstance(parsed, bool) or parsed < 1:
-        shown = parsed if _is_number(parsed) else value  # "got 0" for the text "0"
+        shown = parsed if is_number(parsed) else value  # "got 0" for the text "0"
         raise SettingError(name, shown, "an integer >= 1" + (f" {meaning}" if meaning else ""))
     return parsed
 

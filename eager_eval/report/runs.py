@@ -15,7 +15,7 @@ from typing import Any
 
 from eager_eval.config import EagerConfig
 from eager_eval.record import PoolRound, PromptRecord
-from eager_eval.settings import number_or_none, parse_value, renamed_settings
+from eager_eval.settings import is_number, number_or_none, parse_value, renamed_settings
 
 HARNESSES = ("eager-eval", "lm-eval", "inspect")
 """Where a run's numbers came from: an `eager-eval run/demo` directory, an lm-eval results
@@ -156,7 +156,7 @@ class Run:
     @property
     def max_seqs(self) -> int | None:
         value = self.settings.get("max_seqs")
-        return int(value) if _is_number(value) else None
+        return int(value) if is_number(value) else None
 
     def setting(self, name: str) -> Any:
         """A setting or n_prompts (which lives in metrics), None if unknown."""
@@ -188,13 +188,9 @@ class Run:
         return METHODS.index(self.method) if self.method in METHODS else len(METHODS)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _as_float(value: Any) -> float | None:
     value = parse_value(value)
-    return float(value) if _is_number(value) else None
+    return float(value) if is_number(value) else None
 
 
 as_number = number_or_none
