@@ -24,9 +24,10 @@ target grades it (lm-eval's `process_results`, Inspect's scorer) -- once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from eager_eval.results import json_ready
 
 if TYPE_CHECKING:
     from eager_eval.metrics import PromptScore
@@ -255,7 +256,7 @@ class PromptRecord:
         data = asdict(self)
         ordered = {"format": data.pop("format"), "version": data.pop("version")}
         ordered.update(data)
-        return _json_ready(ordered)
+        return json_ready(ordered)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PromptRecord":
@@ -332,16 +333,6 @@ def build_record(run: "RunResult", index: int, *, id: str, prompt: str | None,
 # ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def _int(value: Any) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -64,7 +65,7 @@ class TreeResult:
     """The tree forked up to its cap, or wanted a fork the cap refused (EAGer-adapt's test)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return json_ready(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TreeResult":
@@ -137,14 +138,15 @@ class RunResult:
         return sum(p.n_sequences for p in self.prompts)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: enums to values, inf to 'inf'."""
+def json_ready(value: Any) -> Any:
+    """JSON-ready copy (for results and the prompt record alike): enums to their values, keys
+    to strings, inf, -inf and nan to 'inf', '-inf' and 'nan' (JSON has no such numbers)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
