@@ -12,7 +12,7 @@ bars once, when they stop, so captured logs stay short.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -58,33 +58,86 @@ class CountingBackend:
         return self.inner.has_unfinished()
 
 
-class MethodProgress:
-    """One method's bar: round-0 trees done of N prompts, reallocation trees, tokens/s."""
+class RunCounts:
+    """How far one run is: round-0 trees done of its N prompts, reallocation trees, tokens/s.
 
-    def __init__(self, progress: Progress, name: str, n_prompts: int, resumed_round0: int,
-                 resumed_later: int):
-        self._progress = progress
-        self._round0 = resumed_round0
-        self._later = resumed_later
+    Trees read back from a store (a resume) count as done. `watch(backend)` wraps the run's
+    backend so that tokens are counted as they are reported; pass `tree_done` to the runner's
+    `on_tree_done`. Subclasses show the counts (`shown`)."""
+
+    def __init__(self, n_prompts: int, stored: Iterable[TreeResult] = ()) -> None:
+        stored = list(stored)
+        self.n_prompts = n_prompts
+        self.round0 = sum(t.round == 0 for t in stored)
+        self.later = len(stored) - self.round0
+        self.tokens_reported = 0
         self._started = time.perf_counter()
-        self._task = progress.add_task(name, total=n_prompts, completed=resumed_round0,
-                                       later=resumed_later, rate="", elapsed="0:00")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second since the run started."""
+        return self.tokens_reported / max(self.elapsed, 1e-9)
+
+    def watch(self, backend: Backend) -> CountingBackend:
+        return CountingBackend(backend, self.tokens)
 
     def tree_done(self, tree: TreeResult) -> None:
         if tree.round == 0:
-            self._round0 += 1
+            self.round0 += 1
         else:
-            self._later += 1
-        self._progress.update(self._task, completed=self._round0, later=self._later)
+            self.later += 1
+        self.shown(tree_done=True)
 
     def tokens(self, total: int) -> None:
-        """After every backend step: tokens/s and elapsed time so far. (rich's own elapsed
-        column stops once round 0 is complete, while reallocation rounds still run.)"""
-        elapsed = time.perf_counter() - self._started
-        if elapsed > 0:
-            minutes, seconds = divmod(int(elapsed), 60)
-            self._progress.update(self._task, rate=f"{total / elapsed:,.0f} tok/s",
-                                  elapsed=f"{minutes}:{seconds:02d}")
+        """After every backend step."""
+        self.tokens_reported = total
+        self.shown(tree_done=False)
+
+    def shown(self, *, tree_done: bool) -> None:
+        """The counts changed (a tree ended, or a step reported tokens)."""
+
+
+class MethodProgress(RunCounts):
+    """One method's bar: round-0 trees done of N prompts, reallocation trees, tokens/s."""
+
+    def __init__(self, progress: Progress, name: str, n_prompts: int,
+                 stored: Iterable[TreeResult] = ()):
+        super().__init__(n_prompts, stored)
+        self._progress = progress
+        self._task = progress.add_task(name, total=n_prompts, completed=self.round0,
+                                       later=self.later, rate="", elapsed="0:00")
+
+    def shown(self, *, tree_done: bool) -> None:
+        if tree_done:
+            self._progress.update(self._task, completed=self.round0, later=self.later)
+            return
+        # tokens/s and elapsed time so far (rich's own elapsed column stops once round 0 is
+        # complete, while reallocation rounds still run)
+        minutes, seconds = divmod(int(self.elapsed), 60)
+        self._progress.update(self._task, rate=f"{self.rate:,.0f} tok/s",
+                              elapsed=f"{minutes}:{seconds:02d}")
+
+
+class CounterProgress(RunCounts):
+    """The counts as one line handed to `show(caption, value)` (a harness's own display:
+    Inspect's `display_counter`), at most once per `every_s` seconds between trees."""
+
+    def __init__(self, n_prompts: int, show: Callable[[str, str], None], caption: str,
+                 stored: Iterable[TreeResult] = (), every_s: float = 1.0) -> None:
+        super().__init__(n_prompts, stored)
+        self.show, self.caption, self.every_s = show, caption, every_s
+        self._shown_at = time.perf_counter()
+
+    def shown(self, *, tree_done: bool) -> None:
+        now = time.perf_counter()
+        if tree_done or now - self._shown_at >= self.every_s:
+            self._shown_at = now
+            self.show(self.caption, f"{self.round0}/{self.n_prompts} prompts, +{self.later} "
+                                    f"realloc trees, {self.rate:,.0f} tok/s")
 
 
 class RunProgress:
@@ -109,6 +162,7 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def method(self, name: str, n_prompts: int, *, resumed_round0: int = 0,
-               resumed_later: int = 0) -> MethodProgress:
-        return MethodProgress(self._progress, name, n_prompts, resumed_round0, resumed_later)
+    def method(self, name: str, n_prompts: int, *,
+               stored: Iterable[TreeResult] = ()) -> MethodProgress:
+        """A bar for one run; `stored`: its trees read back from a store (done already)."""
+        return MethodProgress(self._progress, name, n_prompts, stored)

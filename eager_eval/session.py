@@ -303,17 +303,14 @@ def _run_method(engine: "Engine", prompts: Sequence["PromptInput"], task: Task,
     prompt's record graded once, the metrics counted from its flags."""
     from eager_eval.answers import labels_verifier
     from eager_eval.outputs import method_run
-    from eager_eval.progress import CountingBackend
     from eager_eval.runner import run
 
     stored = list(store)
-    bar = bars.method(config.mode.value, len(prompts),
-                      resumed_round0=sum(t.round == 0 for t in stored),
-                      resumed_later=sum(t.round > 0 for t in stored))
+    bar = bars.method(config.mode.value, len(prompts), stored=stored)
     targets = [p.target for p in task.problems]
 
     result = run(
-        prompts, CountingBackend(engine.new_backend(config), on_step=bar.tokens), config,
+        prompts, bar.watch(engine.new_backend(config)), config,
         verifier=labels_verifier(targets, task.answer_type) if config.mode is Mode.EAGER else None,
         store=store, on_tree_done=bar.tree_done,  # the runner saves each tree as it ends
     )

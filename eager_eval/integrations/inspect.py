@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, ContextManager, Generic, Mapping, Sequence, TypeVar
 
@@ -82,7 +81,7 @@ from eager_eval.engines import BACKENDS, Engine, load_engine
 from eager_eval.errors import log_user_errors
 from eager_eval.integrations.inspect_samples import CallOrigin, PoolState, call_origin, pool_state
 from eager_eval.models import resolve_model
-from eager_eval.progress import CountingBackend
+from eager_eval.progress import CounterProgress
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings
 from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.results import FinishReason, PromptResult, RunResult
@@ -294,6 +293,10 @@ Outcome = CallAnswer | Exception
 Counter = Callable[[str, str], None]
 """(caption, value) -> shown in Inspect's task display."""
 
+POOL_COUNTER = "eager pool"
+"""The caption of a pool's progress in Inspect's display (prompts done, reallocation trees,
+tokens/s): `progress.CounterProgress`."""
+
 
 def inspect_counter(caption: str, value: str) -> None:
     """Inspect's public `display_counter`, called on its event loop (the pool runs in a worker
@@ -304,37 +307,6 @@ def inspect_counter(caption: str, value: str) -> None:
         anyio.from_thread.run_sync(display_counter, caption, value)
     except RuntimeError:  # no event loop to hand it to (a direct call, a test)
         pass
-
-
-class PoolProgress:
-    """A pool's progress as an Inspect display counter ("eager pool": prompts done, reallocation
-    trees, tokens/s). Every call of a pool is answered when the pool ends, so Inspect's own
-    sample count stands still until then: for hours, at the paper's scale."""
-
-    CAPTION = "eager pool"
-
-    def __init__(self, n_prompts: int, show: Counter, every_s: float = 1.0) -> None:
-        self.n_prompts, self.show, self.every_s = n_prompts, show, every_s
-        self.round0 = self.later = self.tokens_reported = 0
-        self._started = self._shown = time.monotonic()
-
-    def tokens(self, total: int) -> None:
-        self.tokens_reported = total
-        if time.monotonic() - self._shown >= self.every_s:
-            self._show()
-
-    def tree_done(self, tree: Any) -> None:
-        if tree.round == 0:
-            self.round0 += 1
-        else:
-            self.later += 1
-        self._show()
-
-    def _show(self) -> None:
-        self._shown = now = time.monotonic()
-        rate = self.tokens_reported / max(now - self._started, 1e-9)
-        self.show(self.CAPTION, f"{self.round0}/{self.n_prompts} prompts, +{self.later} "
-                                f"realloc trees, {rate:,.0f} tok/s")
 
 
 class BatchWorker:
@@ -386,10 +358,13 @@ class BatchWorker:
             if self.auto_theta:
                 calibration = self._calibration(config, run_config, prompts)
                 run_config = run_config.replace(theta=calibration.theta)
-            progress = PoolProgress(len(prompts), self.counter)
             with self._store(run_config, prompts, labels) as store:
-                backend = CountingBackend(self.engine.new_backend(run_config), progress.tokens)
-                result = run(prompts, backend, run_config,
+                # the pool's calls are answered when it ends; Inspect's sample count stands
+                # still until then (for hours at the paper's scale), so show how far it is
+                progress = CounterProgress(len(prompts), self.counter, POOL_COUNTER,
+                                           stored=store if store is not None else ())
+                result = run(prompts, progress.watch(self.engine.new_backend(run_config)),
+                             run_config,
                              verifier=_labels_verifier(labels) if config.mode is Mode.EAGER
                              else None, store=store, on_tree_done=progress.tree_done)
         except Exception as err:  # noqa: BLE001

@@ -58,7 +58,7 @@ from eager_eval.integrations.lm_eval_tasks import (
     NO_SEQUENCE,
     SlotText,
 )
-from eager_eval.progress import CountingBackend, RunProgress
+from eager_eval.progress import RunProgress
 from eager_eval.prompts import ChatMode, Prompt, PromptEncoder, PromptSettings, room_warning
 from eager_eval.record import Decode, PromptRecord, build_record
 from eager_eval.runner import TreeStore, run
@@ -356,11 +356,9 @@ def generate_texts(
               else contextlib.nullcontext()) as store:
             backend, on_tree_done = new_backend(run_config), None
             if progress is not None:
-                stored = list(store) if store is not None else []
                 bar = progress.method(group.task_name or "generate", len(prompts),
-                                      resumed_round0=sum(t.round == 0 for t in stored),
-                                      resumed_later=sum(t.round > 0 for t in stored))
-                backend, on_tree_done = CountingBackend(backend, bar.tokens), bar.tree_done
+                                      stored=store if store is not None else ())
+                backend, on_tree_done = bar.watch(backend), bar.tree_done
             result = run(prompts, backend, run_config, verifier=verifier, store=store,
                          on_tree_done=on_tree_done)
         records = []
