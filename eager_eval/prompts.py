@@ -35,7 +35,7 @@ from enum import Enum
 from typing import Any, Mapping, Protocol, Sequence
 
 from eager_eval.config import ConfigError
-from eager_eval.runner import PromptInput
+from eager_eval.tree import PromptInput
 
 __all__ = [
     "ChatMode",

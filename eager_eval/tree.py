@@ -27,7 +27,6 @@ from eager_eval.seeds import branch_seed
 from eager_eval.text_watch import StopSet, TextWatch
 
 
-
 @dataclass(frozen=True)
 class PromptInput:
     """One prompt as the runner takes it (front ends build it: prompts.py)."""
