@@ -269,7 +269,8 @@ def one_line(text: str, limit: int) -> str:
 
 
 def majority_answers(prompt: PromptTrees, limit: int = 4) -> str:
-    """'17×3, 15×2, none×1': the prompt's answers by votes (as Cons@k counts them)."""
+    """'17×3, 15×2, none×1': the prompt's answers by votes, grouped by their exact text (Cons@k
+    also joins answers math-verify finds equal: metrics.majority_vote)."""
     counts: dict[str, int] = {}
     for seq in prompt.sequences:
         key = "none" if seq.answer is None else str(seq.answer)
