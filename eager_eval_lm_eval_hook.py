@@ -5,7 +5,7 @@ it in `lm_eval.api.registry.model_registry` before the CLI looks it up. The whee
 `eager_eval_lm_eval.pth` at the site-packages root, whose one line imports this module at every
 Python start-up. So this module is a top-level one, outside the `eager_eval` package (whose
 import costs ~20 ms), and only puts a tiny finder first on `sys.meta_path`. The finder answers
-for exactly one module, `lm_eval.api.registry`: then `eager_eval._lm_eval_autoreg` finds the real
+for exactly one module, `lm_eval.api.registry`: then `eager_eval.frontends.lm_eval.autoreg` finds the real
 module with the other finders and wraps its loader so that, right after the registry module has
 run, our two names are added as lazy "module:Class" strings (after lm-eval's own models).
 Nothing heavy is imported: `python -c pass` imports neither lm_eval nor eager_eval.
@@ -37,7 +37,7 @@ class LmEvalRegistryHook:
         if name != REGISTRY_MODULE:
             return None
         try:
-            from eager_eval._lm_eval_autoreg import registry_spec
+            from eager_eval.frontends.lm_eval.autoreg import registry_spec
         except Exception as err:  # a broken install must not break lm-eval
             import warnings
 

@@ -1,7 +1,7 @@
 """Token savings: EAGer-adapt against Full Parallel on the demo set, embedded SmolLM2-135M.
 
 Both methods run in one process on the same prompts, with the same M, seed and sampling
-settings (the demo's defaults, `eager_eval.cli.DEMO_DEFAULTS`). Not a test: prints Pass@k and
+settings (the demo's defaults, `eager_eval.frontends.cli.main.DEMO_DEFAULTS`). Not a test: prints Pass@k and
 #T of both and `RATIO eager_adapt_tokens_vs_full_parallel <x>` (< 1 means EAGer-adapt decoded
 fewer tokens).
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from eager_eval.cli import DEMO_DEFAULTS, DEMO_LIMIT, DEMO_MODEL, DEMO_THREADS
-from eager_eval.config import EagerConfig
-from eager_eval.demo_problems import demo_problems
-from eager_eval.engines import load_engine
-from eager_eval.metrics import score_run
-from eager_eval.runner import PromptInput, run
+from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_LIMIT, DEMO_MODEL, DEMO_THREADS
+from eager_eval.core.config import EagerConfig
+from eager_eval.pipeline.demo_problems import demo_problems
+from eager_eval.engines.registry import load_engine
+from eager_eval.pipeline.metrics import score_run
+from eager_eval.core.runner import PromptInput, run
 
 
 def main() -> None:

@@ -137,7 +137,7 @@ class SimulatedVLLMEngine:
 
 def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int) -> tuple[Any, Any]:
     """(VLLMBackend over a SimulatedVLLMEngine, the engine)."""
-    from eager_eval.backends.vllm import SamplingSettings, VLLMBackend
+    from eager_eval.engines.vllm import SamplingSettings, VLLMBackend
 
     engine = SimulatedVLLMEngine(sim, root_len)
     k = config.entropy_k if config.is_branching else None
@@ -156,16 +156,16 @@ def load_tokenizer(path: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     if path is None:
-        from eager_eval.models import converted_model_dir, resolve_model
+        from eager_eval.engines.models import converted_model_dir, resolve_model
 
         path = converted_model_dir(resolve_model("smollm2-135m"))
     return AutoTokenizer.from_pretrained(path)
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    from eager_eval.backends.simulated import SimulatedBackend, TraceProfile
-    from eager_eval.config import EagerConfig
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.engines.simulated import SimulatedBackend, TraceProfile
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.runner import PromptInput, run
 
     tokenizer = load_tokenizer(args.tokenizer)
     profile = TraceProfile(length=args.length)

@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from eager_eval.backends.base import NewTree, Root
-from eager_eval.backends.hf import HFBackend
+from eager_eval.core.backend import NewTree, Root
+from eager_eval.engines.hf import HFBackend
 
 PROMPTS = [
     "Ana has 7 apples and buys 5 more. How many apples does she have? Give the final answer in \\boxed{}.",
@@ -41,7 +41,7 @@ def load(name: str, device: str = "cpu", dtype: str | None = None, n_prompts: in
         return _tiny()
     if name.startswith("random:"):
         return _random(name.removeprefix("random:"), device, dtype, n_prompts)
-    from eager_eval.models import apply_chat, load_model_and_tokenizer
+    from eager_eval.engines.models import apply_chat, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(name)
     return model, tokenizer, [apply_chat(tokenizer, p) for p in PROMPTS]

@@ -6,14 +6,14 @@ One process, one device, one model, the same prompts and sampling settings for e
   per prompt, all prompts in one call (no logprobs, `detokenize=False`; texts decoded after the
   clock stops). `vllm_n+lp`: the same with `logprobs=K`, the cost our eager modes pay (our
   full_parallel asks for no logprobs, like `vllm_n`).
-- `full_parallel`, `eager_init`, `eager_adapt`: `eager_eval.runner.run` on
+- `full_parallel`, `eager_init`, `eager_adapt`: `eager_eval.core.runner.run` on
   `VLLMBackend.from_llm(llm, config)` (one engine request per sequence, stepped by the runner).
 - `reference`: the authors' approach (METHOD.md section 7): one `llm.generate` call per
   decoding step, `max_tokens=1` on prompt + tokens so far with `logprobs=K`, the M sequences of
   a prompt batched in the call, prompts one after another; a few tokens of one or two prompts.
 
 Every side ends a sequence at the same EOS set (`backend.eos_token_ids`) or at
-`--max-new-tokens`, and is scored with `eager_eval.metrics.score_run` against the problems'
+`--max-new-tokens`, and is scored with `eager_eval.pipeline.metrics.score_run` against the problems'
 answers. The prefix cache is reset before each measured side; `--repeats R` measures every side
 R times, interleaved, and keeps each side's fastest. Prints a table (wall, time inside
 `llm_engine.step()` and outside it, #T, tokens/s, Pass@k) and the lines
@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from eager_eval.config import EagerConfig
-from eager_eval.demo_problems import demo_problems
-from eager_eval.entropy import topk_entropy
-from eager_eval.metrics import score_run
+from eager_eval.core.config import EagerConfig
+from eager_eval.pipeline.demo_problems import demo_problems
+from eager_eval.core.entropy import topk_entropy
+from eager_eval.pipeline.metrics import score_run
 
 RUNNER_MODES = ("full_parallel", "eager_init", "eager_adapt")
 
@@ -296,8 +296,8 @@ def main() -> None:
 
     import vllm
 
-    from eager_eval.engines import load_engine
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.engines.registry import load_engine
+    from eager_eval.core.runner import PromptInput, run
 
     print(f"device: {describe_device()}")
     print(f"versions: {versions()}")

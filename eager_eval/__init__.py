@@ -4,7 +4,7 @@ The core (config, entropy, controller, budget, runner, answers, metrics) imports
 vLLM, lm_eval or inspect_ai; backends and integrations load those only when used.
 """
 
-from eager_eval.config import EagerConfig, Mode, BranchPolicy
+from eager_eval.core.config import EagerConfig, Mode, BranchPolicy
 
 __all__ = ["EagerConfig", "Mode", "BranchPolicy", "__version__"]
 __version__ = "0.1.0"

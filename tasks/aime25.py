@@ -16,9 +16,9 @@ See docs/INSPECT.md.
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from eager_eval.answers import AnswerType
-from eager_eval.datasets import load_aime25
-from eager_eval.integrations.inspect_scorers import (
+from eager_eval.pipeline.answers import AnswerType
+from eager_eval.pipeline.datasets import load_aime25
+from eager_eval.frontends.inspect.scorers import (
     eager_generate,
     eager_scorer,
     task_data,

@@ -3,7 +3,7 @@
     inspect eval tasks/gpqa.py --model eager/Qwen/Qwen3-4B -M max_seqs=32 --max-tokens 32768
 
 198 four-choice questions; each question's choices are shuffled once with a fixed seed
-(`eager_eval.datasets.load_gpqa_diamond`), so the prompts and choice order are the ones the
+(`eager_eval.pipeline.datasets.load_gpqa_diamond`), so the prompts and choice order are the ones the
 lm-eval tasks and the CLI see. The model answers with a boxed letter. Data: the public CSV
 (https://openaipublic.blob.core.windows.net/simple-evals/gpqa_diamond.csv, downloaded once and
 cached), or `$EAGER_EVAL_DATA_DIR/gpqa_diamond.csv` offline (columns Question, Correct Answer,
@@ -18,9 +18,9 @@ target through `eager_generate()`. See docs/INSPECT.md.
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 
-from eager_eval.answers import AnswerType
-from eager_eval.datasets import GPQA_SHUFFLE_SEED, LETTERS, load_gpqa_diamond
-from eager_eval.integrations.inspect_scorers import (
+from eager_eval.pipeline.answers import AnswerType
+from eager_eval.pipeline.datasets import GPQA_SHUFFLE_SEED, LETTERS, load_gpqa_diamond
+from eager_eval.frontends.inspect.scorers import (
     eager_generate,
     eager_scorer,
     task_data,

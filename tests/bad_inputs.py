@@ -151,7 +151,7 @@ def finished_run(ws: Workspace, out: Path, mode: str = "eager_init", *extra: str
     import contextlib
     import io
 
-    from eager_eval import cli
+    from eager_eval.frontends.cli import main as cli
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = cli.main([ws.fill(a, out) for a in run("--mode", mode, *extra)])
@@ -164,7 +164,7 @@ def full_parallel_on_2_prompts(ws: Workspace, out: Path) -> None:
 
 def held_lock(ws: Workspace, out: Path):
     """The output directory locked by this process, as a running eager-eval holds it."""
-    from eager_eval.files import OutputLock
+    from eager_eval.common.files import OutputLock
 
     return OutputLock(out)
 
@@ -441,7 +441,7 @@ def _in_process(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from eager_eval import cli
+    from eager_eval.frontends.cli import main as cli
 
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in env}

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from eager_eval.backends.simulated import SimulatedBackend, TraceProfile
-from eager_eval.config import EagerConfig
-from eager_eval.runner import PromptInput, run
+from eager_eval.engines.simulated import SimulatedBackend, TraceProfile
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.runner import PromptInput, run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden_trees.json"
 MODES = ("full_parallel", "eager_init", "eager_adapt", "eager")
@@ -117,7 +117,7 @@ def smollm2_cases(tokenizer: Any) -> dict[str, Callable[[], Any]]:
 def load_smollm2_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from eager_eval.models import converted_model_dir, resolve_model
+    from eager_eval.engines.models import converted_model_dir, resolve_model
 
     return AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
 

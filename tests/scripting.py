@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from eager_eval.backends.scripted import Distribution
-from eager_eval.seeds import unit_uniform
+from eager_eval.engines.scripted import Distribution
+from eager_eval.core.seeds import unit_uniform
 
 EOS = 0
 

@@ -43,7 +43,7 @@ def save_tiny_llama_with_smollm2_tokenizer(out: Path, **config: object) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from eager_eval.models import converted_model_dir, resolve_model
+    from eager_eval.engines.models import converted_model_dir, resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(resolve_model("smollm2-135m")))
     tokenizer.save_pretrained(out)

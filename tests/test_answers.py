@@ -1,4 +1,4 @@
-"""Pins eager_eval/answers.py: extraction order, math-verify equivalence, letters, boundary."""
+"""Pins eager_eval/pipeline/answers.py: extraction order, math-verify equivalence, letters, boundary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from eager_eval.answers import (
+from eager_eval.pipeline.answers import (
     AnswerType,
     extract_answer,
     extract_choice_letter,
@@ -238,7 +238,7 @@ def test_same_answer_math_uses_equivalence():
 def test_core_imports_no_heavy_stack():
     heavy = ["torch", "transformers", "vllm", "lm_eval", "inspect_ai"]
     code = (
-        "import sys, eager_eval.answers, eager_eval.metrics; "
+        "import sys, eager_eval.pipeline.answers, eager_eval.pipeline.metrics; "
         f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )
     loaded = subprocess.run(

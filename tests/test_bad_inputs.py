@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from bad_inputs import CASES, ERROR, Workspace, case_words, run, run_case
 
-from eager_eval import cli
-from eager_eval.files import LOCK_NAME, OutputLock
-from eager_eval.store import JsonlTreeStore
+from eager_eval.frontends.cli import main as cli
+from eager_eval.common.files import LOCK_NAME, OutputLock
+from eager_eval.pipeline.store import JsonlTreeStore
 from support import needs_smollm2
 
 
@@ -109,7 +109,7 @@ def test_a_run_waits_for_no_lock_of_a_killed_run(workspace, tmp_path):
     """A lock dies with its process: a run started after `kill -9` of the holder goes ahead."""
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from eager_eval.files import OutputLock; "
+        [sys.executable, "-c", "import sys, time; from eager_eval.common.files import OutputLock; "
          "lock = OutputLock(sys.argv[1]).__enter__(); print('held', flush=True); time.sleep(60)",
          str(out)], stdout=subprocess.PIPE, text=True)
     try:

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scripting import EOS, flat, hashed_script, peaked
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.budget import BudgetPool, PromptState, split_evenly
-from eager_eval.config import EagerConfig
-from eager_eval.runner import PromptInput, run
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.budget import BudgetPool, PromptState, split_evenly
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.runner import PromptInput, run
 
 
 def test_split_evenly_gives_the_remainder_to_the_first_candidates():

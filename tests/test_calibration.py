@@ -1,4 +1,4 @@
-"""Pins eager_eval/calibration.py (theta=auto) and theta=auto in the three front ends: the CLI
+"""Pins eager_eval/pipeline/calibration.py (theta=auto) and theta=auto in the three front ends: the CLI
 (recorded, reused on --resume), lm-eval (model_args) and Inspect (-M). The slow test shows on
 the embedded SmolLM2 that auto lands between "never branches" and "every tree hits its cap".
 """
@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from scripting import EOS, flat, peaked
 
-from eager_eval import calibration as calibration_module
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.calibration import (
+from eager_eval.pipeline import calibration as calibration_module
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.pipeline.calibration import (
     Calibration,
     calibrate_theta,
     split_auto_theta,
     target_quantile,
 )
-from eager_eval.config import EagerConfig
-from eager_eval.seeds import branch_seed
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.seeds import branch_seed
 from support import needs_smollm2
 
 WIDTHS = (2, 3, 4, 5, 6, 7, 8, 9)
@@ -110,7 +110,7 @@ def test_front_end_values():
 
 from test_cli import math_file, run_args, tiny_model_dir  # noqa: E402,F401 (fixtures)
 
-from eager_eval import cli, session  # noqa: E402
+from eager_eval.frontends.cli import main as cli, session  # noqa: E402
 
 
 def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_path,  # noqa: F811
@@ -141,7 +141,7 @@ lm_eval = pytest.importorskip("lm_eval")
 
 from test_lm_eval_mapping import ENCODER, Backends, evaluator_requests  # noqa: E402
 
-from eager_eval.integrations.lm_eval import generate_texts, group_statistics  # noqa: E402
+from eager_eval.frontends.lm_eval.models import generate_texts, group_statistics  # noqa: E402
 
 
 def test_lm_eval_groups_calibrate_theta_on_their_own_prompts():
@@ -164,7 +164,7 @@ def test_lm_eval_groups_calibrate_theta_on_their_own_prompts():
 def test_lm_eval_model_arg_theta_auto(tmp_path):
     from test_lm_eval_models import save_tiny_model
 
-    from eager_eval.integrations.lm_eval import EagerHFLM
+    from eager_eval.frontends.lm_eval.models import EagerHFLM
 
     tiny = save_tiny_model(tmp_path / "tiny")
     lm = EagerHFLM.create_from_arg_obj({"pretrained": str(tiny), "theta": "auto", "max_seqs": 2},
@@ -211,9 +211,9 @@ def test_on_smollm2_auto_lands_between_never_branching_and_every_tree_at_its_cap
     dynamic threshold (percentile 99), does neither. Measured here: [3, 2, 3, 2] sequences."""
     import torch
 
-    from eager_eval.demo_problems import demo_problems
-    from eager_eval.engines import load_engine
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.pipeline.demo_problems import demo_problems
+    from eager_eval.engines.registry import load_engine
+    from eager_eval.core.runner import PromptInput, run
 
     torch.set_num_threads(1)
     engine = load_engine("smollm2-135m")

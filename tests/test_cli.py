@@ -1,4 +1,4 @@
-"""Pins eager_eval/cli.py (with outputs.py): exit codes and messages of bad input, the run
+"""Pins eager_eval/frontends/cli/main.py (with outputs.py): exit codes and messages of bad input, the run
 directory, interrupt and resume.
 
 Fast tests run the `run` subcommand in-process on a tiny random model written to a tmp dir;
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from eager_eval import cli
-from eager_eval.record import RECORD_FORMAT, RECORD_VERSION, PromptRecord
-from eager_eval.store import JsonlTreeStore
+from eager_eval.frontends.cli import main as cli
+from eager_eval.pipeline.record import RECORD_FORMAT, RECORD_VERSION, PromptRecord
+from eager_eval.pipeline.store import JsonlTreeStore
 from support import SHARED_DATA, needs_smollm2, save_tiny_word_model  # noqa: E402
 
 
@@ -301,7 +301,7 @@ def _env() -> dict[str, str]:
 def test_demo_subprocess_writes_all_methods(tmp_path):
     out = tmp_path / "demo"
     script = Path(sys.executable).with_name("eager-eval")  # the console script, as users run it
-    program = [str(script)] if script.is_file() else [sys.executable, "-m", "eager_eval.cli"]
+    program = [str(script)] if script.is_file() else [sys.executable, "-m", "eager_eval.frontends.cli.main"]
     proc = subprocess.run(
         [*program, "demo", "--limit", "4", "--max-seqs", "4", "--max-new-tokens", "64",
          "--output", str(out)],

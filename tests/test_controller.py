@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scripting import EOS, flat, peaked
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import EagerConfig
-from eager_eval.controller import BranchController
-from eager_eval.runner import PromptInput, run
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.controller import BranchController
+from eager_eval.core.runner import PromptInput, run
 
 PROMPT = PromptInput((7, 7))
 

@@ -1,4 +1,4 @@
-"""Pins eager_eval/demo_problems.py: deterministic, correct, level-mixed, prefix-stable."""
+"""Pins eager_eval/pipeline/demo_problems.py: deterministic, correct, level-mixed, prefix-stable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from eager_eval.demo_problems import DEFAULT_COUNT, DemoProblem, demo_problems
+from eager_eval.pipeline.demo_problems import DEFAULT_COUNT, DemoProblem, demo_problems
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 

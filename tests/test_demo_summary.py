@@ -1,4 +1,4 @@
-"""Pins eager_eval/demo_summary.py: what `eager-eval demo` prints around its table is read back
+"""Pins eager_eval/frontends/cli/demo_summary.py: what `eager-eval demo` prints around its table is read back
 from the run it wrote (settings, legend, what moved, savings, the honest line, next steps)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_show import write_scripted_run
 
-from eager_eval import cli, demo_summary
-from eager_eval.config import EagerConfig
+from eager_eval.frontends.cli import demo_summary, main as cli
+from eager_eval.core.config import EagerConfig
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Pins eager_eval/files.py: the atomic writer's mode, the output check, the directory lock."""
+"""Pins eager_eval/common/files.py: the atomic writer's mode, the output check, the directory lock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from eager_eval.files import (
+from eager_eval.common.files import (
     LOCK_NAME,
     OutputDirError,
     OutputInUseError,

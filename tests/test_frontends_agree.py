@@ -23,9 +23,9 @@ from scripting import CharTokenizer, hashed_script, peaked
 pytest.importorskip("lm_eval")
 pytest.importorskip("inspect_ai")
 
-from eager_eval.backends.scripted import ScriptedBackend  # noqa: E402
-from eager_eval.config import EagerConfig  # noqa: E402
-from eager_eval.runner import PromptInput  # noqa: E402
+from eager_eval.engines.scripted import ScriptedBackend  # noqa: E402
+from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.core.runner import PromptInput  # noqa: E402
 from support import SHARED_DATA, needs_smollm2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,9 +73,9 @@ class Engine:
 @pytest.fixture
 def prompts_seen(monkeypatch) -> dict[str, list[PromptInput]]:
     """The PromptInputs each front end hands the runner (by front end)."""
-    from eager_eval import runner
-    from eager_eval.integrations import inspect as provider
-    from eager_eval.integrations import lm_eval as adapter
+    from eager_eval.core import runner
+    from eager_eval.frontends.inspect import provider as provider
+    from eager_eval.frontends.lm_eval import models as adapter
 
     seen: dict[str, list[PromptInput]] = {}
     real_run = runner.run
@@ -93,7 +93,8 @@ def prompts_seen(monkeypatch) -> dict[str, list[PromptInput]]:
 
 
 def cli_records(tmp_path: Path, monkeypatch, engine: Engine) -> list[dict]:
-    from eager_eval import cli, engines
+    from eager_eval.engines import registry as engines
+    from eager_eval.frontends.cli import main as cli
 
     monkeypatch.setattr(engines, "load_engine", lambda *a, **k: engine)
     model = tmp_path / "model"
@@ -111,7 +112,7 @@ def lm_eval_records(engine: Engine, monkeypatch) -> list[dict]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from eager_eval.integrations.lm_eval import EagerHFLM
+    from eager_eval.frontends.lm_eval.models import EagerHFLM
 
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(SHARED_DATA))
     lm = EagerHFLM("scripted", engine=engine, **SETTINGS)

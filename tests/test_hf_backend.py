@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from eager_eval.backends.base import Backend, Fork, NewTree, Root
-from eager_eval.backends.hf import HFBackend, _row_key, counter_uniforms
+from eager_eval.core.backend import Backend, Fork, NewTree, Root
+from eager_eval.engines.hf import HFBackend, _row_key, counter_uniforms
 from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
 VOCAB = 96
@@ -386,7 +386,7 @@ def test_counter_uniforms_are_the_python_unit_uniform():
     """The device-side draws are bit for bit `seeds.unit_uniform` (the scripted backend's)."""
     import random
 
-    from eager_eval.seeds import unit_uniform
+    from eager_eval.core.seeds import unit_uniform
 
     rng = random.Random(0)
     seeds = [rng.getrandbits(63) for _ in range(500)] + [0, 1, (1 << 63) - 1]

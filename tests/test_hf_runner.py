@@ -15,12 +15,12 @@ torch = pytest.importorskip("torch")
 
 from test_hf_backend import FakeTokenizer, reference_logprobs, tiny_model  # noqa: E402
 
-from eager_eval.backends.base import NewTree  # noqa: E402
-from eager_eval.backends.hf import HFBackend  # noqa: E402
-from eager_eval.backends.scripted import ScriptedBackend  # noqa: E402
-from eager_eval.config import EagerConfig  # noqa: E402
-from eager_eval.runner import PromptInput, run  # noqa: E402
-from eager_eval.seeds import branch_seed  # noqa: E402
+from eager_eval.core.backend import NewTree  # noqa: E402
+from eager_eval.engines.hf import HFBackend  # noqa: E402
+from eager_eval.engines.scripted import ScriptedBackend  # noqa: E402
+from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.core.runner import PromptInput, run  # noqa: E402
+from eager_eval.core.seeds import branch_seed  # noqa: E402
 from support import one_torch_thread  # noqa: E402,F401 (fixture)
 
 PROMPTS = [PromptInput(p) for p in [(1, 9, 14, 22, 31), (2, 17), (5, 60, 61, 62, 11, 40, 8)]]

@@ -1,4 +1,4 @@
-"""Pins how the `eager` provider pools a task (integrations/inspect.py, inspect_samples.py):
+"""Pins how the `eager` provider pools a task (frontends/inspect/provider.py, inspect_samples.py):
 with no flags, every sample x epoch of an eval lands in one budget pool, whatever its size.
 
 Runs Inspect's `eval()` in-process on the scripted engine of test_inspect_provider.py.
@@ -19,10 +19,10 @@ from test_inspect_provider import (
     run_eval,
 )
 
-from eager_eval.config import EagerConfig
-from eager_eval.integrations import inspect as provider_module
-from eager_eval.integrations.inspect import ADMIT_ALL, EagerModelAPI
-from eager_eval.integrations.inspect_samples import call_origin
+from eager_eval.core.config import EagerConfig
+from eager_eval.frontends.inspect import provider as provider_module
+from eager_eval.frontends.inspect.provider import ADMIT_ALL, EagerModelAPI
+from eager_eval.frontends.inspect.samples import call_origin
 
 TEXTS = [f"q{i}" for i in range(70)]
 """More than the 64 calls the provider used to pool by default (and than adaptive

@@ -1,4 +1,4 @@
-"""Pins eager_eval/integrations/inspect.py (the `eager` provider) and its solver/scorer.
+"""Pins eager_eval/frontends/inspect/provider.py (the `eager` provider) and its solver/scorer.
 
 Everything here runs on a ScriptedEngine (the ScriptedBackend behind the Engine seam, passed
 to the provider as `engine=`), in-process: no torch, no model, a few seconds in all. The
@@ -24,19 +24,19 @@ from inspect_ai.solver import generate
 from inspect_ai.tool import ToolInfo
 from scripting import EOS, CharTokenizer, flat, hashed_script, peaked
 
-from eager_eval.answers import AnswerType
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import ConfigError, EagerConfig
-from eager_eval.integrations.inspect import (
+from eager_eval.pipeline.answers import AnswerType
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import ConfigError, EagerConfig
+from eager_eval.frontends.inspect.provider import (
     MODEL_INFO_LOOKUP_API_KEY,
     EagerModelAPI,
     Label,
 )
-from eager_eval.integrations.inspect_scorers import eager_generate, eager_scorer
-from eager_eval.metrics import score_run
-from eager_eval.record import PromptRecord
-from eager_eval.models import ModelNotFoundError
-from eager_eval.runner import PromptInput, run
+from eager_eval.frontends.inspect.scorers import eager_generate, eager_scorer
+from eager_eval.pipeline.metrics import score_run
+from eager_eval.pipeline.record import PromptRecord
+from eager_eval.engines.models import ModelNotFoundError
+from eager_eval.core.runner import PromptInput, run
 
 VOCAB = {EOS: "", **{t: f" {t}" for t in range(1, 100)}}
 SETTINGS = dict(theta=0.9, max_seqs=4, percentile=None, think_end=None, seed=5)
@@ -113,8 +113,8 @@ def run_eval(task: Task, model, tmp_path, **kwargs):
 
 
 def test_registry_and_provider_modules_import_no_torch():
-    code = ("import sys, eager_eval._inspect_registry, eager_eval.integrations.inspect, "
-            "eager_eval.integrations.inspect_scorers; "
+    code = ("import sys, eager_eval.frontends.inspect.registry, eager_eval.frontends.inspect.provider, "
+            "eager_eval.frontends.inspect.scorers; "
             "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -338,7 +338,7 @@ class VerifyingEngine(ScriptedEngine):
 @pytest.fixture
 def loader(monkeypatch, tmp_path) -> CountingLoader:
     """The provider on a real model name (a directory with config.json), its load counted."""
-    from eager_eval.integrations import inspect as provider_module
+    from eager_eval.frontends.inspect import provider as provider_module
 
     counting = CountingLoader()
     monkeypatch.setattr(provider_module, "load_engine", counting)
@@ -391,7 +391,7 @@ def test_settings_that_do_not_fit_the_model_fail_at_its_load(loader, tmp_path, c
 def test_a_device_that_is_not_there_fails_when_the_provider_is_built(tmp_path, caplog):
     import torch
 
-    from eager_eval.models import DeviceError
+    from eager_eval.engines.models import DeviceError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

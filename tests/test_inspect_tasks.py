@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from eager_eval.datasets import DataFileError, load_aime25, load_gpqa_diamond
+from eager_eval.pipeline.datasets import DataFileError, load_aime25, load_gpqa_diamond
 from support import needs_smollm2, save_tiny_llama_with_smollm2_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def read_json_log(log_dir: Path) -> dict:
 def check_samples_show_sequences_and_statistics(log: dict, epochs: int = 1) -> None:
     """What `inspect view` renders per sample: every sequence (choices) and the statistics.
     With epochs, Inspect's default reducer averages each sample's epochs: #T per epoch."""
-    from eager_eval.record import PromptRecord
+    from eager_eval.pipeline.record import PromptRecord
 
     records = []
     for sample in log["samples"]:

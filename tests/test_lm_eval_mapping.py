@@ -16,10 +16,10 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from eager_eval.answers import AnswerType, extract_choice_letter, extract_math_answer  # noqa: E402
-from eager_eval.backends.scripted import ScriptedBackend  # noqa: E402
-from eager_eval.config import ConfigError, EagerConfig  # noqa: E402
-from eager_eval.integrations.lm_eval import (  # noqa: E402
+from eager_eval.pipeline.answers import AnswerType, extract_choice_letter, extract_math_answer  # noqa: E402
+from eager_eval.engines.scripted import ScriptedBackend  # noqa: E402
+from eager_eval.core.config import ConfigError, EagerConfig  # noqa: E402
+from eager_eval.frontends.lm_eval.models import (  # noqa: E402
     NO_SEQUENCE,
     generate_texts,
     group_requests,
@@ -27,9 +27,9 @@ from eager_eval.integrations.lm_eval import (  # noqa: E402
     split_model_args,
     texts_for_slots,
 )
-from eager_eval.integrations.lm_eval_tasks import SlotText  # noqa: E402
-from eager_eval.prompts import PromptEncoder  # noqa: E402
-from eager_eval.record import PromptRecord, SequenceRecord  # noqa: E402
+from eager_eval.frontends.lm_eval.tasks import SlotText  # noqa: E402
+from eager_eval.pipeline.prompts import PromptEncoder  # noqa: E402
+from eager_eval.pipeline.record import PromptRecord, SequenceRecord  # noqa: E402
 
 BOX = {EOS: "", **{i: f" \\boxed{{{i}}}" for i in range(1, 11)}}
 """Token i decodes to a boxed answer i (EOS to nothing): a sequence's answer is its last token."""
@@ -321,7 +321,7 @@ def test_progress_bar_per_task_changes_nothing_generated():
 
     from rich.console import Console
 
-    from eager_eval.progress import RunProgress
+    from eager_eval.pipeline.progress import RunProgress
 
     requests = evaluator_requests({"t": [("hard a", 2), ("easy", 2), ("hard b", 2)]})
     config = CONFIG.replace(mode="eager_adapt", max_seqs=2)

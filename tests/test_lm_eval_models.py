@@ -25,14 +25,14 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from eager_eval import engines  # noqa: E402
-from eager_eval.config import ConfigError  # noqa: E402
-from eager_eval.prompts import Prompt, PromptTooLongError  # noqa: E402
-from eager_eval.record import PromptRecord  # noqa: E402
-from eager_eval.integrations import lm_eval as adapter  # noqa: E402
-from eager_eval.integrations import lm_eval_tasks  # noqa: E402
-from eager_eval.integrations.lm_eval import NO_SEQUENCE, EagerHFLM  # noqa: E402
-from eager_eval.models import ModelNotFoundError  # noqa: E402
+from eager_eval.engines import registry as engines  # noqa: E402
+from eager_eval.core.config import ConfigError  # noqa: E402
+from eager_eval.pipeline.prompts import Prompt, PromptTooLongError  # noqa: E402
+from eager_eval.pipeline.record import PromptRecord  # noqa: E402
+from eager_eval.frontends.lm_eval import models as adapter  # noqa: E402
+from eager_eval.frontends.lm_eval import tasks as lm_eval_tasks  # noqa: E402
+from eager_eval.frontends.lm_eval.models import NO_SEQUENCE, EagerHFLM  # noqa: E402
+from eager_eval.engines.models import ModelNotFoundError  # noqa: E402
 from support import SHARED_DATA, one_torch_thread  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatc
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from eager_eval.datasets import DataFileError
+    from eager_eval.pipeline.datasets import DataFileError
 
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(tmp_path))  # holds no gpqa_diamond.csv
     monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
@@ -253,7 +253,7 @@ def test_mode_eager_without_labels_through_the_model(tiny_dir):
 
 
 def test_max_gen_toks_past_the_context_is_said_once(lm, caplog):
-    """The overlength policy of every front end (eager_eval.prompts): warn, never cut."""
+    """The overlength policy of every front end (eager_eval.pipeline.prompts): warn, never cut."""
     with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
         lm.generate_until(generation("room", 0, 1, max_gen_toks=lm.max_length))
     assert "plus max_gen_toks 1024 passes" in caplog.text and "lower max_gen_toks" in caplog.text

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("lm_eval")
 
 import eager_eval_lm_eval_hook as hook  # noqa: E402
-from eager_eval import _lm_eval_autoreg as autoreg  # noqa: E402
+from eager_eval.frontends.lm_eval import autoreg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PTH = REPO / "eager_eval_lm_eval.pth"
@@ -77,7 +77,7 @@ def test_register_models_adds_lazy_targets_and_never_raises():
     autoreg.register_models(registry)
     assert registry.model_registry == {
         "eager-hf": "already there",  # e.g. a newer lm-eval's own entry-point registration
-        "eager-vllm": "eager_eval.integrations.lm_eval:EagerVLLM"}
+        "eager-vllm": "eager_eval.frontends.lm_eval.models:EagerVLLM"}
     with pytest.warns(RuntimeWarning, match="could not register eager-hf, eager-vllm"):
         autoreg.register_models(object())
 
@@ -114,7 +114,7 @@ import sys
 import lm_eval.api.registry as r
 print('eager-hf' in r.model_registry)
 sys.argv = ['eager-lm-eval', '--help']
-from eager_eval.integrations.lm_eval_cli import main
+from eager_eval.frontends.lm_eval.cli import main
 try:
     main()
 except SystemExit:
@@ -133,7 +133,7 @@ def test_packaging_ships_the_pth_and_the_entry_points():
     assert wheel["force-include"][HOOK.name] == HOOK.name  # the module the line imports
     assert project["project"]["entry-points"]["lm_eval.models"] == autoreg.MODELS
     assert project["project"]["scripts"]["eager-lm-eval"] == \
-        "eager_eval.integrations.lm_eval_cli:main"
+        "eager_eval.frontends.lm_eval.cli:main"
 
 
 @pytest.mark.skipif(installed_pth() is None, reason="eager-eval is not installed in this env")

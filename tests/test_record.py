@@ -1,4 +1,4 @@
-"""The one per-prompt record (eager_eval/record.py, docs/FORMAT.md): built from a run, graded
+"""The one per-prompt record (eager_eval/pipeline/record.py, docs/FORMAT.md): built from a run, graded
 once, counted from its flags, written and read back the same, older shapes still read."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import math
 import pytest
 from scripting import hashed_script
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import EagerConfig
-from eager_eval.metrics import score_prompt
-from eager_eval.record import RECORD_FORMAT, RECORD_VERSION, PromptRecord, build_record
-from eager_eval.runner import PromptInput, run
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import EagerConfig
+from eager_eval.pipeline.metrics import score_prompt
+from eager_eval.pipeline.record import RECORD_FORMAT, RECORD_VERSION, PromptRecord, build_record
+from eager_eval.core.runner import PromptInput, run
 
 VOCAB = {0: "", **{t: f" {t}" for t in range(1, 40)}}
 

@@ -25,7 +25,7 @@ from eager_eval.report import EXIT_OK, add_report_parser
 from eager_eval.report.build import build_report
 from eager_eval.report.leaderboard import MISSING, pareto_front
 from eager_eval.report.readers import read_runs
-from eager_eval.settings import parse_key_values as parse_model_args
+from eager_eval.common.settings import parse_key_values as parse_model_args
 
 METRICS = ("n_prompts", "pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated",
            "tokens_in_outputs", "seqs_mean", "seqs_min", "seqs_max")
@@ -254,7 +254,7 @@ def test_report_and_show_import_no_sympy(tmp_path):
     import subprocess
     import sys
 
-    code = (f"import sys; from eager_eval.cli import main; "
+    code = (f"import sys; from eager_eval.frontends.cli.main import main; "
             f"assert main(['report', {str(EAGER_DEMO)!r}, '--output', {str(tmp_path / 'r')!r}]) == 0; "
             f"assert main(['show', {str(EAGER_DEMO)!r}]) == 0; "
             f"print(sorted(m for m in ('sympy', 'math_verify') if m in sys.modules))")

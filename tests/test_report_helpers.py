@@ -51,7 +51,7 @@ def made_up_record(index: int, tokens_generated: int, forks: list[tuple[int, flo
                    settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """A prompt record (docs/FORMAT.md) as the eager provider logs it: one root and a child per
     fork (position, entropy), each child one token past its fork; #T = `tokens_generated`."""
-    from eager_eval.record import ForkRecord, PromptRecord, SequenceRecord
+    from eager_eval.pipeline.record import ForkRecord, PromptRecord, SequenceRecord
 
     root = tokens_generated - len(forks)
     sequences = [SequenceRecord(0, 0, None, 0, "(made up)", "eos", 0, [0] * root, answer="0",

@@ -85,7 +85,7 @@ from test_cli import math_file, run_args, tiny_model_dir  # noqa: E402,F401 (fix
 def drilldown_page(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:  # noqa: F811
     """A real tree: eager_adapt on the tiny random model (it forks at once and reallocates),
     reported without plots so the trees are near the top of the page."""
-    from eager_eval import cli
+    from eager_eval.frontends.cli import main as cli
 
     root = tmp_path_factory.mktemp("drilldown")
     data = root / "math.jsonl"

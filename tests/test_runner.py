@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scripting import flat, hashed_script, peaked, EOS
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import ConfigError, EagerConfig
-from eager_eval.results import TreeResult
-from eager_eval.runner import PromptInput, run
-from eager_eval.seeds import branch_seed
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import ConfigError, EagerConfig
+from eager_eval.core.results import TreeResult
+from eager_eval.core.runner import PromptInput, run
+from eager_eval.core.seeds import branch_seed
 
 PROMPTS = [PromptInput((i, 2 * i)) for i in range(1, 5)]
 
@@ -81,7 +81,7 @@ def test_each_tree_is_added_whole_with_its_cap(mode, late_forks):
 
 
 def test_scripted_backend_refuses_a_tree_id_in_use():
-    from eager_eval.backends.base import NewTree
+    from eager_eval.core.backend import NewTree
 
     backend = ScriptedBackend(hashed_script(1))
     backend.add([NewTree.single(0, (1,), 1, 5, tree_id=0, cap=2)])
@@ -214,10 +214,10 @@ def test_from_mapping_parses_front_end_strings_and_rejects_unknown_names():
 
 def test_core_modules_import_no_engine_or_harness():
     code = (
-        "import sys, eager_eval.config, eager_eval.entropy, eager_eval.controller, "
-        "eager_eval.budget, eager_eval.runner, eager_eval.results, eager_eval.backends.scripted, "
-        "eager_eval.tree, eager_eval.schedule, eager_eval.text_watch, "
-        "eager_eval.backends.simulated, eager_eval.backends.tokens\n"
+        "import sys, eager_eval.core.config, eager_eval.core.entropy, eager_eval.core.controller, "
+        "eager_eval.core.budget, eager_eval.core.runner, eager_eval.core.results, eager_eval.engines.scripted, "
+        "eager_eval.core.tree, eager_eval.core.schedule, eager_eval.core.text_watch, "
+        "eager_eval.engines.simulated, eager_eval.engines.tokens\n"
         "heavy = [m for m in ('torch', 'transformers', 'vllm', 'lm_eval', 'inspect_ai') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from scripting import EOS, flat, peaked
 from test_runner import shape
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import EagerConfig
-from eager_eval.controller import BranchController
-from eager_eval.runner import PromptInput, run
-from eager_eval.schedule import _share
-from eager_eval.seeds import unit_uniform
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.controller import BranchController
+from eager_eval.core.runner import PromptInput, run
+from eager_eval.core.schedule import _share
+from eager_eval.core.seeds import unit_uniform
 
 THINK_END = 9
 VOCAB = {THINK_END: "</think>", EOS: ""}
@@ -161,7 +161,7 @@ def test_a_retry_past_its_guaranteed_floor_waits_for_its_final_cap():
 
 @pytest.mark.parametrize("budget,size", [(10, 3), (2, 3), (7, 7), (0, 4), (31, 5)])
 def test_share_is_the_even_split(budget, size):
-    from eager_eval.budget import split_evenly
+    from eager_eval.core.budget import split_evenly
 
     split = split_evenly(budget, list(range(size)))
     assert [_share(budget, i, size) for i in range(size)] == [split.get(i, 0) for i in range(size)]

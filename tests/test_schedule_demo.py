@@ -6,15 +6,15 @@ import pytest
 from support import needs_smollm2, one_torch_thread  # noqa: F401 (fixture)
 from test_hf_runner import trees
 
-from eager_eval.config import EagerConfig
-from eager_eval.runner import PromptInput, run
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.runner import PromptInput, run
 
 pytestmark = [pytest.mark.slow, needs_smollm2, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_demo_rounds_overlap_and_give_the_same_trees():
-    from eager_eval.task_data import load_demo_task
-    from eager_eval.engines import load_engine
+    from eager_eval.pipeline.task_data import load_demo_task
+    from eager_eval.engines.registry import load_engine
 
     engine = load_engine("smollm2-135m")
     task = load_demo_task(6, 0)

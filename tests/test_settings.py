@@ -1,4 +1,4 @@
-"""The one setting parser (eager_eval.settings) and the rename of the entropy's K.
+"""The one setting parser (eager_eval.common.settings) and the rename of the entropy's K.
 
 `topk` (the K of the top-K entropy) read like sampling's `top_k`; it is `entropy_k` now. Every
 front end still takes the old name, with a DeprecationWarning that names the new one, and every
@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from eager_eval.config import ConfigError, EagerConfig, total_budget
-from eager_eval.settings import (
+from eager_eval.core.config import ConfigError, EagerConfig, total_budget
+from eager_eval.common.settings import (
     SettingError,
     number_or_none,
     parse_key_values,
@@ -96,7 +96,7 @@ def test_errors_name_the_new_setting():
 
 
 def test_cli_takes_the_old_flag_and_says_so(capsys):
-    from eager_eval.cli import build_parser, config_from_args
+    from eager_eval.frontends.cli.main import build_parser, config_from_args
 
     args = build_parser().parse_args(["run", "--model", "m", "--data", "d", "--output", "o",
                                       "--topk", "9"])
@@ -108,7 +108,7 @@ def test_cli_takes_the_old_flag_and_says_so(capsys):
 
 def test_a_run_directory_from_before_the_rename_still_resumes(tmp_path):
     """Its tree file's fingerprint says `topk`; the same settings under `entropy_k` match."""
-    from eager_eval.store import JsonlTreeStore, ResumeMismatchError, check_resumable
+    from eager_eval.pipeline.store import JsonlTreeStore, ResumeMismatchError, check_resumable
 
     new = {"model": "m", "settings": EagerConfig(entropy_k=5).to_dict()}
     old_settings = {("topk" if k == "entropy_k" else k): v for k, v in new["settings"].items()}
@@ -130,7 +130,7 @@ def test_the_report_reads_an_old_output_under_the_new_name():
 
 
 def test_a_sweep_config_takes_the_old_key(tmp_path):
-    from eager_eval.sweep import parse_sweep_config
+    from eager_eval.frontends.cli.sweep import parse_sweep_config
 
     with pytest.warns(DeprecationWarning, match="entropy_k"):
         sweep = parse_sweep_config({"models": ["m"], "tasks": ["aime25"], "modes": ["eager_init"],

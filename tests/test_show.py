@@ -1,4 +1,4 @@
-"""Pins `eager-eval show` (eager_eval/show.py) and the reading behind it and the report's
+"""Pins `eager-eval show` (eager_eval/report/show.py) and the reading behind it and the report's
 drill-down (eager_eval/report/trees.py) on the outputs of all three front ends: a CLI run on a
 tiny model, lm-eval sample records written by the adapter's own functions, an Inspect log.
 """
@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 from test_cli import math_file, run_args, tiny_model_dir  # noqa: F401 (fixtures)
 
-from eager_eval import cli
+from eager_eval.frontends.cli import main as cli
 from eager_eval.report.trees import NoTrees, describe_pool, load_runs
-from eager_eval.show import render
+from eager_eval.report.show import render
 from test_report_helpers import EAGER_DEMO, LM_EVAL
 
 
@@ -32,10 +32,10 @@ def write_scripted_run(out: Path, modes=("full_parallel", "eager_adapt")) -> Pat
     model may or may not). Returns results.json."""
     from test_inspect_provider import VOCAB, mixed_script
 
-    from eager_eval.backends.scripted import ScriptedBackend
-    from eager_eval.config import EagerConfig
-    from eager_eval.outputs import Problem, method_run, write_run_dir
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.engines.scripted import ScriptedBackend
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.pipeline.outputs import Problem, method_run, write_run_dir
+    from eager_eval.core.runner import PromptInput, run
 
     texts = [f"q{i}" for i in range(6)]
     prompts = [PromptInput(tuple(ord(c) for c in t)) for t in texts]
@@ -141,10 +141,10 @@ pytest.importorskip("lm_eval")
 
 from test_lm_eval_mapping import BOX, ENCODER, Backends, evaluator_requests  # noqa: E402
 
-from eager_eval.config import EagerConfig  # noqa: E402
-from eager_eval.integrations import lm_eval_tasks  # noqa: E402
-from eager_eval.integrations.lm_eval import generate_texts, group_statistics  # noqa: E402
-from eager_eval.record import fork_context  # noqa: E402
+from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.frontends.lm_eval import tasks as lm_eval_tasks  # noqa: E402
+from eager_eval.frontends.lm_eval.models import generate_texts, group_statistics  # noqa: E402
+from eager_eval.pipeline.record import fork_context  # noqa: E402
 
 
 def test_lm_eval_samples_read_back_as_trees_graded_by_the_metrics_rule(tmp_path):

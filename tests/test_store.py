@@ -1,4 +1,4 @@
-"""Pins eager_eval/store.py: the on-disk TreeStore behind --resume."""
+"""Pins eager_eval/pipeline/store.py: the on-disk TreeStore behind --resume."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import pytest
 from scripting import hashed_script
 
-from eager_eval.backends.scripted import ScriptedBackend
-from eager_eval.config import EagerConfig
-from eager_eval.results import BranchEvent, FinishReason, SequenceResult, TreeResult
-from eager_eval.runner import PromptInput, run
-from eager_eval.store import JsonlTreeStore, ResumeMismatchError, StoreError, check_resumable
+from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.core.config import EagerConfig
+from eager_eval.core.results import BranchEvent, FinishReason, SequenceResult, TreeResult
+from eager_eval.core.runner import PromptInput, run
+from eager_eval.pipeline.store import JsonlTreeStore, ResumeMismatchError, StoreError, check_resumable
 
 FINGERPRINT = {"model": "m", "data_sha256": "abc", "settings": {"mode": "eager_adapt", "theta": 0.7}}
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from eager_eval.config import ConfigError, EagerConfig
-from eager_eval.sweep import (
+from eager_eval.core.config import ConfigError, EagerConfig
+from eager_eval.frontends.cli.sweep import (
     CellFailed,
     add_sweep_parser,
     cell_status,
@@ -91,7 +91,7 @@ def test_grid_over_m_and_scalars(tmp_path):
 
 
 def test_theta_auto_cells_calibrate_run_once_and_keep_their_own_directory(tmp_path):
-    from eager_eval.cli import build_parser
+    from eager_eval.frontends.cli.main import build_parser
 
     sweep = _sweep(tmp_path, models="m", tasks=[{"data": "p.jsonl"}], modes="eager_adapt",
                    theta=[2.0, "auto"])
@@ -169,12 +169,12 @@ def test_command_line_of_a_data_file_cell(tmp_path):
 
 
 def test_builtin_tasks_become_data_files_with_the_shared_prompts(tmp_path):
-    """aime25 / gpqa_diamond are written once into <output>/data/ from eager_eval.datasets, in
+    """aime25 / gpqa_diamond are written once into <output>/data/ from eager_eval.pipeline.datasets, in
     the layout `eager-eval run --data` reads: the CLI then builds the very prompts lm-eval and
     Inspect see (made-up questions here; no GPQA text anywhere)."""
-    from eager_eval.task_data import load_data_task
-    from eager_eval.datasets import gpqa_questions, read_math_jsonl
-    from eager_eval.sweep import prepare_task
+    from eager_eval.pipeline.task_data import load_data_task
+    from eager_eval.pipeline.datasets import gpqa_questions, read_math_jsonl
+    from eager_eval.frontends.cli.sweep import prepare_task
 
     data = tmp_path / "data"
     data.mkdir()
@@ -317,7 +317,7 @@ def test_paper_configs_hold_the_paper_settings(name):
         if c.is_branching:
             assert 2.0 <= c.theta <= 2.5
     # every cell's command line is one the CLI accepts (run_args included)
-    from eager_eval.cli import build_parser
+    from eager_eval.frontends.cli.main import build_parser
 
     for cell in cells:
         task = dataclasses.replace(cell.task, data=Path(f"data/{cell.task.name}.jsonl"))
@@ -337,7 +337,7 @@ def test_demo_config_is_small():
 
 def _has_run_subcommand() -> bool:
     """`eager-eval run` exists and takes the options the sweep passes (--output, --resume)."""
-    done = subprocess.run([sys.executable, "-c", "import sys; from eager_eval.cli import main; "
+    done = subprocess.run([sys.executable, "-c", "import sys; from eager_eval.frontends.cli.main import main; "
                            "sys.exit(main(['run', '--help']))"], capture_output=True, text=True,
                           timeout=120)
     return done.returncode == 0 and "--resume" in done.stdout and "--output" in done.stdout

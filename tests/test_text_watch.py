@@ -6,8 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from eager_eval.backends.tokens import token_pieces
-from eager_eval.text_watch import ByteWatch, DecodeWatch, StopSet
+from eager_eval.engines.tokens import token_pieces
+from eager_eval.core.text_watch import ByteWatch, DecodeWatch, StopSet
 
 # Pieces as a byte-level BPE splits text: the marker whole, in parts, or inside merged
 # tokens; a two-byte character split over two tokens; special tokens that decode to nothing.

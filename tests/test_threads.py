@@ -1,4 +1,4 @@
-"""Pins eager_eval/threads.py: the CPU thread default of the CLI, and the --version flag."""
+"""Pins eager_eval/engines/threads.py: the CPU thread default of the CLI, and the --version flag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from eager_eval.threads import default_threads
+from eager_eval.engines.threads import default_threads
 
 
 @pytest.mark.parametrize("cpus, load, torch_default, expected", [
@@ -28,7 +28,7 @@ def test_default_reads_this_machine():
 def test_version_flag_prints_the_installed_version():
     from importlib.metadata import version
 
-    done = subprocess.run([sys.executable, "-m", "eager_eval.cli", "--version"],
+    done = subprocess.run([sys.executable, "-m", "eager_eval.frontends.cli.main", "--version"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert done.stdout.strip() == f"eager-eval {version('eager-eval')}"

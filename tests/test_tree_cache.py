@@ -15,11 +15,11 @@ pytest.importorskip("inspect_ai")
 from test_inspect_provider import SETTINGS, ScriptedEngine, mixed_script  # noqa: E402
 from test_lm_eval_mapping import CONFIG, ENCODER, Backends, evaluator_requests  # noqa: E402
 
-from eager_eval.files import OutputDirError, OutputInUseError, OutputLock  # noqa: E402
-from eager_eval.integrations.inspect import EagerModelAPI  # noqa: E402
-from eager_eval.integrations.lm_eval import generate_texts  # noqa: E402
-from eager_eval.tree import PromptInput  # noqa: E402
-from eager_eval.tree_cache import cached_trees, pool_fingerprint  # noqa: E402
+from eager_eval.common.files import OutputDirError, OutputInUseError, OutputLock  # noqa: E402
+from eager_eval.frontends.inspect.provider import EagerModelAPI  # noqa: E402
+from eager_eval.frontends.lm_eval.models import generate_texts  # noqa: E402
+from eager_eval.core.tree import PromptInput  # noqa: E402
+from eager_eval.pipeline.tree_cache import cached_trees, pool_fingerprint  # noqa: E402
 
 ADAPT = CONFIG.replace(mode="eager_adapt", max_seqs=2)
 REQUESTS = evaluator_requests({"t": [("hard a", 2), ("easy", 2), ("hard b", 2), ("easy c", 2)]})
@@ -109,7 +109,7 @@ def test_a_second_process_on_the_same_directory_stops_at_once(tmp_path):
 
 
 def test_bad_trees_directory_is_one_clear_error_before_any_model(tmp_path):
-    from eager_eval.integrations.lm_eval import EagerHFLM
+    from eager_eval.frontends.lm_eval.models import EagerHFLM
 
     afile = tmp_path / "f"
     afile.write_text("")
@@ -150,7 +150,7 @@ def test_inspect_provider_keeps_and_reuses_its_trees(tmp_path):
 
 
 def test_lm_eval_model_arg_trees_keeps_and_reuses_each_tasks_trees(tmp_path):
-    from eager_eval.integrations.lm_eval import EagerHFLM
+    from eager_eval.frontends.lm_eval.models import EagerHFLM
 
     class Engine(ScriptedEngine):
         trees_added = 0  # over every engine of the test

@@ -18,11 +18,11 @@ import pytest
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 
-from eager_eval.backends.base import Fork, NewTree  # noqa: E402
-from eager_eval.backends.vllm import VLLMBackend, restart_seed  # noqa: E402
-from eager_eval.config import EagerConfig  # noqa: E402
-from eager_eval.runner import PromptInput, run  # noqa: E402
-from eager_eval.seeds import branch_seed  # noqa: E402
+from eager_eval.core.backend import Fork, NewTree  # noqa: E402
+from eager_eval.engines.vllm import VLLMBackend, restart_seed  # noqa: E402
+from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.core.runner import PromptInput, run  # noqa: E402
+from eager_eval.core.seeds import branch_seed  # noqa: E402
 
 VOCAB = 256
 EOS = 2
@@ -248,8 +248,8 @@ def test_eager_vllm_scores_loglikelihood_on_its_own_engine(backend, tiny_model):
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eager_eval.engines import VLLMEngine
-    from eager_eval.integrations.lm_eval import EagerVLLM
+    from eager_eval.engines.registry import VLLMEngine
+    from eager_eval.frontends.lm_eval.models import EagerVLLM
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     lm = EagerVLLM(tiny_model, engine=VLLMEngine("tiny", backend.llm, tokenizer))
@@ -295,8 +295,8 @@ def test_theta_auto_calibrates_on_the_vllm_engine(backend):
     entropies (the backend's batched ones) are those of `LLM.generate`, theta their quantile."""
     import numpy as np
 
-    from eager_eval.calibration import calibrate_theta, target_quantile
-    from eager_eval.entropy import topk_entropy
+    from eager_eval.pipeline.calibration import calibrate_theta, target_quantile
+    from eager_eval.core.entropy import topk_entropy
 
     config = EagerConfig(entropy_k=K, temperature=TEMPERATURE, max_new_tokens=64, max_seqs=4,
                          seed=5, think_end=None)

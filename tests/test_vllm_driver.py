@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from eager_eval.backends.base import Backend, Fork, NewTree, TokenStep
-from eager_eval.backends.vllm import (
+from eager_eval.core.backend import Backend, Fork, NewTree, TokenStep
+from eager_eval.engines.vllm import (
     RequestSpec,
     SamplingSettings,
     VLLMBackend,
@@ -33,9 +33,9 @@ from eager_eval.backends.vllm import (
     restart_seed,
     topk_rows,
 )
-from eager_eval.entropy import topk_entropy
-from eager_eval.seeds import _splitmix64, unit_uniform
-from eager_eval.seeds import restart_seed as seeds_restart_seed
+from eager_eval.core.entropy import topk_entropy
+from eager_eval.core.seeds import _splitmix64, unit_uniform
+from eager_eval.core.seeds import restart_seed as seeds_restart_seed
 
 EOS = 0
 VOCAB = 24
@@ -688,8 +688,8 @@ def test_from_model_request_params(fake_vllm):
 
 
 def test_from_llm_takes_an_eager_config_and_warns_without_prefix_caching(fake_vllm):
-    from eager_eval.backends.vllm import load_llm
-    from eager_eval.config import EagerConfig
+    from eager_eval.engines.vllm import load_llm
+    from eager_eval.core.config import EagerConfig
 
     llm = load_llm("tiny/model", entropy_k=20, enable_prefix_caching=False)
     llm.llm_engine.vllm_config = SimpleNamespace(
@@ -719,8 +719,8 @@ def test_unloadable_model_is_named(fake_vllm):
 @pytest.mark.parametrize("mode, logprobs", [("full_parallel", None), ("eager_init", 5),
                                             ("eager_adapt", 5), ("eager", 5)])
 def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
-    from eager_eval.backends.vllm import load_llm
-    from eager_eval.config import EagerConfig
+    from eager_eval.engines.vllm import load_llm
+    from eager_eval.core.config import EagerConfig
 
     config = EagerConfig(mode=mode, entropy_k=5)
     assert SamplingSettings.from_config(config).logprobs is (logprobs is not None)
@@ -730,9 +730,9 @@ def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
 
 
 def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
-    from eager_eval.backends.vllm import load_llm
-    from eager_eval.config import EagerConfig
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.engines.vllm import load_llm
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode="full_parallel", max_seqs=3, entropy_k=5, think_end=None,
                          max_new_tokens=12, seed=4, temperature=1.0)
@@ -769,8 +769,8 @@ def test_engine_logprob_limits_apply_only_when_logprobs_are_requested():
 @pytest.mark.parametrize("mode", ["eager_init", "eager_adapt"])
 def test_missing_logprobs_in_a_branching_run_is_a_clear_error(mode):
     """Logprobs requested (every eager mode) but absent from the output: fail, never guess."""
-    from eager_eval.config import EagerConfig
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode=mode, entropy_k=5, think_end=None, max_new_tokens=6)
     backend = VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings.from_config(config),
@@ -785,8 +785,8 @@ def test_missing_logprobs_in_a_branching_run_is_a_clear_error(mode):
 @pytest.mark.parametrize("policy", ["top2", "sample"])
 def test_runner_tree_does_not_depend_on_engine_scheduling(policy):
     """Same distributions and seeds -> the same trees, whatever the lag and delta sizes."""
-    from eager_eval.config import EagerConfig
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=4, entropy_k=5, percentile=None,
                          think_end=None, max_new_tokens=16, seed=3, branch_policy=policy,
@@ -808,8 +808,8 @@ def test_runner_tree_does_not_depend_on_engine_scheduling(policy):
 
 
 def test_one_backend_serves_several_runs():
-    from eager_eval.config import EagerConfig
-    from eager_eval.runner import PromptInput, run
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode="eager_init", theta=1.0, max_seqs=3, entropy_k=5, percentile=None,
                          think_end=None, max_new_tokens=10, seed=3)

@@ -115,7 +115,7 @@ def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
     (path,) = log_dir.glob("*.json")
     log = json.loads(path.read_text(encoding="utf-8"))
     assert log["status"] == "success" and len(log["samples"]) == 3
-    from eager_eval.record import PromptRecord
+    from eager_eval.pipeline.record import PromptRecord
 
     records = []
     for sample in log["samples"]:
@@ -133,8 +133,8 @@ def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
 
 
 def test_eager_vllm_names_a_model_vllm_cannot_load(tmp_path):
-    from eager_eval.backends.vllm import VLLMModelLoadError
-    from eager_eval.integrations import lm_eval as adapter
+    from eager_eval.engines.vllm import VLLMModelLoadError
+    from eager_eval.frontends.lm_eval import models as adapter
 
     bad = tmp_path / "not-a-model"
     bad.mkdir()

@@ -45,7 +45,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from eager_eval.files import check_output_dir
+    from eager_eval.common.files import check_output_dir
     from eager_eval.report.build import build_report
 
     check_output_dir(args.output)  # a file named as --output fails before any run is read

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from eager_eval.files import OutputDirError
+from eager_eval.common.files import OutputDirError
 from eager_eval.report.html import to_html
 from eager_eval.report.leaderboard import Leaderboard, build_leaderboard, to_csv, to_markdown
 from eager_eval.report.plots import PLOTS

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from eager_eval.record import PromptRecord, is_record, pool_from_dict
+from eager_eval.pipeline.record import PromptRecord, is_record, pool_from_dict
 from eager_eval.report.reading import (
     DEFAULT_METHOD,
     UnreadableRun,

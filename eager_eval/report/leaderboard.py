@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from eager_eval.metrics import token_savings
+from eager_eval.pipeline.metrics import token_savings
 from eager_eval.report.readers import display_path
 from eager_eval.report.runs import (
     METHOD_LABELS,

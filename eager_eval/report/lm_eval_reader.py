@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from eager_eval.record import PromptRecord, pool_rounds_of
+from eager_eval.pipeline.record import PromptRecord, pool_rounds_of
 from eager_eval.report.reading import (
     DEFAULT_METHOD,
     UnreadableRun,
@@ -33,7 +33,7 @@ from eager_eval.report.runs import (
     normalise_method,
     normalise_settings,
 )
-from eager_eval.settings import parse_key_values
+from eager_eval.common.settings import parse_key_values
 
 LM_EVAL_DATE = re.compile(r"_(\d{4}-\d{2}-\d{2}T[0-9.\-]+)$")
 _LETTER = re.compile(r"^\(?[A-Z]\)?$")

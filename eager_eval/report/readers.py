@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.record import pool_rounds_of
+from eager_eval.pipeline.record import pool_rounds_of
 from eager_eval.report.inspect_reader import read_inspect
 from eager_eval.report.lm_eval_reader import read_lm_eval
 from eager_eval.report.reading import (

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.record import PromptRecord
+from eager_eval.pipeline.record import PromptRecord
 from eager_eval.report.runs import MISSING, Run, as_number, metric_key
 
 SWEEP_MANIFEST_TOOL = "eager-eval-sweep"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eager_eval.config import EagerConfig
-from eager_eval.record import PoolRound, PromptRecord
-from eager_eval.settings import is_number, number_or_none, parse_value, renamed_settings
+from eager_eval.core.config import EagerConfig
+from eager_eval.pipeline.record import PoolRound, PromptRecord
+from eager_eval.common.settings import is_number, number_or_none, parse_value, renamed_settings
 
 HARNESSES = ("eager-eval", "lm-eval", "inspect")
 """Where a run's numbers came from: an `eager-eval run/demo` directory, an lm-eval results

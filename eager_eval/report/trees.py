@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.config import total_budget
-from eager_eval.record import ForkRecord, PoolRound, PromptRecord, SequenceRecord
+from eager_eval.core.config import total_budget
+from eager_eval.pipeline.record import ForkRecord, PoolRound, PromptRecord, SequenceRecord
 from eager_eval.report.readers import UnreadableRun, read_file_runs, result_files
 from eager_eval.report.runs import METHODS, Run, normalise_method
 

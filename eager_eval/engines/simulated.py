@@ -1,0 +1,220 @@
+"""SimulatedBackend: a zero-cost engine that writes reasoning-trace-shaped token streams.
+
+For measuring the runner at the paper's scale (30 prompts x 32 sequences x thousands of tokens)
+without a model: tokens appear instantly, so what a benchmark measures is the driver itself.
+Every sequence is a pure function of (its prompt, its seed, its fork position):
+
+- a length drawn between L/2 and L; the end is EOS, or for some sequences a stop string;
+- an end-of-thinking marker written (as the tokenizer splits it) at 30-60% of the length;
+- top-K distributions from precomputed shapes: a few near-flat, high-entropy ones, mostly
+  before the marker and more often for "hard" prompts; peaked ones everywhere else;
+- tokens from a word vocabulary, so a real tokenizer decodes them into text.
+
+A child forked at p keeps the parent's tokens before p and writes its own stream (its own
+seed) after it, with its marker after p. Like the ScriptedBackend, a top2 fork that changes the
+parent's token at p makes the parent re-report its positions after p. The tokenizer is only
+used to find token ids and to decode: this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from eager_eval.core.backend import Fork, NewTree, TokenStep
+from eager_eval.engines.tokens import token_pieces
+from eager_eval.core.entropy import topk_entropy
+from eager_eval.core.seeds import hash64
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class TraceProfile:
+    """The shape of the simulated traces."""
+
+    length: int = 2048
+    """L: sequences end between L/2 and L tokens (run with max_new_tokens >= L)."""
+    topk: int = 20
+    think_end: str = "</think>"
+    stop: str = "Question:"
+    stop_share: float = 0.3
+    """Share of sequences that end with the stop string (after the marker) instead of EOS."""
+    think_at: tuple[float, float] = (0.3, 0.6)
+    """The marker is written at this share of a sequence's length."""
+    high_entropy_rate: tuple[float, ...] = (0.02, 0.006, 0.0015)
+    """Share of high-entropy positions before the marker, per difficulty (hard, medium, easy);
+    a prompt's difficulty is its index modulo their number."""
+    high_entropy_rate_after: float = 0.0005
+    """The same after the marker (the answer part: rarely uncertain)."""
+
+
+@dataclass
+class _Seq:
+    seed: int
+    prompt: tuple[int, ...]
+    difficulty: int
+    fork_position: int
+    max_new_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    length: int = 0
+    think_at: int = 0
+    stop_end: bool = False
+    wants_topk: bool = True
+
+
+class SimulatedBackend:
+    """`Backend` over a synthetic reasoning-trace generator (see the module docstring).
+
+    `tokenizer`: anything with `decode(ids, skip_special_tokens=True)`, `eos_token_id`,
+    `encode(text, add_special_tokens=False)` and `convert_ids_to_tokens` (a transformers
+    tokenizer). `difficulty` maps a prompt (token tuple) to its difficulty index; by default
+    the prompt's last token.
+    """
+
+    def __init__(self, tokenizer: Any, profile: TraceProfile | None = None, *, shapes: int = 256,
+                 vocab_seed: int = 0, logprobs: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.profile = profile or TraceProfile()
+        self.logprobs = logprobs
+        """False: report no top-K (a run that never branches), as the real backends do."""
+        self.eos_token_ids = frozenset({tokenizer.eos_token_id})
+        self.token_pieces = token_pieces(tokenizer)
+        self.late_forks = True
+        self.steps_taken = 0
+        self._marker = tuple(tokenizer.encode(self.profile.think_end, add_special_tokens=False))
+        self._stop = tuple(tokenizer.encode(" " + self.profile.stop, add_special_tokens=False))
+        rng = random.Random(vocab_seed)
+        words = _word_ids(tokenizer)
+        k = self.profile.topk
+        self._id_rows = [tuple(rng.sample(words, k)) for _ in range(4096)]
+        self._low = [_shape(rng, k, high=False) for _ in range(shapes)]
+        self._high = [_shape(rng, k, high=True) for _ in range(max(8, shapes // 8))]
+        self._certain = min(self._low, key=lambda shape: shape[2])
+        self._live: dict[int, _Seq] = {}
+
+    # ---- protocol ----------------------------------------------------------------------------
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def add(self, trees: Sequence[NewTree]) -> None:
+        for tree in trees:
+            for root in tree.roots:
+                self._live[root.seq_id] = self._new_seq(root.seed, tree.prompt, 0,
+                                                        tree.max_new_tokens, [])
+
+    def step(self) -> list[TokenStep]:
+        self.steps_taken += 1
+        out = []
+        for seq_id, seq in self._live.items():
+            position = len(seq.tokens)
+            if position >= seq.max_new_tokens or (position >= seq.length and not seq.stop_end):
+                continue  # an engine stops at EOS itself; stop strings are the runner's
+            token, ids, logprobs, entropy = self._next(seq, position)
+            seq.tokens.append(token)
+            if seq.wants_topk:
+                out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy))
+            else:
+                out.append(TokenStep(seq_id, position, token, (), ()))
+        return out
+
+    def fork(self, fork: Fork) -> int | None:
+        parent = self._live[fork.parent]
+        t = fork.position
+        if parent.tokens[t] != fork.parent_token:
+            del parent.tokens[t:]  # later tokens were written after the replaced one: stale
+            parent.tokens.append(fork.parent_token)
+        child = self._new_seq(fork.child_seed, parent.prompt, t, parent.max_new_tokens,
+                              parent.tokens[:t])
+        self._live[fork.child] = child
+        if fork.child_token is not None:
+            child.tokens.append(fork.child_token)
+            return fork.child_token
+        token = self._next(child, t)[0]
+        child.tokens.append(token)
+        return token
+
+    def finish(self, seq_id: int) -> None:
+        self._live.pop(seq_id, None)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._live)
+
+    def stop_topk(self, seq_ids: Sequence[int]) -> None:
+        for seq_id in seq_ids:
+            if seq_id in self._live:
+                self._live[seq_id].wants_topk = False
+
+    # ---- the synthetic stream ----------------------------------------------------------------
+
+    def _new_seq(self, seed: int, prompt: tuple[int, ...], fork_position: int,
+                 max_new_tokens: int, tokens: list[int]) -> _Seq:
+        p = self.profile
+        h = hash64(seed & _MASK64)
+        length = p.length // 2 + h % (p.length - p.length // 2 + 1)
+        share = p.think_at[0] + (p.think_at[1] - p.think_at[0]) * ((h >> 20) % 1000) / 1000
+        think_at = int(length * share)
+        if think_at <= fork_position:  # a child writes its own marker, after its fork
+            think_at = fork_position + 1 + (h >> 40) % 64
+        length = max(length, think_at + len(self._marker) + len(self._stop) + 2)
+        difficulty = prompt[-1] % len(p.high_entropy_rate)
+        seq = _Seq(seed, prompt, difficulty, fork_position, max_new_tokens, tokens, length,
+                   think_at, stop_end=((h >> 50) % 1000) < p.stop_share * 1000)
+        return seq
+
+    def _next(self, seq: _Seq, t: int) -> tuple[int, tuple, tuple, float | None]:
+        """(token, top-K ids, top-K logprobs, entropy) of `seq` at position t."""
+        h = hash64((seq.seed ^ (t * 0x9E3779B97F4A7C15)) & _MASK64)
+        p = self.profile
+        before = t < seq.think_at
+        rate = p.high_entropy_rate[seq.difficulty] if before else p.high_entropy_rate_after
+        shapes = self._high if (h & 0xFFFFF) < rate * 0x100000 else self._low
+        logprobs, cdf, entropy = shapes[(h >> 20) % len(shapes)]
+        ids = self._id_rows[(h >> 28) % len(self._id_rows)]
+        rank = bisect.bisect_right(cdf, ((h >> 40) & 0xFFFFFF) / 0x1000000)
+        token = ids[min(rank, len(ids) - 1)]
+        forced = None  # the marker and the end are written for sure: peaked, never a fork
+        m = t - seq.think_at
+        if 0 <= m < len(self._marker):
+            forced = self._marker[m]
+        end = seq.length - 1
+        if seq.stop_end and end - len(self._stop) < t <= end:
+            forced = self._stop[t - (end - len(self._stop) + 1)]
+        elif t == end:
+            forced = next(iter(self.eos_token_ids))
+        if forced is not None:
+            token, ids = forced, (forced,) + ids[1:]
+            logprobs, _, entropy = self._certain
+        if not self.logprobs:
+            return token, (), (), None
+        return token, ids, logprobs, entropy
+
+
+def _shape(rng: random.Random, k: int, *, high: bool) -> tuple[tuple[float, ...], list[float], float]:
+    """(top-K logprobs, cumulative probabilities, entropy in nats) of one distribution shape."""
+    scale = rng.uniform(0.02, 0.25) if high else rng.uniform(1.2, 6.0)
+    logits = sorted((-scale * i * rng.uniform(0.8, 1.2) for i in range(k)), reverse=True)
+    top = max(logits)
+    z = sum(math.exp(x - top) for x in logits)
+    logprobs = tuple(x - top - math.log(z) for x in logits)
+    probs = [math.exp(lp) for lp in logprobs]
+    cdf, acc = [], 0.0
+    for q in probs:
+        acc += q
+        cdf.append(acc)
+    return logprobs, cdf, topk_entropy(logprobs)
+
+
+def _word_ids(tokenizer: Any) -> list[int]:
+    """Ids of plain lower-case words with a leading space: decodes into readable prose."""
+    vocab = tokenizer.get_vocab()
+    words = [i for tok, i in vocab.items()
+             if tok.startswith("Ġ") and tok[1:].isalpha() and tok[1:].islower() and len(tok) > 3]
+    words.sort()
+    if len(words) < 100:
+        raise ValueError(f"the tokenizer has only {len(words)} plain word tokens; need >= 100")
+    return words

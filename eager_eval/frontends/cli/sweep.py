@@ -1,0 +1,629 @@
+"""`eager-eval sweep CONFIG.yaml`: run a grid of `eager-eval run` cells, resumably, then report.
+
+The grid is models x tasks x modes x theta x M. Full Parallel never branches, so it gets one
+cell per model x task x M whatever the thetas. Every cell is one `eager-eval run` (or, for the
+task `demo`, `eager-eval demo`) in its own directory under the sweep's output:
+
+    <output>/<model with / as __>/<task>/<mode>[-theta<θ>]-M<M>/results.json
+
+A cell whose directory already holds a finished run with the cell's settings is skipped, so an
+interrupted sweep picks up where it stopped, and each unfinished cell continues its own partial
+run through `--resume`. After the cells, the report is built over the whole output directory
+into `<output>/report/`.
+
+The YAML (every key optional except models, tasks, modes):
+
+    models: [Qwen/Qwen3-4B]            # or model: ...
+    tasks: [aime25, gpqa_diamond]      # or task: ...; see TASKS below
+    modes: [full_parallel, eager_init, eager_adapt, eager]
+    theta: [2.0, 2.4, auto]            # a number or a list; `auto` calibrates on the task
+    max_seqs: [32]                     # M: a number or a list
+    limit: null                        # first N prompts of each task
+    output: runs/qwen3-4b              # relative to the working directory; --output overrides
+    temperature: 0.6                   # any other EagerConfig field: shared by every cell
+    max_new_tokens: 32768
+    run_args: {device: cuda}           # extra `eager-eval run` options: --key value
+    data_dir: /path/to/data            # EAGER_EVAL_DATA_DIR for the built-in tasks
+    report: true                       # build the report at the end
+
+TASKS: `demo` (the CLI's generated problems, through `eager-eval demo`); `aime25` and
+`gpqa_diamond` (from `eager_eval.pipeline.datasets`, the prompts lm-eval and Inspect see, written once
+into `<output>/data/` as the `--data` file of every cell); a `.jsonl`/`.csv` path; or a mapping
+{data: path, answer_type: math|choice, problem_field: ..., answer_field: ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
+
+from eager_eval.pipeline.calibration import AUTO, is_auto
+from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.common.files import OutputDirError, atomic_write, check_output_dir
+from eager_eval.common.settings import number_or_none, parse_value, renamed_settings
+
+SWEEP_MANIFEST = "sweep.json"
+MANIFEST_TOOL = "eager-eval-sweep"
+"""The manifest's "tool": the report knows it and skips it."""
+
+GRID_KEYS = frozenset({"models", "model", "tasks", "task", "modes", "mode", "theta", "max_seqs",
+                       "limit", "output", "run_args", "data_dir", "report", "name"})
+TASK_KEYS = frozenset({"data", "answer_type", "problem_field", "answer_field", "name"})
+BUILTIN_TASKS = {"aime25": "math", "gpqa_diamond": "choice"}
+"""Tasks read through `eager_eval.pipeline.datasets` (the lm-eval and Inspect tasks' prompts)."""
+DEMO_TASK = "demo"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+class SweepConfigError(ConfigError):
+    """A sweep YAML problem; the message names the key, the value and the fix."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a cell runs on: the demo problems, a built-in benchmark or a data file."""
+
+    name: str
+    """The task's name in results.json and the report (a data file's stem, as `run` names it)."""
+    kind: str
+    """'demo' | 'builtin' | 'file'."""
+    data: Path | None = None
+    """The `--data` file ('builtin': written into <output>/data/ when a cell first needs it)."""
+    answer_type: str = "math"
+    problem_field: str | None = None
+    answer_field: str | None = None
+
+
+def parse_task(value: Any) -> TaskSpec:
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in TASK_KEYS:
+                raise unknown_setting_error(str(key), TASK_KEYS, where="task key")
+        if "data" not in value:
+            raise SweepConfigError("tasks", dict(value), "a mapping with a `data:` file")
+        spec = parse_task(str(value["data"]))
+        answer_type = str(value.get("answer_type", spec.answer_type))
+        if answer_type not in ("math", "choice"):
+            raise SweepConfigError("answer_type", answer_type, "math or choice")
+        return replace(spec, answer_type=answer_type, problem_field=value.get("problem_field"),
+                       answer_field=value.get("answer_field"),
+                       name=str(value.get("name", spec.name)))
+    text = str(value)
+    if text == DEMO_TASK:
+        return TaskSpec(DEMO_TASK, "demo")
+    if text in BUILTIN_TASKS:
+        return TaskSpec(text, "builtin", answer_type=BUILTIN_TASKS[text])
+    if text.lower().endswith(DATA_SUFFIXES):
+        path = Path(text).expanduser()
+        return TaskSpec(path.stem, "file", path)
+    raise SweepConfigError("tasks", text, f"{DEMO_TASK}, one of {', '.join(BUILTIN_TASKS)}, a "
+                           ".jsonl/.csv file, or a mapping {data: FILE, answer_type: math|choice}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One `eager-eval run` of the grid."""
+
+    model: str
+    task: TaskSpec
+    config: EagerConfig
+    output_dir: Path
+    explicit: tuple[str, ...] = ()
+    """EagerConfig fields the YAML set (passed on the command line; the rest stay default)."""
+    theta_auto: bool = False
+    """theta: auto: the run calibrates theta on the task (config.theta is a placeholder)."""
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode.value
+
+    @property
+    def theta_label(self) -> str:
+        return AUTO if self.theta_auto else _fmt(self.config.theta)
+
+    @property
+    def name(self) -> str:
+        theta = f" θ={self.theta_label}" if self.config.is_branching else ""
+        return f"{self.model} {self.task.name} {self.mode}{theta} M={self.config.max_seqs}"
+
+
+@dataclass
+class SweepConfig:
+    models: list[str]
+    tasks: list[TaskSpec]
+    modes: list[Mode]
+    thetas: list[float | str]
+    """Numbers, and "auto" for a cell that calibrates theta on its task (docs/THETA.md)."""
+    max_seqs: list[int]
+    settings: dict[str, Any]
+    """Shared EagerConfig fields (temperature, max_new_tokens, think_end, seed, ...)."""
+    output: Path
+    limit: int | None = None
+    run_args: dict[str, Any] = field(default_factory=dict)
+    data_dir: Path | None = None
+    report: bool = True
+    name: str | None = None
+    source: Path | None = None
+
+
+def _as_list(key: str, value: Any) -> list:
+    values = value if isinstance(value, list) else [value]
+    if value is None or not values:
+        raise SweepConfigError(key, value, "a value or a non-empty list")
+    return values
+
+
+def _fmt(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:g}"
+
+
+def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -> SweepConfig:
+    """Validate a parsed YAML mapping: unknown keys and out-of-range settings are errors."""
+    if not isinstance(data, Mapping):
+        raise SweepConfigError("sweep config", type(data).__name__, "a mapping of keys to values")
+    known = GRID_KEYS | EagerConfig.field_names()
+    data = renamed_settings(data, "sweep key")
+    for key in data:
+        if key not in known:
+            raise unknown_setting_error(str(key), known, where="sweep key")
+
+    def pick(*names: str) -> Any:
+        present = [n for n in names if n in data]
+        if len(present) > 1:
+            raise SweepConfigError(present[1], data[present[1]], f"given once (also set as {present[0]})")
+        return data[present[0]] if present else None
+
+    models = [str(m) for m in _as_list("models", pick("models", "model"))]
+    tasks = [parse_task(t) for t in _as_list("tasks", pick("tasks", "task"))]
+    modes = [EagerConfig(mode=raw).mode for raw in _as_list("modes", pick("modes", "mode"))]
+    thetas = [AUTO if is_auto(t) else EagerConfig(theta=parse_value(t)).theta
+              for t in _as_list("theta", data.get("theta", EagerConfig.theta))]
+    max_seqs = [EagerConfig(max_seqs=parse_value(m)).max_seqs
+                for m in _as_list("max_seqs", data.get("max_seqs", EagerConfig.max_seqs))]
+    settings = {k: v for k, v in data.items() if k in EagerConfig.field_names()
+                and k not in ("mode", "theta", "max_seqs")}
+    EagerConfig.from_mapping(settings)  # every shared setting checked once, here
+    limit = data.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SweepConfigError("limit", limit, "an integer >= 1, or null for every prompt")
+    run_args = data.get("run_args") or {}
+    if not isinstance(run_args, Mapping):
+        raise SweepConfigError("run_args", run_args, "a mapping of `eager-eval run` options")
+    output = data.get("output")
+    if output is None:
+        output = Path("runs") / (source.stem if source is not None else "sweep")
+    return SweepConfig(
+        models=models, tasks=tasks, modes=modes, thetas=thetas, max_seqs=max_seqs,
+        settings=settings, output=Path(output), limit=limit, run_args=dict(run_args),
+        data_dir=Path(data["data_dir"]).expanduser() if data.get("data_dir") else None,
+        report=bool(data.get("report", True)), name=data.get("name"), source=source,
+    )
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SweepConfigError("CONFIG", str(path), "a readable YAML file",
+                               message=f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SweepConfigError("CONFIG", str(path), "valid YAML",
+                               message=f"{path}: invalid YAML: {err}") from None
+    return parse_sweep_config(data or {}, source=path)
+
+
+def model_slug(model: str) -> str:
+    """A directory name for a model: hub ids keep their owner, as lm-eval does (owner__name)."""
+    return model.strip("/").replace("/", "__").replace("\\", "__")
+
+
+def cell_dir_name(config: EagerConfig, theta_auto: bool = False) -> str:
+    label = AUTO if theta_auto else _fmt(config.theta)
+    theta = f"-theta{label}" if config.is_branching else ""
+    return f"{config.mode.value}{theta}-M{config.max_seqs}"
+
+
+def expand_cells(sweep: SweepConfig) -> list[Cell]:
+    """The grid, in run order: model, task, M, then Full Parallel first and each theta."""
+    cells: list[Cell] = []
+    explicit = tuple(sorted(set(sweep.settings) | {"mode", "theta", "max_seqs"}))
+    for model in sweep.models:
+        for task in sweep.tasks:
+            for m in sweep.max_seqs:
+                for mode in sweep.modes:
+                    is_fp = mode is Mode.FULL_PARALLEL
+                    for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
+                        grid = {"mode": mode, "max_seqs": m}
+                        auto = not is_fp and is_auto(theta)
+                        if not is_fp and not auto:  # Full Parallel never branches
+                            grid["theta"] = theta
+                        config = EagerConfig.from_mapping({**sweep.settings, **grid})
+                        names = tuple(n for n in explicit if not (n == "theta" and is_fp))
+                        out = (sweep.output / model_slug(model) / task.name
+                               / cell_dir_name(config, auto))
+                        cells.append(Cell(model, task, config, out, names, theta_auto=auto))
+    unique: dict[Path, Cell] = {}
+    for cell in cells:  # the same cell twice (a repeated list entry) runs once
+        unique.setdefault(cell.output_dir, cell)
+    return list(unique.values())
+
+
+class CellStatus(str, Enum):
+    """Where a cell stands; the value is what sweep.json and the summary line show."""
+
+    TODO = "todo"
+    """Not finished: no results.json, or one without this cell's method (runs with --resume)."""
+    DONE = "done"
+    """Finished before this sweep started: skipped."""
+    MISMATCH = "mismatch"
+    """Its directory holds a run with other settings: never overwritten, counted as failed."""
+    RAN = "ran"
+    """Run (or resumed) by this sweep, to the end."""
+    FAILED = "failed"
+    """Run by this sweep, but it failed or ended without its results."""
+    PLANNED = "planned"
+    """--dry-run: would run."""
+    PENDING = "pending"
+    """Not reached (a --fail-fast stop before it)."""
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (CellStatus.FAILED, CellStatus.MISMATCH)
+
+
+def cell_status(cell: Cell) -> tuple[CellStatus, str]:
+    """(TODO | DONE | MISMATCH, why). Done = results.json holds this cell's finished run."""
+    results = cell.output_dir / "results.json"
+    if not results.is_file():
+        return CellStatus.TODO, "no results.json yet"
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return CellStatus.TODO, f"results.json unreadable ({err}); running again with --resume"
+    if not isinstance(data, dict) or data.get("tool") != "eager-eval":
+        return CellStatus.MISMATCH, "results.json is not an eager-eval run"
+    for run in data.get("runs") or []:
+        if not isinstance(run, dict) or run.get("method") != cell.mode:
+            continue
+        differ = _settings_differ(cell, run.get("settings") or {}, "theta_auto" in data)
+        if differ:
+            return CellStatus.MISMATCH, "holds a run with other settings: " + "; ".join(differ)
+        return CellStatus.DONE, "finished"
+    return CellStatus.TODO, f"results.json has no {cell.mode} run yet"
+
+
+def _settings_differ(cell: Cell, recorded: Mapping[str, Any], calibrated: bool) -> list[str]:
+    wanted = cell.config.to_dict()
+    recorded = renamed_settings(recorded, warn=False)  # an older run's `topk` is `entropy_k`
+    differ = []
+    if "theta" in cell.explicit and cell.theta_auto != calibrated:
+        differ.append(f"theta {AUTO if calibrated else 'a number'} vs {cell.theta_label}")
+    for name in cell.explicit:
+        if name == "theta" and (cell.theta_auto or calibrated):
+            continue  # the calibrated value is the run's to choose
+        if name in recorded:
+            a, b = recorded[name], wanted[name]
+            if str(a) != str(b) and not _same_number(a, b):
+                differ.append(f"{name} {a!r} vs {b!r}")
+    return differ
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    x, y = number_or_none(a), number_or_none(b)
+    return x is not None and x == y
+
+
+# --- data of the built-in tasks ---------------------------------------------------------------
+@contextlib.contextmanager
+def _data_dir_env(data_dir: Path | None) -> Iterator[None]:
+    if data_dir is None:
+        yield
+        return
+    from eager_eval.pipeline.datasets import DATA_DIR_ENV
+
+    old = os.environ.get(DATA_DIR_ENV)
+    os.environ[DATA_DIR_ENV] = str(data_dir)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[DATA_DIR_ENV]
+        else:
+            os.environ[DATA_DIR_ENV] = old
+
+
+def prepare_task(task: TaskSpec, sweep: SweepConfig) -> TaskSpec:
+    """A built-in task as a `--data` file in <output>/data/, written once: every cell (and
+    every resume, whose store checks the file's hash) reads the same bytes. The prompts are
+    `eager_eval.pipeline.datasets`' (the lm-eval and Inspect tasks'), GPQA's choices in its fixed order."""
+    if task.kind != "builtin":
+        return task
+    folder = sweep.output / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    if task.name == "aime25":
+        path = folder / "aime25.jsonl"
+        if not path.is_file():
+            from eager_eval.pipeline.datasets import load_aime25
+
+            with _data_dir_env(sweep.data_dir):
+                rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in load_aime25()]
+            atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return replace(task, data=path)
+    path = folder / "gpqa_diamond.csv"
+    if not path.is_file():
+        import io
+
+        from eager_eval.pipeline.datasets import LETTERS, load_gpqa_diamond
+
+        with _data_dir_env(sweep.data_dir):
+            questions = load_gpqa_diamond()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["id", "question", *LETTERS, "answer"])
+        for q in questions:
+            writer.writerow([q.id, q.question, *q.choices, q.answer])
+        atomic_write(path, buffer.getvalue())
+    return replace(task, data=path)
+
+
+# --- running a cell -------------------------------------------------------------------------
+def _option_value(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return str(value)
+
+
+def run_command_line(model: str, data: TaskSpec, config: EagerConfig, output_dir: Path, *,
+                     resume: bool = True, limit: int | None = None,
+                     settings: Sequence[str] = ("mode", "theta", "max_seqs"),
+                     run_args: Mapping[str, Any] | None = None,
+                     theta_auto: bool = False) -> list[str]:
+    """The `eager-eval` arguments of one cell (without the program name).
+
+    `run --model M --data FILE ...` for a data file, `demo --model M --modes MODE ...` for the
+    demo problems. EagerConfig fields become `--field-name value` (the CLI's flags share the
+    config's names); `run_args` entries become `--key value`, `--key` for true, `--no-key` for
+    false, nothing for null, and the option repeated for a list.
+    """
+    values = config.to_dict()
+    if theta_auto:
+        values["theta"] = AUTO
+    if data.kind == "demo":
+        args = ["demo", "--model", model, "--modes", config.mode.value, "--output", str(output_dir)]
+        settings = [n for n in settings if n != "mode"]  # demo takes --modes, not --mode
+    else:
+        if data.data is None:
+            raise ValueError(f"task {data.name!r} has no data file yet (prepare_task first)")
+        args = ["run", "--model", model, "--data", str(data.data), "--answer-type", data.answer_type,
+                "--output", str(output_dir)]
+        if data.problem_field:
+            args += ["--problem-field", data.problem_field]
+        if data.answer_field:
+            args += ["--answer-field", data.answer_field]
+    for name in settings:
+        args += [f"--{name.replace('_', '-')}", _option_value(values[name])]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    for key, value in (run_args or {}).items():
+        flag = str(key).replace("_", "-")
+        if value is True:
+            args.append(f"--{flag}")
+        elif value is False:
+            args.append(f"--no-{flag}")
+        elif isinstance(value, list):
+            for item in value:
+                args += [f"--{flag}", _option_value(item)]
+        elif value is not None:
+            args += [f"--{flag}", _option_value(value)]
+    if resume:
+        args.append("--resume")
+    return args
+
+
+class CellFailed(RuntimeError):
+    """A cell's `eager-eval run` exited with an error."""
+
+
+def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | Path,
+             resume: bool = True, *, limit: int | None = None,
+             settings: Sequence[str] = ("mode", "theta", "max_seqs"),
+             run_args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+             theta_auto: bool = False) -> None:
+    """Run one cell as `eager-eval run ... --resume --output <output_dir>` in a subprocess.
+
+    A subprocess per cell keeps cells independent (a crash or an out-of-memory in one cell does
+    not take the sweep down, and GPU memory is freed between cells) and lets `eager-eval run`
+    own its resumable outputs. Raises CellFailed on a non-zero exit.
+    """
+    args = run_command_line(model, data, config, Path(output_dir), resume=resume, limit=limit,
+                            settings=settings, run_args=run_args, theta_auto=theta_auto)
+    program = [sys.executable, "-c", "import sys; from eager_eval.frontends.cli.main import main; sys.exit(main())"]
+    print("$ eager-eval " + shlex.join(args), flush=True)
+    completed = subprocess.run(program + args, env={**os.environ, **(env or {})}, check=False)
+    if completed.returncode != 0:
+        raise CellFailed(f"eager-eval {args[0]} exited with code {completed.returncode}")
+
+
+CellRunner = Callable[..., None]
+"""run_cell's signature: (model, task, config, output_dir, resume=True, *, limit, settings,
+run_args, env, theta_auto) -> None; raises CellFailed."""
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: CellStatus
+    message: str = ""
+
+
+@dataclass
+class SweepOutcome:
+    cells: list[CellOutcome]
+    report_rows: int | None = None
+    """Rows in the report; None when no report was built."""
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        return [c for c in self.cells if c.status.is_failure]
+
+
+def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: bool = False,
+              report: bool | None = None, fail_fast: bool = False,
+              out: TextIO | None = None) -> SweepOutcome:
+    """Run every unfinished cell, then build the report over the output directory.
+
+    Progress lines go to `out` (default stdout); the report's warnings to stderr.
+    """
+    out = out if out is not None else sys.stdout
+    cells = expand_cells(sweep)
+    outcomes: list[CellOutcome] = []
+    prepared: dict[str, TaskSpec] = {}
+    env = {"EAGER_EVAL_DATA_DIR": str(sweep.data_dir)} if sweep.data_dir else {}
+    for number, cell in enumerate(cells, 1):
+        status, why = cell_status(cell)
+        prefix = f"[{number}/{len(cells)}] {cell.name}"
+        if status is CellStatus.DONE:
+            print(f"{prefix}: done, skipped", file=out, flush=True)
+            outcomes.append(CellOutcome(cell, CellStatus.DONE, why))
+            continue
+        if status is CellStatus.MISMATCH:
+            message = f"{cell.output_dir} {why}: remove that directory or change `output` (not overwritten)"
+            print(f"{prefix}: error: {message}", file=out, flush=True)
+            outcomes.append(CellOutcome(cell, CellStatus.MISMATCH, message))
+            if fail_fast:
+                break
+            continue
+        if dry_run:
+            print(f"{prefix}: to run ({why}) -> {cell.output_dir}", file=out, flush=True)
+            outcomes.append(CellOutcome(cell, CellStatus.PLANNED, why))
+            continue
+        print(f"{prefix}: running -> {cell.output_dir}", file=out, flush=True)
+        try:
+            if cell.task.name not in prepared:
+                prepared[cell.task.name] = prepare_task(cell.task, sweep)
+            cell.output_dir.mkdir(parents=True, exist_ok=True)
+            runner(cell.model, prepared[cell.task.name], cell.config, cell.output_dir, resume=True,
+                   limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env,
+                   theta_auto=cell.theta_auto)
+        except (CellFailed, ConfigError, OSError) as err:
+            outcomes.append(CellOutcome(cell, CellStatus.FAILED, str(err)))
+            print(f"{prefix}: failed: {err}", file=out, flush=True)
+        else:
+            status, why = cell_status(cell)
+            if status is CellStatus.DONE:
+                outcomes.append(CellOutcome(cell, CellStatus.RAN, "finished"))
+            else:
+                outcomes.append(CellOutcome(cell, CellStatus.FAILED, f"the run ended but {why}"))
+                print(f"{prefix}: failed: the run ended but {why}", file=out, flush=True)
+        _write_manifest(sweep, outcomes, cells)
+        if fail_fast and outcomes[-1].status is CellStatus.FAILED:
+            break
+    result = SweepOutcome(outcomes)
+    if dry_run:
+        return result
+    _write_manifest(sweep, outcomes, cells)
+    if sweep.report if report is None else report:
+        from eager_eval.report.build import build_report
+
+        built = build_report([sweep.output], sweep.output / "report",
+                             title=f"EAGer sweep: {sweep.name or sweep.output.name}", warn=sys.stderr)
+        result.report_rows = len(built.board.rows)
+        if built.has_rows:
+            print(f"report: {sweep.output / 'report' / 'leaderboard.html'}", file=out)
+    return result
+
+
+def _write_manifest(sweep: SweepConfig, outcomes: list[CellOutcome], cells: list[Cell]) -> None:
+    by_dir = {o.cell.output_dir: o for o in outcomes}
+    entries = []
+    for cell in cells:
+        outcome = by_dir.get(cell.output_dir)
+        entries.append({
+            "model": cell.model, "task": cell.task.name, "mode": cell.mode,
+            "theta": cell.theta_label if cell.config.is_branching else None,
+            "max_seqs": cell.config.max_seqs, "dir": str(cell.output_dir),
+            "status": (outcome.status if outcome else CellStatus.PENDING).value,
+            "message": outcome.message if outcome else "",
+        })
+    manifest = {"tool": MANIFEST_TOOL, "config": str(sweep.source) if sweep.source else None,
+                "name": sweep.name, "cells": entries}
+    sweep.output.mkdir(parents=True, exist_ok=True)
+    atomic_write(sweep.output / SWEEP_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+# --- command line ---------------------------------------------------------------------------
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `sweep` options, for a CLI that builds its own subparser (see add_sweep_parser)."""
+    parser.description = (
+        "Run every cell of the grid in CONFIG.yaml (models x tasks x modes x theta x M) with "
+        "`eager-eval run --resume`, one directory per cell under the config's `output`; cells "
+        "already finished are skipped. Then write the report into <output>/report/. Exit code 0 "
+        "when every cell finished, 1 when some failed (the report covers the rest), 2 for a bad "
+        "config.")
+    parser.add_argument("config", metavar="CONFIG.yaml", help="sweep configuration (see configs/)")
+    parser.add_argument("--output", "-o", metavar="DIR", help="override the config's `output`")
+    parser.add_argument("--limit", type=int, metavar="N", help="override the config's `limit`")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the cells and whether each is done; run nothing")
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+
+
+def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `sweep` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "sweep", help="run a grid of models x tasks x modes x theta x M (resumable), then report")
+    add_sweep_arguments(parser)
+    parser.set_defaults(func=sweep_command, handler=sweep_command)
+    return parser
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    try:
+        sweep = load_sweep_config(args.config)
+        if args.output:
+            sweep.output = Path(args.output)
+        if args.limit is not None:
+            if args.limit < 1:
+                raise SweepConfigError("--limit", args.limit, "an integer >= 1")
+            sweep.limit = args.limit
+        if not args.dry_run:
+            check_output_dir(sweep.output, option="output")
+    except (ConfigError, OutputDirError) as err:
+        print(f"eager-eval: error: {err}", file=sys.stderr)
+        return 2
+    outcome = run_sweep(sweep, dry_run=args.dry_run, report=False if args.no_report else None,
+                        fail_fast=args.fail_fast)
+    counts: dict[str, int] = {}
+    for cell in outcome.cells:
+        counts[cell.status.value] = counts.get(cell.status.value, 0) + 1
+    print("sweep: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for failed in outcome.failed:
+        print(f"eager-eval: error: {failed.cell.name}: {failed.message}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+__all__ = ["CellStatus", "SweepConfig", "TaskSpec", "Cell", "parse_sweep_config", "parse_task",
+           "load_sweep_config", "expand_cells", "cell_status", "prepare_task", "run_command_line",
+           "run_cell", "run_sweep", "add_sweep_parser", "add_sweep_arguments", "sweep_command",
+           "SweepConfigError", "CellFailed"]

@@ -1,0 +1,237 @@
+"""JsonlTreeStore: the runner's TreeStore on disk, one finished tree per line, for --resume.
+
+A long run must not lose what it generated when it crashes or is stopped with Ctrl-C: every
+tree is appended as one JSON line and fsynced the moment it finishes (the runner's
+`on_tree_done`), and a later run with the same settings reads the file back and skips those
+trees (the runner asks `get` before generating one).
+
+The first line is a header holding a fingerprint: every setting that changes the trees (model,
+data, mode, each EagerConfig field, prompt count...). Trees made under other settings would
+silently mix two experiments, so opening with a different fingerprint is an error that names
+each differing key (nested ones as `settings.theta`) with both values. A new file is born whole:
+its header is written to a temporary sibling and renamed into place. A crash can leave the last
+line half-written; it is dropped with a warning (and cut off the file, so the next append starts
+on a clean line). Any other unreadable line is an error: that file was not written by a crash of
+this store.
+
+No torch or transformers here: the CLI checks a resume before it loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from eager_eval.common.files import atomic_write
+from eager_eval.common.settings import renamed_settings
+from eager_eval.core.results import TreeResult
+
+FORMAT = "eager-eval-trees"
+FORMAT_VERSION = 1
+_MISSING = object()
+
+
+class StoreError(ValueError):
+    """A tree file cannot be used; the message names the file and the fix."""
+
+
+class ResumeMismatchError(StoreError):
+    """The tree file was written under other settings than the ones given now."""
+
+    def __init__(self, path: Path, stored: Mapping[str, Any], current: Mapping[str, Any]):
+        self.path = path
+        stored, current = _flat(stored), _flat(current)
+        self.differing = differing_keys(stored, current)
+        shown = "; ".join(
+            f"{key}: stored {_show(stored, key)}, now {_show(current, key)}"
+            for key in self.differing
+        )
+        super().__init__(
+            f"cannot resume from {path}: it was written with other settings ({shown}); "
+            "use another --output directory, or drop --resume to start over there"
+        )
+
+
+def _show(values: Mapping[str, Any], key: str) -> str:
+    return json.dumps(values[key]) if key in values else "(absent)"
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys ({"settings": {"theta": 1}} -> {"settings.theta": 1}),
+    so a mismatch names the one setting that differs, not a whole dict of 19."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differing_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ, or that one side lacks, sorted."""
+    return sorted(key for key in set(stored) | set(current)
+                  if stored.get(key, _MISSING) != current.get(key, _MISSING))
+
+
+def check_resumable(path: str | os.PathLike[str], fingerprint: Mapping[str, Any]) -> None:
+    """Raise StoreError unless the tree file at `path` (if any) can be resumed under
+    `fingerprint`: its header must be ours and match. Reads the header only, writes nothing,
+    so a front end can check a resume before it loads a model."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if first.endswith(b"\n"):  # else a header a crash cut short: the store starts that file over
+        _check_header(path, first, _normalised(fingerprint))
+
+
+def _normalised(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """What the header will hold: a JSON round trip (tuples -> lists, inf -> 'inf' upstream)."""
+    try:
+        return json.loads(json.dumps(dict(fingerprint), sort_keys=True))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"the fingerprint must be JSON-serialisable: {err}") from None
+
+
+class JsonlTreeStore:
+    """Finished trees of one run (one method), keyed by (prompt_idx, round), in a JSONL file.
+
+    Implements the runner's `TreeStore`. `put` of a tree already stored is a no-op: the CLI
+    stores each tree as it finishes and the runner stores the round's trees again at its end.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], *,
+                 start_over: bool = False):
+        """Open (resume) the file at `path`, or start it. `start_over`: replace whatever the
+        file holds with a new header, in one rename (never a moment without a file)."""
+        self.path = Path(path)
+        self.fingerprint = _normalised(fingerprint)
+        self._trees: dict[tuple[int, int], TreeResult] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not start_over and self.path.is_file() and self.path.stat().st_size > 0:
+            self._load()  # may cut a half-written last line (or header) off the file
+        if start_over or not self.path.is_file() or self.path.stat().st_size == 0:
+            header = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                      "fingerprint": self.fingerprint}
+            atomic_write(self.path, json.dumps(header, separators=(",", ":")) + "\n")
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self.resumed = len(self._trees)
+        """Trees read back from the file when it was opened."""
+
+    # --- TreeStore --------------------------------------------------------------------------
+
+    def get(self, prompt_idx: int, round_idx: int) -> TreeResult | None:
+        return self._trees.get((prompt_idx, round_idx))
+
+    def put(self, tree: TreeResult) -> None:
+        key = (tree.prompt_idx, tree.round)
+        if key in self._trees:
+            return
+        self._append(tree.to_dict())  # on disk first: a tree in memory is always on disk too
+        self._trees[key] = tree
+
+    # --- the rest -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._trees)
+
+    def __iter__(self) -> Iterator[TreeResult]:
+        return iter(self._trees.values())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "JsonlTreeStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        if self._fh.closed:
+            raise ValueError(f"the tree store {self.path} is closed")
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # survives a crash or power loss, not only Ctrl-C
+
+    def _load(self) -> None:
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        lines = data.split(b"\n")
+        # The text after the last newline is a line a crash cut short (or "" if none was).
+        complete, tail = lines[:-1], lines[-1]
+        good_end = len(data) - len(tail)
+        if complete:
+            self._check_header(complete[0])
+        elif tail:
+            # Not even the header made it to disk; treat as a file holding nothing.
+            self._truncate_partial(0, "a half-written header")
+            return
+        for number, raw in enumerate(complete[1:], start=2):
+            try:
+                tree = TreeResult.from_dict(json.loads(raw))
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(complete) and not tail:
+                    # The last line ends in a newline but is still broken: a torn write whose
+                    # newline landed. Same treatment as a missing newline.
+                    good_end -= len(raw) + 1
+                    tail = raw
+                    break
+                raise StoreError(
+                    f"{self.path}:{number} is not a stored tree ({type(err).__name__}: {err}); "
+                    "the file is damaged: use another --output directory, or drop --resume to "
+                    "start over"
+                ) from None
+            self._trees[(tree.prompt_idx, tree.round)] = tree
+        if tail:
+            self._truncate_partial(good_end, "a half-written last line")
+
+    def _check_header(self, raw: bytes) -> None:
+        _check_header(self.path, raw, self.fingerprint)
+
+    def _truncate_partial(self, good_end: int, what: str) -> None:
+        warnings.warn(
+            f"{self.path}: ignoring {what} (a run stopped while writing it); that tree is "
+            "generated again", RuntimeWarning, stacklevel=3,
+        )
+        with open(self.path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _current_names(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored fingerprint with renamed settings under their new names (`settings.RENAMED`):
+    a run started before `topk` became `entropy_k` resumes under the same settings."""
+    settings = fingerprint.get("settings")
+    if not isinstance(settings, Mapping):
+        return dict(fingerprint)
+    return {**fingerprint, "settings": renamed_settings(settings, warn=False)}
+
+
+def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> None:
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StoreError(
+            f"{path} is not an eager-eval tree file (its first line is no header); "
+            "use another --output directory"
+        )
+    if header.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{path} has tree-file format {header.get('format_version')!r}, this "
+            f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
+            "--resume to start over"
+        )
+    stored = _current_names(header.get("fingerprint") or {})
+    if differing_keys(_flat(stored), _flat(fingerprint)):
+        raise ResumeMismatchError(path, stored, fingerprint)
+
