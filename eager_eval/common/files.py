@@ -22,10 +22,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from eager_eval.common.errors import UserError
+
 LOCK_NAME = ".eager-eval.lock"
 
 
-class OutputDirError(ValueError):
+class OutputDirError(ValueError, UserError):
     """An output directory cannot be used; the message names it and the fix."""
 
 

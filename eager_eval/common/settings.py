@@ -25,6 +25,8 @@ import math
 import warnings
 from typing import Any, Iterable, Mapping
 
+from eager_eval.common.errors import UserError
+
 __all__ = [
     "RENAMED",
     "DEPRECATED_NOTE",
@@ -54,7 +56,7 @@ _INF = frozenset({"inf", "+inf", "infinity", "+infinity"})
 _MINUS_INF = frozenset({"-inf", "-infinity"})
 
 
-class SettingError(ValueError):
+class SettingError(ValueError, UserError):
     """A setting is out of range or unknown; the message names the setting, the value and the
     fix. (`config.ConfigError` is this class.)"""
 

@@ -1,31 +1,47 @@
 """EagerConfig: every knob of the method (METHOD.md), validated once, shared by all front ends.
 
-Front ends (CLI, lm-eval model_args, Inspect -M) expose exactly these field names, so a
-setting means the same thing everywhere. Self-contained range checks happen at construction;
-checks that need the model (vocabulary size, tokenizer) wait for `verify_model`, which every
-engine runs when it makes a backend (`engines.py`).
+Front ends (CLI, lm-eval model_args, Inspect -M, sweep configs) expose exactly these field
+names, so a setting means the same thing everywhere; the sampling fields are inherited from
+`sampling.SamplingSettings`, declared there once. Self-contained range checks happen at
+construction; checks that need the model (vocabulary size, tokenizer) wait for
+`verify_model`, which every engine runs when it makes a backend.
+
+`theta` may be `auto` (THETA_AUTO): measured on the task's prompts before the run
+(`pipeline/calibration.py`), which replaces it with the number; the runner refuses a config
+whose theta is still `auto`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import InitVar, dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Mapping
-
-if TYPE_CHECKING:
-    from eager_eval.core.sampling import SamplingSettings
+from typing import Any, Mapping
 
 from eager_eval.common.settings import (
     RENAMED,
-    SettingError,
     int_at_least,
     is_number,
     parse_value,
     renamed_settings,
     unknown_setting_error,
 )
+from eager_eval.core.sampling import (
+    NOT_A_SETTING,
+    ConfigError,
+    EntropySource,
+    SamplingSettings,
+    as_enum,
+    setting_fields,
+)
+
+THETA_AUTO = "auto"
+"""The theta every front end accepts for a threshold calibrated on the task (docs/THETA.md)."""
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == THETA_AUTO
 
 
 class Mode(str, Enum):
@@ -50,42 +66,20 @@ class BranchPolicy(str, Enum):
     """Parent keeps its sampled token; the child samples on its own seed from the same step."""
 
 
-class EntropySource(str, Enum):
-    RAW = "raw"
-    """Entropy of the model's distribution before temperature/top-p (reference, vLLM default)."""
-    PROCESSED = "processed"
-    """Entropy of the distribution actually sampled from (after temperature, top-k, top-p)."""
-
-
-ConfigError = SettingError
-"""A setting is out of range; the message names the setting, the value and the fix (one class
-with `settings.SettingError`, so every front end's parser raises the same error)."""
-
-
-def _as_enum(enum_cls: type[Enum], name: str, value: Any) -> Enum:
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(str(value).strip().lower())
-    except ValueError:
-        options = ", ".join(m.value for m in enum_cls)
-        raise ConfigError(name, value, f"one of: {options}") from None
-
-
 @dataclass(frozen=True)
-class EagerConfig:
-    """Settings of one EAGer run. Defaults are the paper's (METHOD.md sections 2-4, 6)."""
+class EagerConfig(SamplingSettings):
+    """Settings of one EAGer run. Defaults are the paper's (METHOD.md sections 2-4, 6).
+
+    The sampling fields (temperature, top_p, top_k, min_p, entropy_k, entropy_source) are
+    `SamplingSettings`'; the fields below are the method's."""
 
     mode: Mode = Mode.EAGER_ADAPT
     """full_parallel | eager_init | eager_adapt | eager (full EAGer needs a verifier/labels)."""
-    theta: float = 2.0
+    theta: float | str = 2.0
     """Entropy threshold in nats (> 0; +inf never branches). The paper uses about 2.0-2.5.
-    Front ends also take `auto`: calibrated on the task's prompts (eager_eval.pipeline.calibration)."""
+    `auto`: calibrated on the task's prompts before the run (docs/THETA.md)."""
     max_seqs: int = 32
     """M: sequences per prompt in EAGer-init and in Full Parallel; the budget is M * N."""
-    entropy_k: int = 20
-    """K of the top-K entropy (the reference reads 20 logprobs). Not sampling's `top_k`; it was
-    called `topk` before, which every front end still accepts (with a DeprecationWarning)."""
     percentile: float | None = 99.0
     """Dynamic threshold: tau = max(theta, this percentile of earlier entropies); None = theta."""
     window: int = 1000
@@ -93,10 +87,6 @@ class EagerConfig:
     think_end: str | None = "</think>"
     """End-of-thinking marker: a sequence never branches after it. None for non-thinking models."""
     branch_policy: BranchPolicy = BranchPolicy.TOP2
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 = off. Passed explicitly to every engine (HF generate would otherwise default to 50)."""
     max_new_tokens: int = 32768
     seed: int = 0
     adapt_cap: int = 3
@@ -109,16 +99,25 @@ class EagerConfig:
     """Full EAGer: a prompt that stayed under M retries with theta * decay**attempt."""
     max_rounds: int | None = None
     """Upper bound on reallocation rounds; None = until the budget or the candidates run out."""
-    entropy_source: EntropySource = EntropySource.RAW
+    topk: InitVar[int | None] = None
+    """The old name of `entropy_k`: EagerConfig(topk=5) still works, with a DeprecationWarning
+    (settings.RENAMED); never stored."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, topk: int | None = None) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        set_("mode", _as_enum(Mode, "mode", self.mode))
-        set_("branch_policy", _as_enum(BranchPolicy, "branch_policy", self.branch_policy))
-        set_("entropy_source", _as_enum(EntropySource, "entropy_source", self.entropy_source))
-        if not is_number(self.theta) or math.isnan(self.theta) or self.theta <= 0:
-            raise ConfigError("theta", self.theta, "a number of nats > 0 (use inf to never branch)")
-        set_("theta", float(self.theta))
+        if topk is not None:
+            set_("entropy_k", renamed_settings({"topk": topk}, "EagerConfig field")["entropy_k"])
+        super().__post_init__()  # the sampling checks
+        set_("mode", as_enum(Mode, "mode", self.mode))
+        set_("logprobs", self.is_branching)  # a run that never branches reads no top-K
+        set_("branch_policy", as_enum(BranchPolicy, "branch_policy", self.branch_policy))
+        if is_auto(self.theta):
+            set_("theta", THETA_AUTO)
+        elif not is_number(self.theta) or math.isnan(self.theta) or self.theta <= 0:
+            raise ConfigError("theta", self.theta, "a number of nats > 0 (use inf to never "
+                              "branch), or auto (calibrated on the task)")
+        else:
+            set_("theta", float(self.theta))
         self._check_int("max_seqs", 1)
         if self.percentile is not None:
             if not is_number(self.percentile) or not (0 < self.percentile <= 100):
@@ -127,12 +126,6 @@ class EagerConfig:
         self._check_int("window", 1)
         if self.think_end is not None and (not isinstance(self.think_end, str) or not self.think_end):
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
-        from eager_eval.core.sampling import SamplingSettings  # (it imports this module)
-
-        sampling = SamplingSettings(self.entropy_k, self.temperature, self.top_p, self.top_k,
-                                    self.entropy_source)  # the one copy of the sampling checks
-        set_("entropy_k", sampling.entropy_k)
-        set_("top_k", sampling.top_k)
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)
         self._check_int("adapt_cap", 1)
@@ -152,20 +145,13 @@ class EagerConfig:
         return self.mode is not Mode.FULL_PARALLEL
 
     @property
-    def topk(self) -> int:
-        """The old name of `entropy_k` (kept for code written against it)."""
-        return self.entropy_k
+    def theta_is_auto(self) -> bool:
+        """theta=auto: the pipeline calibrates it before the run (`with_theta`)."""
+        return self.theta == THETA_AUTO
 
     def budget(self, n_prompts: int) -> int:
         """M * N: the sequences a task of `n_prompts` prompts may spend (METHOD.md section 4)."""
         return total_budget(self.max_seqs, n_prompts)
-
-    @property
-    def sampling(self) -> "SamplingSettings":
-        """What the backends sample with (and the top-K they report, for branching modes)."""
-        from eager_eval.core.sampling import SamplingSettings
-
-        return SamplingSettings.from_config(self)
 
     def replace(self, **changes: Any) -> "EagerConfig":
         return dataclasses.replace(self, **renamed_settings(changes, "EagerConfig field"))
@@ -173,7 +159,7 @@ class EagerConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready settings (enums as their values, inf as the string 'inf')."""
         out: dict[str, Any] = {}
-        for f in fields(self):
+        for f in setting_fields(type(self)):
             value = getattr(self, f.name)
             if isinstance(value, Enum):
                 value = value.value
@@ -184,11 +170,12 @@ class EagerConfig:
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
+        """The settings a user gives (every front end's names)."""
+        return frozenset(f.name for f in setting_fields(cls))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, strict: bool = True) -> "EagerConfig":
-        """Build from front-end strings/values ('inf', 'none', '0.6', ...).
+        """Build from front-end strings/values ('inf', 'none', '0.6', 'auto', ...).
 
         With strict=True an unknown key is an error that lists the accepted names.
         """
@@ -227,14 +214,5 @@ def total_budget(max_seqs: int, n_prompts: int) -> int:
     return int(max_seqs) * int(n_prompts)
 
 
-_dataclass_init = EagerConfig.__init__
-
-
-def _init_accepting_old_names(self: EagerConfig, *args: Any, **kwargs: Any) -> None:
-    """EagerConfig(topk=5) still works: the old name, with a DeprecationWarning (settings.RENAMED)."""
-    if any(old in kwargs for old in RENAMED):
-        kwargs = renamed_settings(kwargs, "EagerConfig field")
-    _dataclass_init(self, *args, **kwargs)
-
-
-EagerConfig.__init__ = _init_accepting_old_names  # type: ignore[method-assign]
+__all__ = ["THETA_AUTO", "is_auto", "Mode", "BranchPolicy", "EntropySource", "ConfigError",
+           "EagerConfig", "total_budget", "NOT_A_SETTING", "RENAMED"]

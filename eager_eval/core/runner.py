@@ -188,6 +188,9 @@ class _Driver:
 def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: Verifier | None) -> None:
     if not prompts:
         raise ValueError("run() got an empty prompt list: pass at least one prompt")
+    if config.theta_is_auto:
+        raise ConfigError("theta", config.theta, "a number of nats when a run starts: "
+                          "theta=auto is measured first (pipeline.pool.calibrate)")
     if config.mode is Mode.EAGER and verifier is None:
         raise ConfigError(
             "mode", config.mode.value,

@@ -1,47 +1,73 @@
-"""SamplingSettings: how every backend samples and what top-K it reports, validated once.
+"""SamplingSettings: how every sequence samples and what top-K it reports, validated once.
 
-Every front end builds an EagerConfig; every backend gets this object from it
-(`SamplingSettings.from_config`, or `EagerConfig.sampling`). The range checks live here only
-(EagerConfig runs them on its own fields through this class), in the way of vLLM's
-`SamplingParams`: construction checks what needs no model; what needs the model (the
-vocabulary size) waits for `EagerConfig.verify_model`.
+This dataclass is the one place a sampling setting is declared: `EagerConfig` inherits its
+fields, so every front end (CLI flags, lm-eval model args, Inspect -M, sweep configs) offers a
+new field here without a change of its own, and every backend receives this object
+(`EagerConfig.sampling`). Construction checks what needs no model, in the way of vLLM's
+`SamplingParams`; what needs the model (the vocabulary size) waits for
+`EagerConfig.verify_model`. docs/ARCHITECTURE.md has the recipe for adding a setting.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
 
-from eager_eval.core.config import ConfigError, EntropySource, _as_enum
-from eager_eval.common.settings import int_at_least, is_number
+from eager_eval.common.settings import SettingError, int_at_least, is_number
 
-if TYPE_CHECKING:
-    from eager_eval.core.config import EagerConfig
+ConfigError = SettingError
+"""A setting is out of range; the message names the setting, the value and the fix (one class
+with `settings.SettingError`, so every front end's parser raises the same error)."""
+
+NOT_A_SETTING = {"setting": False}
+"""Field metadata: derived by the run, never given by a user (not a flag, model arg or -M)."""
+
+
+class EntropySource(str, Enum):
+    RAW = "raw"
+    """Entropy of the model's distribution before temperature/top-p (reference, vLLM default)."""
+    PROCESSED = "processed"
+    """Entropy of the distribution actually sampled from (after temperature, top-k, top-p)."""
+
+
+def as_enum(enum_cls: type[Enum], name: str, value: Any) -> Enum:
+    """`value` as a member of `enum_cls` (by its text, any case), else a ConfigError."""
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(str(value).strip().lower())
+    except ValueError:
+        options = ", ".join(m.value for m in enum_cls)
+        raise ConfigError(name, value, f"one of: {options}") from None
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """What every sequence of a run samples with, and the top-K it reports (names as in
-    EagerConfig)."""
+    """What every sequence of a run samples with, and the top-K it reports."""
 
     entropy_k: int = 20
-    """K: top-K logprobs reported per token (the entropy's K; sampling's own is `top_k`)."""
+    """K of the top-K entropy (the reference reads 20 logprobs). Not sampling's `top_k`; it was
+    called `topk` before, which every front end still accepts (with a DeprecationWarning)."""
     temperature: float = 0.6
     """0 = greedy. Finite: an infinite temperature samples uniformly over the vocabulary."""
     top_p: float = 1.0
     top_k: int = 0
-    """0 = off (each engine maps it to whatever it reads as off)."""
+    """0 = off. Passed explicitly to every engine (HF generate would otherwise default to 50)."""
     entropy_source: EntropySource = EntropySource.RAW
     """raw: logprobs before temperature/top-k/top-p (the reference); processed: of the
     distribution sampled from."""
-    logprobs: bool = True
+    min_p: float = 0.0
+    """0 = off. Drop tokens whose probability is below min_p x the top token's (after
+    temperature), as transformers' MinPLogitsWarper and vLLM's min_p do."""
+    logprobs: bool = field(default=True, metadata=NOT_A_SETTING)
     """Report the top-K. False only for runs that never branch (full_parallel): nothing reads
     it there, and on a GPU it costs a top-K over the vocabulary per row per step."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        set_("entropy_source", _as_enum(EntropySource, "entropy_source", self.entropy_source))
+        set_("entropy_source", as_enum(EntropySource, "entropy_source", self.entropy_source))
         set_("entropy_k", int_at_least(self.entropy_k, "entropy_k", 2))
         t = self.temperature
         if not is_number(t) or not math.isfinite(t) or t < 0:
@@ -49,6 +75,8 @@ class SamplingSettings:
         if not is_number(self.top_p) or not (0 < self.top_p <= 1):
             raise ConfigError("top_p", self.top_p, "in (0, 1]")
         set_("top_k", int_at_least(self.top_k, "top_k", 0))
+        if not is_number(self.min_p) or not (0 <= self.min_p < 1):
+            raise ConfigError("min_p", self.min_p, "in [0, 1) (0 = off)")
 
     @property
     def processed_entropy(self) -> bool:
@@ -59,8 +87,16 @@ class SamplingSettings:
         """vLLM's engine-level `logprobs_mode` for this entropy source."""
         return "processed_logprobs" if self.processed_entropy else "raw_logprobs"
 
-    @classmethod
-    def from_config(cls, config: "EagerConfig") -> "SamplingSettings":
-        """The run's settings; the top-K only for modes that branch."""
-        return cls(config.entropy_k, config.temperature, config.top_p, config.top_k,
-                   config.entropy_source, logprobs=config.is_branching)
+    @property
+    def sampling(self) -> "SamplingSettings":
+        """Just the sampling settings (an `EagerConfig` is one, with the method's on top)."""
+        return SamplingSettings(**{f.name: getattr(self, f.name) for f in fields(SamplingSettings)})
+
+
+def setting_fields(cls: type) -> list[Any]:
+    """The dataclass fields of `cls` a user sets (those derived by the run left out)."""
+    return [f for f in fields(cls) if f.metadata.get("setting", True)]
+
+
+__all__ = ["ConfigError", "EntropySource", "SamplingSettings", "as_enum", "setting_fields",
+           "NOT_A_SETTING"]

@@ -136,7 +136,7 @@ class HFBackend:
             raise TypeError(f"pass settings or sampling keywords, not both (got {sorted(sampling)})")
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-        self.settings = settings
+        self.settings = settings.sampling  # an EagerConfig is one too: keep only what samples
         self.model = model.eval()
         self.tokenizer = tokenizer
         if device is not None:
@@ -354,7 +354,7 @@ class HFBackend:
     # ---- sampling ----------------------------------------------------------------------------
 
     def _warp(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature, then top-k, then top-p (HF's warper order), as -inf masks. [n, vocab]"""
+        """Temperature, top-k, top-p, then min-p (HF's warper order), as -inf masks. [n, vocab]"""
         scores = logits / self.settings.temperature if self.settings.temperature > 0 else logits
         if self.settings.top_k > 0 and self.settings.top_k < scores.shape[-1]:
             kth = scores.topk(self.settings.top_k, -1).values[:, -1:]  # [n, 1]
@@ -366,6 +366,10 @@ class HFBackend:
             drop = (probs.cumsum(-1) - probs) >= self.settings.top_p
             drop[:, 0] = False
             scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        if self.settings.min_p > 0:
+            probs = scores.softmax(-1)  # the top token always stays (its ratio is 1)
+            floor = self.settings.min_p * probs.max(-1, keepdim=True).values  # [n, 1]
+            scores = scores.masked_fill(probs < floor, float("-inf"))
         return scores
 
     def _sample(self, scores: torch.Tensor, keys: Sequence[int],

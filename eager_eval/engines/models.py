@@ -26,9 +26,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from eager_eval.core.config import ConfigError
+from eager_eval.common.errors import UserError
 from eager_eval.common.files import umask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,12 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(ValueError, UserError):
     """A model name resolves to nothing loadable; the message says which forms are accepted."""
-
-
-class DeviceError(ValueError):
-    """The requested device does not exist on this machine; the message suggests one that does."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +61,6 @@ ALIASES: dict[str, EmbeddedModel] = {
     ),
 }
 """Alias -> embedded model. The default model of the demo and of the slow tests."""
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-"""Accepted `dtype` names; `auto` (or None) = float32 on CPU, bfloat16 on CUDA."""
 
 _CACHE_FORMAT = 1
 """Part of every cache key: bump it when the layout of a converted directory changes."""
@@ -274,7 +267,7 @@ def _convert_gguf(resolved: ResolvedModel, out_dir: Path) -> tuple[Any, Any]:
 
 
 def load_model_and_tokenizer(
-    name: str, *, device: str = "cpu", dtype: str | None = None
+    name: str, *, device: str | None = "auto", dtype: str | None = None
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Load a causal LM (in eval mode, on `device`) and its left-padding tokenizer.
 
@@ -282,14 +275,13 @@ def load_model_and_tokenizer(
     the conversion cache (`converted_model_dir`). The tokenizer always has a pad token (eos if
     the model defines none), since every backend pads prompts on the left.
     """
+    from eager_eval.engines.devices import check_device, dtype_name, resolve_device, torch_dtype
+
     resolved = resolve_model(name)
     name_of_dtype = dtype_name(dtype)
-    import torch  # noqa: F401  (the expensive imports start here)
-
-    torch_device = check_device(device)
-    torch_dtype = _torch_dtype(name_of_dtype, torch_device)
+    torch_device = check_device(resolve_device(device))  # the expensive imports start here
     pretrained = converted_model_dir(resolved)
-    model, tokenizer = _from_pretrained(resolved, pretrained, torch_dtype)
+    model, tokenizer = _from_pretrained(resolved, pretrained, torch_dtype(name_of_dtype, torch_device))
     model.to(torch_device)
     model.eval()
     tokenizer.padding_side = "left"
@@ -320,76 +312,3 @@ def _from_pretrained(resolved: ResolvedModel, pretrained: str, torch_dtype: "tor
             hint = f"{pretrained} is not a complete model directory"
         raise ModelNotFoundError(f"cannot load model {resolved.name!r}: {hint}: {err}") from err
     return model, tokenizer
-
-
-def dtype_name(dtype: Any) -> str:
-    """Normalise `dtype` (None, a name, or a torch.dtype) to one of DTYPES, without torch;
-    ConfigError for any other name."""
-    if dtype is None:
-        return "auto"
-    text = str(dtype).strip().lower()
-    text = text.removeprefix("torch.")  # accept torch.float32 itself
-    if text not in DTYPES:
-        raise ConfigError("dtype", dtype, f"one of: {', '.join(DTYPES)} (or None)")
-    return text
-
-
-def _torch_dtype(dtype_name: str, device: "torch.device") -> "torch.dtype":
-    import torch
-
-    if dtype_name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # bf16 matmuls are slow on CPUs without AMX
-    return getattr(torch, dtype_name)
-
-
-def check_device(device: str) -> "torch.device":
-    """`device` as a torch.device that exists on this machine, else DeviceError naming one that
-    does (imports torch, loads nothing)."""
-    import torch
-
-    try:
-        torch_device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise DeviceError(f"device {device!r} is not a valid device ({err}); use --device cpu") from None
-    if torch_device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise DeviceError(
-                f"device {device!r} requested but CUDA is not available on this machine "
-                "(no GPU, or a CPU-only torch build); use --device cpu"
-            )
-        if torch_device.index is not None and torch_device.index >= count:
-            raise DeviceError(
-                f"device {device!r} requested but this machine has {count} CUDA device(s) "
-                f"(cuda:0..cuda:{count - 1}); use --device cuda:0 or --device cpu"
-            )
-    elif torch_device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError(f"device {device!r} requested but MPS is not available; use --device cpu")
-    elif torch_device.type != "cpu":
-        raise DeviceError(f"device {device!r} is not supported; use --device cpu or cuda[:N]")
-    return torch_device
-
-
-# --- prompts ---------------------------------------------------------------------------------
-
-
-def apply_chat(
-    tokenizer: "PreTrainedTokenizerBase",
-    messages_or_text: str | Sequence[Mapping[str, str]],
-    *,
-    enable_thinking: bool = True,
-) -> list[int]:
-    """Prompt token ids, ready for generation.
-
-    With a chat template: the messages (a bare string = one user message) with the generation
-    prompt appended; `enable_thinking` reaches the template only if the template reads it
-    (Qwen3-style), so other templates never see an unknown variable. Without a template (base
-    models): the text itself, or the message contents joined by blank lines.
-    """
-    from eager_eval.pipeline.prompts import chat_token_ids
-
-    return chat_token_ids(tokenizer, messages_or_text, enable_thinking=enable_thinking)
-

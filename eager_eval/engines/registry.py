@@ -1,24 +1,36 @@
-"""A loaded model that makes fresh backends: the one thing every front end builds.
+"""Engines: one options object, one registry, one way to load a model.
 
-The CLI, the lm-eval adapters and the Inspect provider all load a model once (`load_engine`)
-and then, per run, ask it for a Backend configured by an EagerConfig and for prompt token ids.
-Backends hold per-run state (rows, requests); engines hold the weights.
+Every front end (CLI, lm-eval models, Inspect provider, sweep) describes how to load a model
+with one frozen `EngineOptions` (engine name, device, dtype, max_rows, threads, engine args),
+validated once at construction, and loads it with `load_engine(model, options, config)`, which
+looks the engine up in `ENGINES` (name -> a lazy "module:function" target, so torch or vLLM
+load only when that engine is used). An `Engine` holds the weights; each run asks it for a
+fresh `Backend` (`new_backend(config)`), the core's only seam.
+
+Adding an engine is one module with a `load(model, options, config) -> Engine` function and
+one `EngineSpec` line below (docs/ARCHITECTURE.md has the recipe).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+import importlib
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, Protocol
 
+from eager_eval.common.settings import SettingError, parse_value, positive_int
 from eager_eval.core.backend import Backend
-from eager_eval.core.config import ConfigError, EagerConfig
-from eager_eval.pipeline.prompts import chat_token_ids
-from eager_eval.common.settings import positive_int
+from eager_eval.core.config import EagerConfig
+from eager_eval.engines.devices import DTYPES, dtype_name
 
-BACKENDS = ("hf", "vllm")
+ConfigError = SettingError
+
+AUTO = "auto"
 
 
 class Engine(Protocol):
+    """A loaded model that makes a fresh Backend per run."""
+
     name: str
     tokenizer: Any
 
@@ -33,138 +45,176 @@ class Engine(Protocol):
     context_length: int | None
     """Positions the model reads (prompt + generation); None when unknown."""
 
-    def encode_prompt(self, prompt: str | Sequence[Mapping[str, str]], *, chat: bool = True,
-                      enable_thinking: bool = True) -> list[int]:
-        """Token ids by the prompt layer's rule (`prompts.chat_token_ids`); front ends use a
-        `prompts.PromptEncoder`, which also sets stops, length and opens-thinking."""
+    def info(self) -> dict[str, Any]:
+        """What ran, recorded with the results (`engine` in results.json): the engine, the
+        resolved device and dtype, the batch size it chose."""
         ...
 
-    def info(self) -> dict[str, Any]: ...
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One registered engine."""
+
+    name: str
+    target: str
+    """"module:function" of its `load(model, options, config) -> Engine` (imported lazily)."""
+    description: str
+    options: frozenset[str]
+    """The EngineOptions fields it reads (the others are ignored: lm-eval hands every model a
+    device); engine_args given to an engine that takes none are an error."""
+    check_model: str = "eager_eval.engines.models:resolve_model"
+    """"module:function" that checks a model name before anything loads (no torch): raises a
+    UserError naming what is accepted."""
 
 
-def check_max_rows(value: Any) -> int:
-    """`max_rows` (hf): most sequences decoded together; checked before a model loads."""
-    return positive_int(value, "max_rows", "(most sequences decoded together)")
+ENGINES: dict[str, EngineSpec] = {}
+"""Engine name -> spec: what `--backend`, `-M backend=` and lm-eval's model classes choose."""
 
 
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+def register_engine(spec: EngineSpec) -> EngineSpec:
+    """Add an engine; a name registered twice with another target is an error naming both."""
+    known = ENGINES.get(spec.name)
+    if known is not None and known.target != spec.target:
+        raise ValueError(f"engine {spec.name!r} is registered twice ({known.target} and "
+                         f"{spec.target})")
+    ENGINES[spec.name] = spec
+    return spec
+
+
+register_engine(EngineSpec(
+    "hf", "eager_eval.engines.hf_engine:load",
+    "transformers, on a CPU, CUDA or MPS device", frozenset({"device", "dtype", "max_rows", "threads"})))
+register_engine(EngineSpec(
+    "vllm", "eager_eval.engines.vllm:load",
+    "a vLLM engine (docs/VLLM.md)", frozenset({"dtype", "engine_args"})))
+register_engine(EngineSpec(
+    "scripted", "eager_eval.engines.scripted:load",
+    "a scripted engine over a character tokenizer (tests, demos of the pipeline; no weights)",
+    frozenset(), check_model="eager_eval.engines.scripted:check_model"))
+
+
+def engine_names() -> list[str]:
+    return list(ENGINES)
+
+
+def _check_device_text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("device", value, "auto, cpu, cuda, cuda:N or mps")
+    return value.strip().lower()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to load a model: the same options, the same checks, in every front end."""
+
+    backend: str = "hf"
+    """The engine (`ENGINES`): hf | vllm | scripted."""
+    device: str = AUTO
+    """hf: auto (CUDA when available, then MPS, then CPU) | cpu | cuda | cuda:N | mps."""
+    dtype: str | None = None
+    """auto (None) | float32 | bfloat16 | float16; auto = float32 on CPU, bf16 on CUDA."""
+    max_rows: int = 64
+    """hf: most live sequences decoded together (each tree reserves its cap)."""
+    threads: int | str | None = None
+    """hf on a CPU: torch threads; auto = the CPUs other processes leave free; None: torch's
+    own default (the CLI's default is auto)."""
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    """vllm: keyword arguments for the engine (gpu_memory_utilization, tensor_parallel_size...)."""
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        backend = str(self.backend).strip().lower() if isinstance(self.backend, str) else self.backend
+        if backend not in ENGINES:
+            raise ConfigError("backend", self.backend, f"one of: {', '.join(ENGINES)}")
+        set_("backend", backend)
+        set_("device", _check_device_text(self.device))
+        set_("dtype", dtype_name(self.dtype))
+        set_("max_rows", positive_int(self.max_rows, "max_rows", "(most sequences decoded together)"))
+        if self.threads is not None and not (isinstance(self.threads, str)
+                                             and self.threads.strip().lower() == AUTO):
+            set_("threads", positive_int(self.threads, "threads", "(CPU threads for torch), or auto"))
+        elif isinstance(self.threads, str):
+            set_("threads", AUTO)
+        if not isinstance(self.engine_args, Mapping):
+            raise ConfigError("engine_args", self.engine_args, "a mapping of engine keyword arguments")
+        set_("engine_args", dict(self.engine_args))
+        if self.engine_args and "engine_args" not in self.spec.options:
+            raise ConfigError("engine_args", self.engine_args, (
+                f"used with --backend vllm (the {self.backend} backend takes "
+                f"{', '.join(sorted(self.spec.options)) or 'no engine options'})"))
+
+    @property
+    def spec(self) -> EngineSpec:
+        return ENGINES[self.backend]
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "EngineOptions":
+        """From front-end strings ('cuda', '64', '{k: v}'); names must be EngineOptions'."""
+        return cls(**{k: parse_value(v) if k != "engine_args" else v for k, v in values.items()})
+
+    def replace(self, **changes: Any) -> "EngineOptions":
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+    def resolved_device(self) -> str:
+        """The device that will run (auto resolved; imports torch, loads nothing); a device
+        that is not on this machine is a DeviceError naming one that is."""
+        if "device" not in self.spec.options:
+            return self.backend  # the engine places itself (vLLM: CUDA_VISIBLE_DEVICES)
+        from eager_eval.engines.devices import check_device, resolve_device
+
+        return str(check_device(resolve_device(self.device)))
+
+    def check(self, model: str | None = None) -> None:
+        """What can be checked before a model loads: the model name (and a GGUF file's
+        magic), the device exists (dtype and the rest were checked at construction)."""
+        if model is not None:
+            _target(self.spec.check_model)(model)
+        self.resolved_device()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What of these options changes the trees (a resume or trees=DIR must match it)."""
+        if "device" not in self.spec.options:
+            return {"backend": self.backend, "dtype": self.dtype}
+        device = self.resolved_device().split(":")[0]
+        return {"backend": self.backend, "dtype": self.dtype, "device": device}
+
+
+def load_engine(model: str, options: EngineOptions | None = None,
+                config: EagerConfig | None = None, **option_values: Any) -> Engine:
+    """Load `model` (hub id, local dir, .gguf file or an alias like smollm2-135m) once, with the
+    engine `options` name. `config` matters for vLLM only: its top-K and entropy source fix the
+    engine's logprob limit and mode at start-up. `option_values` build the options instead
+    (`load_engine("smollm2-135m", device="cpu")`)."""
+    if options is None:
+        options = EngineOptions(**option_values)
+    elif option_values:
+        raise TypeError("pass options or option keywords, not both")
+    return _target(options.spec.target)(model, options, config or EagerConfig())
+
+
+def _target(target: str) -> Callable[..., Any]:
+    """The function a "module:function" string names (imported now)."""
+    module_name, _, function = target.partition(":")
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    return getattr(module, function)
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 """Where transformers configs keep the context length (the first present wins)."""
 
 
-def _verify(config: EagerConfig, vocab_size: int | None, tokenizer: Any) -> None:
+def verify_on(config: EagerConfig, vocab_size: int | None, tokenizer: Any) -> None:
+    """`config.verify_model` with a tokenizer's encode (every engine's `verify`)."""
     config.verify_model(
         vocab_size=vocab_size,
         encode=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-@dataclass
-class HFEngine:
-    """transformers weights; each run gets an HFBackend over them."""
-
-    name: str
-    model: Any
-    tokenizer: Any
-    max_rows: int = 64
-
-    def __post_init__(self) -> None:
-        check_max_rows(self.max_rows)
-
-    @property
-    def vocab_size(self) -> int | None:
-        """Rows of the output layer: what the entropy's top-K and top_k choose among."""
-        layer = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
-        if layer is not None and getattr(layer, "weight", None) is not None:
-            return int(layer.weight.shape[0])
-        return getattr(self.model.config, "vocab_size", None)
-
-    @property
-    def context_length(self) -> int | None:
-        config = self.model.config
-        return next((int(getattr(config, k)) for k in _CONTEXT_KEYS
-                     if isinstance(getattr(config, k, None), int)), None)
-
-    def verify(self, config: EagerConfig) -> None:
-        _verify(config, self.vocab_size, self.tokenizer)
-
-    def new_backend(self, config: EagerConfig) -> Backend:
-        from eager_eval.engines.hf import HFBackend
-
-        self.verify(config)
-        return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows)
-
-    def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
-        return chat_token_ids(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking)
-
-    def info(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": self.name, "device": str(self.model.device),
-                "dtype": str(self.model.dtype).replace("torch.", ""), "max_rows": self.max_rows}
-
-
-@dataclass
-class VLLMEngine:
-    """A vllm.LLM; each run gets a VLLMBackend driving its engine."""
-
-    name: str
-    llm: Any
-    tokenizer: Any
-    engine_args: Mapping[str, Any] = field(default_factory=dict)
-    """What the engine was built with beyond the defaults (recorded with the results)."""
-
-    @property
-    def _model_config(self) -> Any:
-        return getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
-
-    @property
-    def vocab_size(self) -> int | None:
-        model_config = self._model_config
-        return model_config.get_vocab_size() if model_config is not None else None
-
-    @property
-    def context_length(self) -> int | None:
-        return getattr(self._model_config, "max_model_len", None)
-
-    def verify(self, config: EagerConfig) -> None:
-        _verify(config, self.vocab_size, self.tokenizer)
-
-    def new_backend(self, config: EagerConfig) -> Backend:
-        from eager_eval.engines.vllm import VLLMBackend
-
-        self.verify(config)
-        return VLLMBackend.from_llm(self.llm, config)
-
-    def encode_prompt(self, prompt, *, chat: bool = True, enable_thinking: bool = True) -> list[int]:
-        return chat_token_ids(self.tokenizer, prompt, chat=chat, enable_thinking=enable_thinking)
-
-    def info(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": self.name, **dict(self.engine_args)}
-
-
-def load_engine(model: str, *, backend: str = "hf", device: str | None = None,
-                dtype: str | None = None, max_rows: int = 64, config: EagerConfig | None = None,
-                **engine_kwargs: Any) -> Engine:
-    """Load `model` (hub id, local dir, .gguf file or an alias like smollm2-135m) once.
-
-    `config` matters for vLLM only: its top-K and entropy source fix the engine's logprob
-    limit and mode at start-up.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError("backend", backend, f"one of: {', '.join(BACKENDS)}")
-    if backend == "hf":
-        if engine_kwargs:
-            raise ConfigError("engine option", sorted(engine_kwargs)[0],
-                              "one the hf backend knows (device, dtype, max_rows)")
-        check_max_rows(max_rows)
-        from eager_eval.engines.models import load_model_and_tokenizer
-
-        loaded, tokenizer = load_model_and_tokenizer(model, device=device or "cpu", dtype=dtype)
-        return HFEngine(model, loaded, tokenizer, max_rows=max_rows)
-    from eager_eval.engines.vllm import load_llm
-    from eager_eval.engines.models import converted_model_dir, resolve_model
-
-    config = config or EagerConfig()
-    path = converted_model_dir(resolve_model(model))  # GGUF and aliases: the cached conversion
-    llm = load_llm(path, dtype=dtype, entropy_k=config.entropy_k,
-                   entropy_source=config.entropy_source.value, **engine_kwargs)
-    recorded = {"dtype": dtype or "auto", "entropy_k": config.entropy_k,
-                "entropy_source": config.entropy_source.value, **engine_kwargs}
-    return VLLMEngine(model, llm, llm.get_tokenizer(), recorded)
+__all__ = ["DTYPES", "Engine", "EngineSpec", "ENGINES", "register_engine", "engine_names",
+           "EngineOptions", "dtype_name", "load_engine", "CONTEXT_KEYS", "verify_on"]

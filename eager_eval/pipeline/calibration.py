@@ -34,12 +34,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from eager_eval.core.backend import Backend, NewTree
-from eager_eval.core.config import EagerConfig, Mode
+from eager_eval.core.config import THETA_AUTO, EagerConfig, Mode
 from eager_eval.core.entropy import topk_entropy
 from eager_eval.core.seeds import branch_seed
 
-AUTO = "auto"
-"""The theta value every front end accepts for a calibrated threshold."""
+AUTO = THETA_AUTO
+"""The theta value every front end accepts for a calibrated threshold (`EagerConfig` takes it)."""
 
 WARMUP_TOKENS = 32
 """Tokens decoded per warm-up prompt: enough positions for a tail quantile, cheap next to a run
@@ -75,24 +75,6 @@ class Calibration:
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
         names = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def is_auto(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lower() == AUTO
-
-
-def split_auto_theta(settings: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Front-end settings without `theta=auto`, and whether it was there.
-
-    EagerConfig's theta is a number (the runner compares entropies with it), so a front end
-    takes `auto` out, builds the config with the default theta as a placeholder, calibrates,
-    and replaces theta before the run.
-    """
-    values = dict(settings)
-    if is_auto(values.get("theta")):
-        del values["theta"]
-        return values, True
-    return values, False
 
 
 def target_quantile(max_seqs: int, max_new_tokens: int) -> float:
@@ -169,5 +151,5 @@ def branching_config(config: EagerConfig) -> EagerConfig:
     return config if config.is_branching else config.replace(mode=Mode.EAGER_INIT)
 
 
-__all__ = ["AUTO", "RULE", "Calibration", "is_auto", "split_auto_theta", "target_quantile",
+__all__ = ["AUTO", "RULE", "Calibration", "target_quantile",
            "warmup_entropies", "calibrate_theta", "branching_config"]

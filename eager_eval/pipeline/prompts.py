@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping, Protocol, Sequence
 
+from eager_eval.common.errors import UserError
 from eager_eval.core.config import ConfigError
 from eager_eval.core.tree import PromptInput
 
@@ -132,7 +133,7 @@ class Prompt:
         return "\n\n".join(m["content"] for m in self.content)
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(ValueError, UserError):
     """A prompt leaves no room to generate in the model's context."""
 
 

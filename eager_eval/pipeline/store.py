@@ -1,4 +1,8 @@
-"""JsonlTreeStore: the runner's TreeStore on disk, one finished tree per line, for --resume.
+"""Finished trees on disk: the CLI's --resume and trees=DIR, one fingerprint for both.
+
+`JsonlTreeStore` is the runner's TreeStore on disk, one finished tree per line;
+`pool_fingerprint` is what a pool's trees depend on; `RunTrees` (the CLI's run directory) and
+`TreesDir` (lm-eval's and Inspect's `trees=DIR`) are the two places a front end keeps them.
 
 A long run must not lose what it generated when it crashes or is stopped with Ctrl-C: every
 tree is appended as one JSON line and fsynced the moment it finishes (the runner's
@@ -19,22 +23,34 @@ No torch or transformers here: the CLI checks a resume before it loads a model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
+import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Mapping, Protocol, Sequence
 
-from eager_eval.common.files import atomic_write
+from eager_eval.common.errors import UserError
+from eager_eval.common.files import OutputLock, atomic_write, check_output_dir
 from eager_eval.common.settings import renamed_settings
+from eager_eval.core.config import EagerConfig, Mode
 from eager_eval.core.results import TreeResult
+from eager_eval.pipeline.prompts import Prompt, PromptSettings
+
+if TYPE_CHECKING:
+    from eager_eval.engines.registry import EngineOptions
 
 FORMAT = "eager-eval-trees"
 FORMAT_VERSION = 1
 _MISSING = object()
 
 
-class StoreError(ValueError):
+class StoreError(ValueError, UserError):
     """A tree file cannot be used; the message names the file and the fix."""
 
 
@@ -206,13 +222,19 @@ class JsonlTreeStore:
             os.fsync(fh.fileno())
 
 
-def _current_names(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored fingerprint with renamed settings under their new names (`settings.RENAMED`):
-    a run started before `topk` became `entropy_k` resumes under the same settings."""
+def _current_names(fingerprint: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored fingerprint with renamed settings under their new names (`settings.RENAMED`),
+    and settings added since it was written (present in `current`, absent there) at their
+    defaults, which is what ran then: a run started before `topk` became `entropy_k`, or
+    before `min_p` existed, resumes under the same settings."""
     settings = fingerprint.get("settings")
     if not isinstance(settings, Mapping):
         return dict(fingerprint)
-    return {**fingerprint, "settings": renamed_settings(settings, warn=False)}
+    settings = renamed_settings(settings, warn=False)
+    now = current.get("settings") if isinstance(current.get("settings"), Mapping) else {}
+    defaults = EagerConfig().to_dict()
+    added = {k: defaults[k] for k in now if k not in settings and k in defaults}
+    return {**fingerprint, "settings": {**settings, **added}}
 
 
 def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> None:
@@ -231,7 +253,123 @@ def _check_header(path: Path, raw: bytes, fingerprint: Mapping[str, Any]) -> Non
             f"eager-eval writes {FORMAT_VERSION}; use another --output directory, or drop "
             "--resume to start over"
         )
-    stored = _current_names(header.get("fingerprint") or {})
+    stored = _current_names(header.get("fingerprint") or {}, fingerprint)
     if differing_keys(_flat(stored), _flat(fingerprint)):
         raise ResumeMismatchError(path, stored, fingerprint)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# One fingerprint, two places to keep a pool's trees
+# ----------------------------------------------------------------------------------------------
+
+
+def prompts_sha256(prompts: Sequence[Prompt]) -> str:
+    """A digest of prompts as the front end gave them (text or messages, stops, length, already
+    rendered or not): with the model and the prompt settings, what their token ids are."""
+    digest = hashlib.sha256()
+    for p in prompts:
+        content = p.content if isinstance(p.content, str) else [dict(m) for m in p.content]
+        digest.update(json.dumps([content, list(p.stop), p.max_new_tokens, p.rendered],
+                                 sort_keys=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def pool_fingerprint(model: str, engine: "EngineOptions", prompt_settings: PromptSettings,
+                     config: EagerConfig, prompts: Sequence[Prompt],
+                     labels: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """What a pool's trees depend on: the model, the engine (backend, dtype, device type),
+    the prompts, every EAGer setting (theta=auto's measured value included) and, in full EAGer
+    (whose later rounds go to the prompts it grades wrong), the labels. Computed without the
+    model, so the CLI checks a resume before it loads one. The one scheme of every store."""
+    from eager_eval import __version__
+
+    fingerprint: dict[str, Any] = {
+        "model": model, "engine": engine.fingerprint(),
+        "prompts": {"n": len(prompts), "sha256": prompts_sha256(prompts),
+                    **prompt_settings.to_dict()},
+        "settings": config.to_dict(), "eager_eval": __version__,
+    }
+    if labels is not None and config.mode is Mode.EAGER:
+        fingerprint["labels_sha256"] = hashlib.sha256(
+            json.dumps([None if label is None else str(label) for label in labels]).encode()
+        ).hexdigest()
+    return fingerprint
+
+
+class TreeFiles(Protocol):
+    """Where a front end keeps its pools' finished trees."""
+
+    def open(self, name: str, fingerprint: Mapping[str, Any]) -> ContextManager[JsonlTreeStore]:
+        """The pool `name`'s store under `fingerprint`, read back and open for appends."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunTrees:
+    """The CLI's trees: `DIR/<name>.jsonl` in its run directory (held under the run's lock).
+
+    With `resume` the file is continued, and a file of other settings is refused naming each
+    difference (`check` does it before a model loads); without, an earlier run's trees are
+    replaced (atomically) by a new header, with a note saying how many."""
+
+    directory: Path
+    resume: bool
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.jsonl"
+
+    def check(self, name: str, fingerprint: Mapping[str, Any]) -> None:
+        if self.resume:
+            check_resumable(self.path(name), fingerprint)
+
+    @contextlib.contextmanager
+    def open(self, name: str, fingerprint: Mapping[str, Any]) -> Iterator[JsonlTreeStore]:
+        path = self.path(name)
+        if path.exists() and not self.resume:
+            with open(path, "rb") as fh:
+                n_trees = max(sum(1 for _ in fh) - 1, 0)
+            if n_trees:
+                print(f"note: {path} holds {n_trees} trees of an earlier run; starting over "
+                      "(pass --resume to continue that run instead)", file=sys.stderr)
+        store = JsonlTreeStore(path, fingerprint, start_over=not self.resume)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@dataclass(frozen=True)
+class TreesDir:
+    """`trees=DIR` (lm-eval, Inspect): each pool's trees in `DIR/<name>-<key>.jsonl`, `<key>` a
+    hash of its fingerprint, so another experiment gets another file and nothing is refused or
+    mixed. The harnesses write their own outputs only when a task ends; this is what keeps a
+    crashed run's trees. One process at a time uses DIR (`files.OutputLock`)."""
+
+    directory: Path
+    logger: logging.Logger = field(default=logging.getLogger("eager_eval"), compare=False)
+
+    @classmethod
+    def checked(cls, directory: str | os.PathLike[str], logger: logging.Logger | None = None,
+                option: str = "trees") -> "TreesDir":
+        """`trees=DIR` usable (a directory, or creatable): checked before a model loads."""
+        check_output_dir(directory, option)
+        return cls(Path(directory), logger or logging.getLogger("eager_eval"))
+
+    def path(self, name: str, fingerprint: Mapping[str, Any]) -> Path:
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode())
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "pool"
+        return self.directory / f"{slug}-{key.hexdigest()[:16]}.jsonl"
+
+    @contextlib.contextmanager
+    def open(self, name: str, fingerprint: Mapping[str, Any]) -> Iterator[JsonlTreeStore]:
+        with OutputLock(self.directory):
+            store = JsonlTreeStore(self.path(name, fingerprint), fingerprint)
+            if store.resumed:
+                self.logger.info("eager-eval: %s: %d finished trees read back from %s; "
+                                 "generating the rest", name, store.resumed, store.path)
+            try:
+                yield store
+            finally:
+                store.close()

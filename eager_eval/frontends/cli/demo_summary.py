@@ -25,11 +25,11 @@ LEGEND = [
 DOCS = "README.md, docs/METRICS.md (the numbers), docs/THETA.md (theta=auto), docs/ARCHITECTURE.md"
 
 
-def settings_lines(model: str, n_prompts: int, configs: Sequence[Any], auto_theta: bool) -> list[str]:
+def settings_lines(model: str, n_prompts: int, configs: Sequence[Any]) -> list[str]:
     """The settings, before anything runs (`configs`: one EagerConfig per method)."""
     c = configs[0]
     theta = ("auto (measured on these prompts once the model is loaded, docs/THETA.md)"
-             if auto_theta else f"{c.theta:g} nats (--theta auto measures one for any model)")
+             if c.theta_is_auto else f"{c.theta:g} nats (--theta auto measures one for any model)")
     threshold = ("fixed θ" if c.percentile is None
                  else f"τ = max(θ, the prompt's {c.percentile:g}th percentile so far)")
     return [

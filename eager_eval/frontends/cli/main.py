@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import datetime as _dt
 import inspect
 import json
@@ -35,9 +34,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from eager_eval.pipeline.calibration import is_auto, split_auto_theta
 from eager_eval.core.config import ConfigError, EagerConfig, Mode
-from eager_eval.common.errors import USER_ERRORS
+from eager_eval.core.sampling import setting_fields
+from eager_eval.engines.registry import ENGINES, EngineOptions, engine_names
+from eager_eval.common.errors import UserError, user_error_line
 from eager_eval.pipeline.prompts import ChatMode, PromptSettings
 from eager_eval.frontends.cli.session import EXIT_INTERRUPTED, Session, run_session
 from eager_eval.common.settings import RENAMED, positive_int
@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_USAGE
-    except USER_ERRORS as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(user_error_line(err), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -130,18 +130,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (what the config's authors wrote), for --help."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    """The docstring under each dataclass field (what the config's authors wrote, in the class
+    or a base that declares it), for --help."""
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -154,7 +156,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Sequence[s
         "EAGer settings", "every EagerConfig field; 'none' and 'inf' are accepted where they mean "
         "something (--percentile none = fixed theta, --theta inf = never branch)")
     defaults = defaults or {}
-    for f in dataclasses.fields(EagerConfig):
+    for f in setting_fields(EagerConfig):
         if f.name in exclude:
             continue
         default = defaults.get(f.name, f.default)
@@ -182,14 +184,7 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
             print(f"warning: --{old} is deprecated: it is now --{new.replace('_', '-')}",
                   file=sys.stderr)
     values.update(fixed)
-    values, _ = split_auto_theta(values)  # 'auto': the default stands in until run_session
-    return EagerConfig.from_mapping(values)
-
-
-def theta_is_auto(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> bool:
-    """--theta auto (or an `auto` default): run_session calibrates theta on the task."""
-    value = getattr(args, "theta", None)
-    return is_auto((defaults or {}).get("theta") if value is None else value)
+    return EagerConfig.from_mapping(values)  # theta may be auto: calibrated by the pipeline
 
 
 def results_table(entries: Sequence[dict[str, Any]], title: str | None = None):
@@ -228,13 +223,14 @@ def print_results(path: Path) -> None:
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
-    group.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                       help="hf: transformers, CPU or CUDA (default); vllm: a vLLM engine "
-                       "(docs/VLLM.md)")
+    group.add_argument("--backend", choices=engine_names(), default="hf",
+                       help="; ".join(f"{spec.name}: {spec.description}" for spec in
+                                      ENGINES.values()) + " (default: hf)")
     group.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                        dest="engine_arg", help="vllm: one engine keyword argument, the value read "
                        "as YAML (repeatable), e.g. --engine-arg gpu_memory_utilization=0.85")
-    group.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    group.add_argument("--device", default="auto", help="auto (default: CUDA when available, "
+                       "then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--dtype", default=None, help="auto (default: float32 on CPU, bf16 on "
                        "CUDA), float32, bfloat16 or float16")
     group.add_argument("--max-rows", type=_positive_int, default=64, metavar="N",
@@ -262,8 +258,9 @@ def _add_output_arguments(parser: argparse.ArgumentParser, *, required: bool) ->
                         help="no progress bar")
 
 
-def _backend_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """(backend, engine kwargs) from --backend and the --engine-arg KEY=VALUE pairs."""
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options of --backend, --device, --dtype, --max-rows, --threads and the
+    --engine-arg KEY=VALUE pairs (checked once, by EngineOptions)."""
     import yaml
 
     engine_args: dict[str, Any] = {}
@@ -275,10 +272,8 @@ def _backend_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             engine_args[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             engine_args[key.strip()] = value
-    if engine_args and args.backend != "vllm":
-        raise ConfigError("--engine-arg", args.engine_arg[0], "used with --backend vllm (the hf "
-                          "backend takes --device, --dtype and --max-rows)")
-    return args.backend, engine_args
+    return EngineOptions(args.backend, args.device, args.dtype, args.max_rows,
+                         args.threads or "auto", engine_args)
 
 
 def _prompt_settings(args: argparse.Namespace) -> PromptSettings:
@@ -367,13 +362,11 @@ def demo_command(args: argparse.Namespace) -> int:
         output = Path("runs", f"demo-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
         argv += ["--output", str(output)]
     session = Session(args.model, load_demo_task(args.limit, args.problem_seed), configs, output,
-                      args.resume, args.device, args.dtype, args.max_rows,
-                      args.threads, _prompt_settings(args), argv, *_backend_args(args),
-                      auto_theta=theta_is_auto(args, DEMO_DEFAULTS))
+                      args.resume, engine_options(args), _prompt_settings(args), argv)
     from eager_eval.frontends.cli import demo_summary
 
     print("\n".join(demo_summary.settings_lines(session.model, len(session.task.problems),
-                                                session.configs, session.auto_theta)), flush=True)
+                                                session.configs)), flush=True)
     code = _finish(session, args.progress)
     if code == 0:
         results = session.output / "results.json"
@@ -427,9 +420,8 @@ def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # bad settings fail before any file or model is read
     task = load_data_task(args.data, args.answer_type, args.problem_field, args.answer_field,
                           args.limit)
-    session = Session(args.model, task, [config], Path(args.output), args.resume, args.device,
-                      args.dtype, args.max_rows, args.threads, _prompt_settings(args), args.argv,
-                      *_backend_args(args), auto_theta=theta_is_auto(args))
+    session = Session(args.model, task, [config], Path(args.output), args.resume,
+                      engine_options(args), _prompt_settings(args), args.argv)
     return _finish(session, args.progress)
 
 

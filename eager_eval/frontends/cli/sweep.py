@@ -48,7 +48,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
-from eager_eval.pipeline.calibration import AUTO, is_auto
+from eager_eval.core.config import THETA_AUTO as AUTO
 from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.common.files import OutputDirError, atomic_write, check_output_dir
 from eager_eval.common.settings import number_or_none, parse_value, renamed_settings
@@ -121,8 +121,10 @@ class Cell:
     output_dir: Path
     explicit: tuple[str, ...] = ()
     """EagerConfig fields the YAML set (passed on the command line; the rest stay default)."""
-    theta_auto: bool = False
-    """theta: auto: the run calibrates theta on the task (config.theta is a placeholder)."""
+    @property
+    def theta_auto(self) -> bool:
+        """theta: auto: the run calibrates theta on the task."""
+        return self.config.theta_is_auto
 
     @property
     def mode(self) -> str:
@@ -187,7 +189,7 @@ def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -
     models = [str(m) for m in _as_list("models", pick("models", "model"))]
     tasks = [parse_task(t) for t in _as_list("tasks", pick("tasks", "task"))]
     modes = [EagerConfig(mode=raw).mode for raw in _as_list("modes", pick("modes", "mode"))]
-    thetas = [AUTO if is_auto(t) else EagerConfig(theta=parse_value(t)).theta
+    thetas = [EagerConfig(theta=parse_value(t)).theta  # a number, or auto
               for t in _as_list("theta", data.get("theta", EagerConfig.theta))]
     max_seqs = [EagerConfig(max_seqs=parse_value(m)).max_seqs
                 for m in _as_list("max_seqs", data.get("max_seqs", EagerConfig.max_seqs))]
@@ -233,8 +235,8 @@ def model_slug(model: str) -> str:
     return model.strip("/").replace("/", "__").replace("\\", "__")
 
 
-def cell_dir_name(config: EagerConfig, theta_auto: bool = False) -> str:
-    label = AUTO if theta_auto else _fmt(config.theta)
+def cell_dir_name(config: EagerConfig) -> str:
+    label = AUTO if config.theta_is_auto else _fmt(config.theta)
     theta = f"-theta{label}" if config.is_branching else ""
     return f"{config.mode.value}{theta}-M{config.max_seqs}"
 
@@ -250,14 +252,13 @@ def expand_cells(sweep: SweepConfig) -> list[Cell]:
                     is_fp = mode is Mode.FULL_PARALLEL
                     for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
                         grid = {"mode": mode, "max_seqs": m}
-                        auto = not is_fp and is_auto(theta)
-                        if not is_fp and not auto:  # Full Parallel never branches
+                        if not is_fp:  # Full Parallel never branches
                             grid["theta"] = theta
                         config = EagerConfig.from_mapping({**sweep.settings, **grid})
                         names = tuple(n for n in explicit if not (n == "theta" and is_fp))
                         out = (sweep.output / model_slug(model) / task.name
-                               / cell_dir_name(config, auto))
-                        cells.append(Cell(model, task, config, out, names, theta_auto=auto))
+                               / cell_dir_name(config))
+                        cells.append(Cell(model, task, config, out, names))
     unique: dict[Path, Cell] = {}
     for cell in cells:  # the same cell twice (a repeated list entry) runs once
         unique.setdefault(cell.output_dir, cell)
@@ -396,8 +397,7 @@ def _option_value(value: Any) -> str:
 def run_command_line(model: str, data: TaskSpec, config: EagerConfig, output_dir: Path, *,
                      resume: bool = True, limit: int | None = None,
                      settings: Sequence[str] = ("mode", "theta", "max_seqs"),
-                     run_args: Mapping[str, Any] | None = None,
-                     theta_auto: bool = False) -> list[str]:
+                     run_args: Mapping[str, Any] | None = None) -> list[str]:
     """The `eager-eval` arguments of one cell (without the program name).
 
     `run --model M --data FILE ...` for a data file, `demo --model M --modes MODE ...` for the
@@ -406,8 +406,6 @@ def run_command_line(model: str, data: TaskSpec, config: EagerConfig, output_dir
     false, nothing for null, and the option repeated for a list.
     """
     values = config.to_dict()
-    if theta_auto:
-        values["theta"] = AUTO
     if data.kind == "demo":
         args = ["demo", "--model", model, "--modes", config.mode.value, "--output", str(output_dir)]
         settings = [n for n in settings if n != "mode"]  # demo takes --modes, not --mode
@@ -447,8 +445,8 @@ class CellFailed(RuntimeError):
 def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | Path,
              resume: bool = True, *, limit: int | None = None,
              settings: Sequence[str] = ("mode", "theta", "max_seqs"),
-             run_args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-             theta_auto: bool = False) -> None:
+             run_args: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None) -> None:
     """Run one cell as `eager-eval run ... --resume --output <output_dir>` in a subprocess.
 
     A subprocess per cell keeps cells independent (a crash or an out-of-memory in one cell does
@@ -456,7 +454,7 @@ def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | 
     own its resumable outputs. Raises CellFailed on a non-zero exit.
     """
     args = run_command_line(model, data, config, Path(output_dir), resume=resume, limit=limit,
-                            settings=settings, run_args=run_args, theta_auto=theta_auto)
+                            settings=settings, run_args=run_args)
     program = [sys.executable, "-c", "import sys; from eager_eval.frontends.cli.main import main; sys.exit(main())"]
     print("$ eager-eval " + shlex.join(args), flush=True)
     completed = subprocess.run(program + args, env={**os.environ, **(env or {})}, check=False)
@@ -466,7 +464,7 @@ def run_cell(model: str, data: TaskSpec, config: EagerConfig, output_dir: str | 
 
 CellRunner = Callable[..., None]
 """run_cell's signature: (model, task, config, output_dir, resume=True, *, limit, settings,
-run_args, env, theta_auto) -> None; raises CellFailed."""
+run_args, env) -> None; raises CellFailed."""
 
 
 @dataclass
@@ -523,8 +521,7 @@ def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: boo
                 prepared[cell.task.name] = prepare_task(cell.task, sweep)
             cell.output_dir.mkdir(parents=True, exist_ok=True)
             runner(cell.model, prepared[cell.task.name], cell.config, cell.output_dir, resume=True,
-                   limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env,
-                   theta_auto=cell.theta_auto)
+                   limit=sweep.limit, settings=cell.explicit, run_args=sweep.run_args, env=env)
         except (CellFailed, ConfigError, OSError) as err:
             outcomes.append(CellOutcome(cell, CellStatus.FAILED, str(err)))
             print(f"{prefix}: failed: {err}", file=out, flush=True)

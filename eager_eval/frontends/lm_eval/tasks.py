@@ -18,16 +18,13 @@ slot strings, which `process_results` grades.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Mapping, Sequence
 
+from eager_eval.frontends.lm_eval.slot_text import NO_SEQUENCE, RecordJSON, SlotText, slot_record
 from eager_eval.pipeline.answers import AnswerType
 from eager_eval.pipeline.metrics import prompt_metrics
 from eager_eval.pipeline.record import PromptRecord, SequenceRecord
-
-NO_SEQUENCE = "[eager-eval: no sequence]"
-"""The text of a request slot that no sequence fills (repeats R > S_p). Never scored."""
 
 EAGER_TARGET_FIELD = "eager_target"
 """Doc field holding the gold answer the adapter hands full EAGer (mode=eager)."""
@@ -120,38 +117,6 @@ def _test_split(rows: list[dict[str, Any]]) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-class SlotText(str):
-    """A request slot's string that carries its doc's record (every slot of a doc, the same).
-
-    It is a `str` wherever lm-eval looks (slots, caches, the samples' `resps`), and the
-    `all_sequences` filter reads `record` off it. Pickled with its record, so lm-eval's
-    `--use_cache` (a SqliteDict of pickles) hands back the whole record on a cache hit.
-    """
-
-    record: PromptRecord | None
-
-    def __new__(cls, text: str, record: PromptRecord | None = None) -> "SlotText":
-        obj = super().__new__(cls, text)
-        obj.record = record
-        return obj
-
-    def __reduce__(self) -> tuple:
-        return (SlotText, (str(self), self.record))
-
-
-class RecordJSON(dict):
-    """A doc's record as the filter hands it to `process_results`: a plain dict whose str() is
-    JSON. lm-eval writes `filtered_resps` to the samples file through `sanitize_list`, which
-    str()s everything that is not a list; this way the file holds the record as JSON."""
-
-    def __str__(self) -> str:
-        return json.dumps(self, ensure_ascii=False)
-
-
-def _slot_record(slot_texts: Sequence[Any]) -> PromptRecord | None:
-    return next((t.record for t in slot_texts if isinstance(t, SlotText) and t.record), None)
-
-
 def _record_of_slots(slot_texts: Sequence[Any], doc: Any) -> PromptRecord:
     """An ungraded record of a doc's plain slot strings (a model that is not EAGer): its
     texts, markers dropped; token counts unknown."""
@@ -173,7 +138,7 @@ def all_sequences(resps: Sequence[Sequence[str]], docs: Sequence[Any]) -> list[R
     Falls back to an ungraded record of the doc's own slot strings when no EAGer adapter
     generated it, e.g. `--model hf` with `repeats: 32` is a Full Parallel run of these tasks.
     """
-    return [RecordJSON((_slot_record(texts) or _record_of_slots(texts, doc)).to_dict())
+    return [RecordJSON((slot_record(texts) or _record_of_slots(texts, doc)).to_dict())
             for texts, doc in zip(resps, docs, strict=True)]
 
 
@@ -202,7 +167,7 @@ def _record(results: Sequence[Any]) -> tuple[PromptRecord, Any]:
     if isinstance(first, Mapping):
         return PromptRecord.from_dict(first), first
     items = [first] if isinstance(first, str) else list(first)
-    return _slot_record(items) or _record_of_slots(items, None), None
+    return slot_record(items) or _record_of_slots(items, None), None
 
 
 def _score(doc: Mapping[str, Any], results: Sequence[Any],

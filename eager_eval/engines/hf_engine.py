@@ -1,0 +1,97 @@
+"""The `hf` engine: transformers weights loaded once; each run gets an HFBackend over them.
+
+`load` is what the registry calls (`ENGINES["hf"]`). It resolves the device (`auto`: CUDA,
+then MPS, then CPU), sets torch's CPU threads where asked, loads the weights through
+`models.load_model_and_tokenizer` (GGUF converted once and cached) and says on stderr which
+device and dtype run. Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from eager_eval.core.backend import Backend
+from eager_eval.core.config import EagerConfig
+from eager_eval.engines.registry import CONTEXT_KEYS, EngineOptions, verify_on
+
+
+@dataclass
+class HFEngine:
+    """transformers weights; each run gets an HFBackend over them."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    max_rows: int = 64
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the output layer: what the entropy's top-K and top_k choose among."""
+        layer = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if layer is not None and getattr(layer, "weight", None) is not None:
+            return int(layer.weight.shape[0])
+        return getattr(self.model.config, "vocab_size", None)
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        return next((int(getattr(config, k)) for k in CONTEXT_KEYS
+                     if isinstance(getattr(config, k, None), int)), None)
+
+    def verify(self, config: EagerConfig) -> None:
+        verify_on(config, self.vocab_size, self.tokenizer)
+
+    def new_backend(self, config: EagerConfig) -> Backend:
+        from eager_eval.engines.hf import HFBackend
+
+        self.verify(config)
+        return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows)
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "hf", "model": self.name, "device": str(self.model.device),
+                "dtype": str(self.model.dtype).replace("torch.", ""), "max_rows": self.max_rows}
+
+
+def set_cpu_threads(options: EngineOptions, device: str) -> None:
+    """`threads`: N sets torch's CPU threads; auto gives it the CPUs other processes leave free
+    (`threads.default_threads`: torch's one spinning thread per core is slow on a busy
+    machine); None leaves torch's default. Only on a CPU."""
+    if options.threads is None or not device.startswith("cpu"):
+        return
+    import torch
+
+    from eager_eval.engines.threads import default_threads
+
+    auto = options.threads == "auto"
+    threads = default_threads(torch.get_num_threads()) if auto else int(options.threads)
+    torch.set_num_threads(threads)
+    print(f"torch threads: {threads}" + (" (free CPUs; set with --threads N)" if auto else ""),
+          file=sys.stderr)
+
+
+def load(model: str, options: EngineOptions, config: EagerConfig) -> HFEngine:
+    """The registry's loader for `hf`."""
+    from eager_eval.engines.models import (
+        gguf_cache_dir,
+        load_model_and_tokenizer,
+        resolve_model,
+    )
+
+    resolved = resolve_model(model)  # fails fast, before torch is imported
+    device = options.resolved_device()
+    set_cpu_threads(options, device)
+    if resolved.is_gguf and not (gguf_cache_dir(resolved) / "config.json").is_file():
+        print(f"first use of {model}: converting its GGUF once (about 30-60 s) ...",
+              file=sys.stderr, flush=True)
+    loaded, tokenizer = load_model_and_tokenizer(model, device=device, dtype=options.dtype)
+    engine = HFEngine(model, loaded, tokenizer, max_rows=options.max_rows)
+    info = engine.info()
+    print(f"eager-eval: {model} on {info['device']}"
+          + (" (device=auto)" if options.device == "auto" else "") + f", {info['dtype']}",
+          file=sys.stderr, flush=True)
+    return engine
+
+
+__all__ = ["HFEngine", "load", "set_cpu_threads"]
