@@ -17,10 +17,10 @@ from eager_eval.engines.scripted import ScriptedBackend
 from eager_eval.pipeline.calibration import (
     Calibration,
     calibrate_theta,
-    split_auto_theta,
     target_quantile,
 )
-from eager_eval.core.config import EagerConfig
+from eager_eval.core.config import ConfigError, EagerConfig
+from eager_eval.core.runner import PromptInput, run
 from eager_eval.core.seeds import branch_seed
 from support import needs_smollm2
 
@@ -97,11 +97,14 @@ def test_target_quantile(m, length, expected):
     assert target_quantile(m, length) == pytest.approx(expected)
 
 
-def test_front_end_values():
-    assert split_auto_theta({"theta": "auto", "max_seqs": 4}) == ({"max_seqs": 4}, True)
-    assert split_auto_theta({"theta": " AUTO "})[1]
-    assert split_auto_theta({"theta": "2.5"}) == ({"theta": "2.5"}, False)
-    assert split_auto_theta({}) == ({}, False)
+def test_theta_auto_is_a_setting_like_any_other():
+    assert EagerConfig.from_mapping({"theta": "auto", "max_seqs": 4}).theta_is_auto
+    assert EagerConfig.from_mapping({"theta": " AUTO "}).theta == "auto"
+    assert EagerConfig.from_mapping({"theta": "2.5"}).theta == 2.5
+    assert not EagerConfig().theta_is_auto
+    assert EagerConfig(theta="auto").to_dict()["theta"] == "auto"
+    with pytest.raises(ConfigError, match="theta=auto is measured first"):
+        run([PromptInput((1,))], Recording()(CONFIG), CONFIG.replace(theta="auto"))
     record = calibrate_theta(Recording(), [(1,)], CONFIG).to_dict()
     assert Calibration.from_dict(json.loads(json.dumps(record))).to_dict() == record
 
@@ -124,6 +127,8 @@ def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_
     assert results["theta_auto"] == recorded
     assert results["runs"][0]["settings"]["theta"] == recorded["theta"] > 0
     assert "theta=auto:" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / results["runs"][0]["samples"]).open()]
+    assert records and all(r["calibration"] == recorded for r in records)  # as every front end
 
     def no_warmup(*_, **__):
         raise AssertionError("--resume must reuse the recorded theta")
@@ -139,24 +144,23 @@ def test_cli_theta_auto_is_recorded_and_reused_on_resume(capsys, math_file, tmp_
 
 lm_eval = pytest.importorskip("lm_eval")
 
-from test_lm_eval_mapping import ENCODER, Backends, evaluator_requests  # noqa: E402
+from test_lm_eval_mapping import evaluator_requests, run_texts  # noqa: E402
 
-from eager_eval.frontends.lm_eval.models import generate_texts, group_statistics  # noqa: E402
+from eager_eval.frontends.lm_eval.models import group_statistics  # noqa: E402
 
 
 def test_lm_eval_groups_calibrate_theta_on_their_own_prompts():
     requests = evaluator_requests({"hard_task": [("hard one", 1), ("hard two", 1)],
                                    "easy_task": [("easy one", 1)]})
-    backends = Backends()
-    _, outcomes = generate_texts(requests, config=EagerConfig(mode="eager_init", max_seqs=4,
-                                                              percentile=None),
-                                 new_backend=backends, encoder=ENCODER, auto_theta=True)
-    by_task = {o.group.task_name: o for o in outcomes}
+    _, outcomes, _ = run_texts(requests, config=EagerConfig(mode="eager_init", max_seqs=4,
+                                                            percentile=None, theta="auto"))
+    by_task = {o.group.task_name: o.pool for o in outcomes}
     hard, easy = by_task["hard_task"], by_task["easy_task"]
     assert hard.calibration is not None and easy.calibration is not None
     assert hard.result.settings["theta"] == hard.calibration.theta
     assert hard.calibration.theta > easy.calibration.theta  # flat vs peaked prompts
-    stats = group_statistics(hard)
+    assert all(r.calibration == hard.calibration.to_dict() for r in hard.records)
+    stats = group_statistics(next(o for o in outcomes if o.group.task_name == "hard_task"))
     assert stats["theta"] == hard.calibration.theta
     assert stats["theta_auto"] == hard.calibration.to_dict()
 
@@ -170,7 +174,7 @@ def test_lm_eval_model_arg_theta_auto(tmp_path):
     lm = EagerHFLM.create_from_arg_obj({"pretrained": str(tiny), "theta": "auto", "max_seqs": 2},
                                        {"device": "cpu"})
     assert lm.get_model_info()["eager_eval"]["settings"]["theta"] == "auto"
-    assert lm.eager_config.theta == EagerConfig().theta  # the placeholder until a task runs
+    assert lm.eager_config.theta_is_auto  # measured on each task's prompts when it runs
 
 
 # --- Inspect ---------------------------------------------------------------------------------
@@ -211,13 +215,15 @@ def test_on_smollm2_auto_lands_between_never_branching_and_every_tree_at_its_cap
     dynamic threshold (percentile 99), does neither. Measured here: [3, 2, 3, 2] sequences."""
     import torch
 
-    from eager_eval.pipeline.demo_problems import demo_problems
     from eager_eval.engines.registry import load_engine
-    from eager_eval.core.runner import PromptInput, run
+    from eager_eval.pipeline.demo_problems import demo_problems
+    from eager_eval.pipeline.prompts import Prompt, PromptEncoder
+    from eager_eval.core.runner import run
 
     torch.set_num_threads(1)
     engine = load_engine("smollm2-135m")
-    prompts = [PromptInput(tuple(engine.encode_prompt(p.problem))) for p in demo_problems(4)]
+    encoder = PromptEncoder.for_engine(engine)
+    prompts = [encoder.encode(Prompt(p.problem)) for p in demo_problems(4)]
     config = EagerConfig(mode="eager_init", max_seqs=4, max_new_tokens=48, think_end=None)
     found = calibrate_theta(engine.new_backend, [p.tokens for p in prompts], config)
     assert found.median_entropy < found.theta < found.max_entropy

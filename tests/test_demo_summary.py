@@ -21,15 +21,14 @@ def two_methods(tmp_path_factory) -> Path:
 
 
 def test_settings_come_first_with_n_m_theta_and_tokens():
-    configs = [EagerConfig(mode=m, max_seqs=4, max_new_tokens=96, think_end=None)
+    configs = [EagerConfig(mode=m, max_seqs=4, max_new_tokens=96, think_end=None, theta="auto")
                for m in ("full_parallel", "eager_adapt")]
-    lines = demo_summary.settings_lines("smollm2-135m", 8, configs, auto_theta=True)
+    lines = demo_summary.settings_lines("smollm2-135m", 8, configs)
     assert lines[0] == "eager-eval demo: smollm2-135m on 8 generated arithmetic problems"
     assert "N = 8 prompts · M = 4 sequences per prompt (budget M·N = 32) · 96 new tokens" in lines[1]
     assert lines[2].startswith("  θ = auto (measured on these prompts")
     assert lines[3] == "  methods: full_parallel, eager_adapt"
-    assert "θ = 2.5 nats" in demo_summary.settings_lines("m", 8, [configs[0].replace(theta=2.5)],
-                                                          auto_theta=False)[2]
+    assert "θ = 2.5 nats" in demo_summary.settings_lines("m", 8, [configs[0].replace(theta=2.5)])[2]
     legend = "\n".join(demo_summary.legend_lines())
     for name in ("Pass@k", "Cons@k", "Pass Rate", "#T", "#S"):
         assert f"  {name} " in legend

@@ -13,9 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from scripting import CharTokenizer, hashed_script, peaked
@@ -23,8 +21,7 @@ from scripting import CharTokenizer, hashed_script, peaked
 pytest.importorskip("lm_eval")
 pytest.importorskip("inspect_ai")
 
-from eager_eval.engines.scripted import ScriptedBackend  # noqa: E402
-from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.engines.scripted import ScriptedEngine  # noqa: E402
 from eager_eval.core.runner import PromptInput  # noqa: E402
 from support import SHARED_DATA, needs_smollm2  # noqa: E402
 
@@ -51,51 +48,39 @@ def script(prompt, generated):
     return _WILD(prompt, generated)
 
 
-@dataclass
-class Engine:
-    """A scripted engine whose tokenizer has a chat template that opens a thinking block."""
+def Engine() -> ScriptedEngine:  # noqa: N802
+    """The shipped scripted engine with a tokenizer whose chat template opens a thinking block."""
+    return ScriptedEngine(script, vocab=VOCAB, tokenizer=CharTokenizer(VOCAB, template=True,
+                                                                       thinking=True),
+                          context_length=4096, vocab_size=len(VOCAB))
 
-    name: str = "scripted"
-    tokenizer: Any = field(default_factory=lambda: CharTokenizer(VOCAB, template=True,
-                                                                 thinking=True))
-    context_length: int | None = 4096
 
-    def new_backend(self, config: EagerConfig) -> ScriptedBackend:
-        return ScriptedBackend(script, vocab=VOCAB, greedy=config.temperature == 0)
-
-    def verify(self, config: EagerConfig) -> None:
-        config.verify_model(vocab_size=len(VOCAB))
-
-    def info(self) -> dict[str, Any]:
-        return {"backend": "scripted"}
+RUNNING = {"front end": ""}
+"""Which front end the test is running now (each one sets it): whose prompts the pipeline got."""
 
 
 @pytest.fixture
 def prompts_seen(monkeypatch) -> dict[str, list[PromptInput]]:
-    """The PromptInputs each front end hands the runner (by front end)."""
-    from eager_eval.core import runner
-    from eager_eval.frontends.inspect import provider as provider
-    from eager_eval.frontends.lm_eval import models as adapter
+    """The PromptInputs each front end hands the runner (by front end): all three reach it
+    through the one pipeline (`pipeline.pool.run_pool`)."""
+    from eager_eval.pipeline import pool
 
     seen: dict[str, list[PromptInput]] = {}
-    real_run = runner.run
+    real_run = pool.run
 
-    def recorder(front_end: str):
-        def run(prompts, *args, **kwargs):
-            seen.setdefault(front_end, []).extend(prompts)
-            return real_run(prompts, *args, **kwargs)
-        return run
+    def run(prompts, *args, **kwargs):
+        seen.setdefault(RUNNING["front end"], []).extend(prompts)
+        return real_run(prompts, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run", recorder("cli"))  # the session imports it at the call
-    monkeypatch.setattr(adapter, "run", recorder("lm-eval"))
-    monkeypatch.setattr(provider, "run", recorder("inspect"))
+    monkeypatch.setattr(pool, "run", run)
     return seen
 
 
-def cli_records(tmp_path: Path, monkeypatch, engine: Engine) -> list[dict]:
+def cli_records(tmp_path: Path, monkeypatch, engine: ScriptedEngine) -> list[dict]:
     from eager_eval.engines import registry as engines
     from eager_eval.frontends.cli import main as cli
 
+    RUNNING["front end"] = "cli"
     monkeypatch.setattr(engines, "load_engine", lambda *a, **k: engine)
     model = tmp_path / "model"
     model.mkdir()
@@ -108,12 +93,13 @@ def cli_records(tmp_path: Path, monkeypatch, engine: Engine) -> list[dict]:
     return [json.loads(line) for line in (out / "eager_adapt.jsonl").read_text().splitlines()]
 
 
-def lm_eval_records(engine: Engine, monkeypatch) -> list[dict]:
+def lm_eval_records(engine: ScriptedEngine, monkeypatch) -> list[dict]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from eager_eval.frontends.lm_eval.models import EagerHFLM
 
+    RUNNING["front end"] = "lm-eval"
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(SHARED_DATA))
     lm = EagerHFLM("scripted", engine=engine, **SETTINGS)
     manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
@@ -123,12 +109,13 @@ def lm_eval_records(engine: Engine, monkeypatch) -> list[dict]:
     return [json.loads(str(s["filtered_resps"][0])) for s in samples]
 
 
-def inspect_records(engine: Engine, tmp_path: Path, monkeypatch) -> list[dict]:
+def inspect_records(engine: ScriptedEngine, tmp_path: Path, monkeypatch) -> list[dict]:
     from inspect_ai import eval as inspect_eval
     from inspect_ai.model import get_model
 
     from test_inspect_tasks import load_task_file
 
+    RUNNING["front end"] = "inspect"
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(SHARED_DATA))
     model = get_model("eager/scripted", engine=engine, memoize=False, **SETTINGS)
     (log,) = inspect_eval(load_task_file("aime25").aime25(), model=model, limit=LIMIT,

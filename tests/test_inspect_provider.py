@@ -11,7 +11,6 @@ import asyncio
 import math
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -22,10 +21,11 @@ from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 from inspect_ai.solver import generate
 from inspect_ai.tool import ToolInfo
-from scripting import EOS, CharTokenizer, flat, hashed_script, peaked
+from scripting import EOS, flat, peaked
 
 from eager_eval.pipeline.answers import AnswerType
-from eager_eval.engines.scripted import ScriptedBackend
+from eager_eval.engines.scripted import VOCAB as SCRIPTED_VOCAB
+from eager_eval.engines.scripted import ScriptedBackend, ScriptedEngine, mixed_script
 from eager_eval.core.config import ConfigError, EagerConfig
 from eager_eval.frontends.inspect.provider import (
     MODEL_INFO_LOOKUP_API_KEY,
@@ -38,41 +38,9 @@ from eager_eval.pipeline.record import PromptRecord
 from eager_eval.engines.models import ModelNotFoundError
 from eager_eval.core.runner import PromptInput, run
 
-VOCAB = {EOS: "", **{t: f" {t}" for t in range(1, 100)}}
+VOCAB = dict(SCRIPTED_VOCAB)
 SETTINGS = dict(theta=0.9, max_seqs=4, percentile=None, think_end=None, seed=5)
 """EAGer settings of most tests (-M in a real run): small M, a fixed threshold."""
-
-
-@dataclass
-class ScriptedEngine:
-    """An Engine whose backends are ScriptedBackends; a prompt's tokens are its characters."""
-
-    script: Any
-    greedy: bool = False
-    name: str = "scripted"
-    tokenizer: Any = field(default_factory=lambda: CharTokenizer(VOCAB))
-    context_length: int | None = None
-    runs: list[list[tuple[int, ...]]] = field(default_factory=list)
-    """The prompts of every run, in run order (what each budget pool spanned)."""
-
-    def new_backend(self, config: EagerConfig) -> ScriptedBackend:
-        return ScriptedBackend(self.script, greedy=self.greedy or config.temperature == 0, vocab=VOCAB)
-
-    def info(self) -> dict[str, Any]:
-        return {"backend": "scripted"}
-
-
-def mixed_script(salt: int = 3):
-    """Prompts ending in an even character are calm (never branch, 6 tokens); odd ones branch
-    on most positions: EAGer-init leaves budget that EAGer-adapt hands to the odd ones."""
-    wild = hashed_script(salt, eos_after=10)
-
-    def script(prompt, generated):
-        if prompt[-1] % 2 == 0:
-            return peaked(EOS) if len(generated) >= 6 else peaked(5 + len(generated) % 3)
-        return wild(prompt, generated)
-
-    return script
 
 
 def provider(engine: ScriptedEngine | None = None, **model_args) -> EagerModelAPI:
@@ -326,13 +294,9 @@ class CountingLoader:
         return VerifyingEngine(mixed_script())
 
 
-@dataclass
-class VerifyingEngine(ScriptedEngine):
-    vocab_size: int = 100
-    context_length: int = 64
-
-    def verify(self, config: EagerConfig) -> None:
-        config.verify_model(vocab_size=self.vocab_size)
+def VerifyingEngine(script, context_length: int = 64) -> ScriptedEngine:  # noqa: N802
+    """A scripted engine that checks settings against a 100-token vocabulary."""
+    return ScriptedEngine(script, vocab_size=100, context_length=context_length)
 
 
 @pytest.fixture
@@ -391,7 +355,7 @@ def test_settings_that_do_not_fit_the_model_fail_at_its_load(loader, tmp_path, c
 def test_a_device_that_is_not_there_fails_when_the_provider_is_built(tmp_path, caplog):
     import torch
 
-    from eager_eval.engines.models import DeviceError
+    from eager_eval.engines.devices import DeviceError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -17,18 +17,22 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from eager_eval.pipeline.answers import AnswerType, extract_choice_letter, extract_math_answer  # noqa: E402
-from eager_eval.engines.scripted import ScriptedBackend  # noqa: E402
 from eager_eval.core.config import ConfigError, EagerConfig  # noqa: E402
+from eager_eval.engines.registry import EngineOptions  # noqa: E402
+from eager_eval.engines.scripted import ScriptedEngine  # noqa: E402
 from eager_eval.frontends.lm_eval.models import (  # noqa: E402
     NO_SEQUENCE,
+    Run,
     generate_texts,
+    split_model_args,
+)
+from eager_eval.frontends.lm_eval.requests import (  # noqa: E402
     group_requests,
     request_settings,
-    split_model_args,
     texts_for_slots,
 )
-from eager_eval.frontends.lm_eval.tasks import SlotText  # noqa: E402
-from eager_eval.pipeline.prompts import PromptEncoder  # noqa: E402
+from eager_eval.frontends.lm_eval.slot_text import SlotText  # noqa: E402
+from eager_eval.pipeline.prompts import PromptEncoder, PromptSettings  # noqa: E402
 from eager_eval.pipeline.record import PromptRecord, SequenceRecord  # noqa: E402
 
 BOX = {EOS: "", **{i: f" \\boxed{{{i}}}" for i in range(1, 11)}}
@@ -66,22 +70,14 @@ class ScriptTokenizer:
 ENCODER = PromptEncoder(ScriptTokenizer())
 
 
-class Backends:
-    """A ScriptedBackend factory that remembers each run's config and its roots."""
+def scripted_engine(script=script, vocab=BOX) -> ScriptedEngine:
+    """The shipped scripted engine over this module's script and tokenizer."""
+    return ScriptedEngine(script, vocab=vocab, tokenizer=ScriptTokenizer())
 
-    def __init__(self) -> None:
-        self.configs: list[EagerConfig] = []
-        self.backends: list[ScriptedBackend] = []
 
-    def __call__(self, config: EagerConfig) -> ScriptedBackend:
-        backend = ScriptedBackend(script, vocab=BOX, greedy=config.temperature == 0)
-        roots: list = []
-        add = backend.add
-        backend.add = lambda seqs: (roots.extend(seqs), add(seqs))[1]  # type: ignore[method-assign]
-        backend.roots = roots  # type: ignore[attr-defined]
-        self.configs.append(config)
-        self.backends.append(backend)
-        return backend
+def scripted_run(engine: ScriptedEngine, config: EagerConfig, **fields) -> Run:
+    """What an lm-eval model runs on, around `engine`."""
+    return Run(engine, "scripted", EngineOptions("scripted"), PromptSettings(), config, **fields)
 
 
 CONFIG = EagerConfig(mode="eager_init", max_seqs=4, theta=2.0, percentile=None, seed=3)
@@ -106,11 +102,13 @@ def evaluator_requests(tasks: dict[str, list[tuple[str, int]]], gen_kwargs=None)
     return out
 
 
-def run_texts(requests, config=CONFIG, **kwargs):
-    backends = Backends()
-    texts, outcomes = generate_texts(requests, config=config, new_backend=backends,
-                                     encoder=ENCODER, **kwargs)
-    return texts, outcomes, backends
+def run_texts(requests, config=CONFIG, *, engine=None, explicit=frozenset(), trees=None,
+              **kwargs):
+    """generate_texts on the scripted engine: (texts, outcomes, the engine)."""
+    engine = engine or scripted_engine()
+    texts, outcomes = generate_texts(requests, scripted_run(engine, config, explicit=explicit,
+                                                            trees=trees), **kwargs)
+    return texts, outcomes, engine
 
 
 def expected_texts(requests, outcomes) -> list[str]:
@@ -179,8 +177,8 @@ def test_one_run_per_task_holds_all_its_docs():
                                    "b": [("easy", 1), ("hard", 1)]})
     _, outcomes, backends = run_texts(requests)
     assert [o.group.task_name for o in outcomes] == ["a", "b"]
-    assert len(backends.backends) == 2  # one run() per task: its budget pool spans its docs
-    assert [len(b.roots) for b in backends.backends] == [3, 2]
+    assert len(backends.runs) == 2  # one run() per task: its budget pool spans its docs
+    assert [len(prompts) for prompts in backends.runs] == [3, 2]
     assert [len(o.group.docs) for o in outcomes] == [3, 2]
 
 
@@ -209,7 +207,7 @@ def test_budget_pool_spans_the_task_in_eager_adapt():
     requests = evaluator_requests({"t": [("hard a", 1), ("easy", 1), ("hard b", 1)]})
     _, outcomes, backends = run_texts(requests, config=config)
     result = outcomes[0].result
-    assert len(backends.backends) == 1
+    assert len(backends.runs) == 1
     assert result.rounds[0].budget == 6  # M * N over the task's three prompts
     assert len(result.rounds) > 1  # the easy prompt's unspent budget went to the hard ones
     assert result.prompts[0].n_sequences > 2
@@ -223,16 +221,11 @@ def test_until_and_max_gen_toks_reach_the_runner():
 
     requests = [instance("t", 0, "easy", 1, {"until": ["stop"], "max_gen_toks": 5}),
                 instance("t", 1, "easy", 1, {"until": [], "max_gen_toks": 4})]
-    seen = []
-
-    def backend(config):
-        seen.append(config)
-        return ScriptedBackend(long_script if len(seen) == 2 else script, vocab=vocab)
-
-    texts, outcomes = generate_texts(requests, config=CONFIG, new_backend=backend, encoder=ENCODER)
-    assert texts[0] == ""  # cut before the stop string (the first token carries it)
+    texts, outcomes, engine = run_texts(requests, engine=scripted_engine(long_script, vocab))
     assert outcomes[1].result.prompts[0].sequences[0].tokens == [3, 3, 3, 3]
-    assert [c.max_new_tokens for c in seen] == [5, 4]
+    assert [c.max_new_tokens for c in engine.configs] == [5, 4]
+    texts, _, _ = run_texts(requests[:1], engine=scripted_engine(script, vocab))
+    assert texts[0] == ""  # cut before the stop string (the first token carries it)
 
 
 def test_finalize_applies_to_texts_never_to_markers():
@@ -278,7 +271,7 @@ def test_bad_generation_kwargs_are_named(gen_kwargs, parameter):
 
 def test_mode_eager_without_labels_is_a_clear_error():
     requests = evaluator_requests({"gsm8k": [("hard", 1), ("easy", 1)]})
-    pattern = "mode=eager.*2 of 2 prompts of task 'gsm8k'.*eager_adapt"
+    pattern = "mode=eager.*2 of 2 prompts of lm_eval-gsm8k.*eager_target_field.*eager_adapt"
     with pytest.raises(ConfigError, match=pattern):
         run_texts(requests, config=CONFIG.replace(mode="eager"))
 
@@ -288,11 +281,11 @@ def test_mode_eager_reads_labels_from_docs_or_generation_kwargs():
     labelled = [instance("t", i, "hard", 1, doc={"eager_target": "7", "eager_answer_type": "math"})
                 for i in range(2)]
     texts, outcomes, _ = run_texts(labelled, config=config)
-    assert len(texts) == 2 and outcomes[0].has_labels
+    assert len(texts) == 2 and all(p.label for p in outcomes[0].pool.prompts)
     gen_kwargs = {"until": [], "eager_answer_type": "math", "eager_target_field": "answer"}
     stock = [instance("t", i, "hard", 1, gen_kwargs, doc={"answer": "3"}) for i in range(2)]
     texts, outcomes, _ = run_texts(stock, config=config)
-    assert len(texts) == 2 and outcomes[0].has_labels
+    assert len(texts) == 2 and all(p.label for p in outcomes[0].pool.prompts)
     assert outcomes[0].settings.ignored == ()  # the eager keys never reach an engine
 
 

@@ -175,14 +175,20 @@ def test_cli_default_cuda_falls_back_to_cpu_quietly(tiny_dir, caplog, monkeypatc
     (["lm_eval", "--device=cuda:0"], {}),
     (["lm_eval"], {"device": "cuda"}),
 ])
-def test_a_requested_cuda_device_warns_and_falls_back(tiny_dir, caplog, monkeypatch, argv,
-                                                      model_args):
+def test_a_requested_cuda_device_that_is_not_there_is_one_clear_error(tiny_dir, caplog,
+                                                                       monkeypatch, argv,
+                                                                       model_args):
+    """Asked for by name (--device or a model arg), a missing GPU is the user's error, as in
+    the CLI and Inspect; lm-eval's own default ('cuda:0' when --device is absent) is not a
+    request and becomes device=auto (the test above)."""
+    from eager_eval.engines.devices import DeviceError
+
     monkeypatch.setattr(sys, "argv", argv)
-    with caplog.at_level(logging.WARNING, logger="lm_eval.eager_eval"):
-        lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **model_args},
-                                           {"device": "cuda:0"})
-    assert str(lm.device) == "cpu"
-    assert "CUDA is not available; using cpu" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
+        with pytest.raises(DeviceError, match="CUDA is not available.*use --device cpu"):
+            EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **model_args},
+                                          {"device": "cuda:0"})
+    assert "eager-eval: error: device 'cuda" in caplog.text
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

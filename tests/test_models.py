@@ -17,17 +17,17 @@ import pytest
 
 from eager_eval.engines import models
 from eager_eval.core.config import ConfigError
+from eager_eval.engines.devices import DeviceError
 from eager_eval.engines.models import (
     ALIASES,
-    DeviceError,
     ModelNotFoundError,
     ResolvedModel,
-    apply_chat,
     converted_model_dir,
     gguf_cache_dir,
     load_model_and_tokenizer,
     resolve_model,
 )
+from eager_eval.pipeline.prompts import chat_token_ids as apply_chat
 from support import has_smollm2_wheel, needs_smollm2  # noqa: E402
 
 
@@ -301,7 +301,7 @@ def test_unreachable_hub_id_becomes_model_not_found(monkeypatch):
     assert "someone/some-model" in message and "smollm2-135m" in message and "couldn't connect" in message
 
 
-# --- apply_chat ------------------------------------------------------------------------------
+# --- the prompt layer's token ids (chat_token_ids) ------------------------------------------------------------------------------
 
 
 class _ChatTokenizer:

@@ -30,23 +30,25 @@ def write_scripted_run(out: Path, modes=("full_parallel", "eager_adapt")) -> Pat
     scripted model of test_inspect_provider: its odd prompts branch at most positions and fill
     their cap, its even ones never branch, so EAGer-adapt always moves budget (a tiny random
     model may or may not). Returns results.json."""
-    from test_inspect_provider import VOCAB, mixed_script
-
-    from eager_eval.engines.scripted import ScriptedBackend
     from eager_eval.core.config import EagerConfig
-    from eager_eval.pipeline.outputs import Problem, method_run, write_run_dir
-    from eager_eval.core.runner import PromptInput, run
+    from eager_eval.engines.registry import EngineOptions
+    from eager_eval.engines.scripted import ScriptedEngine, mixed_script
+    from eager_eval.pipeline.outputs import MethodRun, Problem, write_run_dir
+    from eager_eval.pipeline.pool import Label, Pool, pool_prompt, run_pool
+    from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings
 
+    engine = ScriptedEngine(mixed_script())
+    encoder = PromptEncoder.for_engine(engine)
     texts = [f"q{i}" for i in range(6)]
-    prompts = [PromptInput(tuple(ord(c) for c in t)) for t in texts]
     problems = [Problem(f"p{i}", f"(made-up question {t})", "7") for i, t in enumerate(texts)]
+    prompts = [pool_prompt(encoder, Prompt(t), p.id, label=Label(p.target, "math"),
+                           text=p.problem) for t, p in zip(texts, problems)]
     runs = []
     for mode in modes:
         config = EagerConfig(mode=mode, theta=0.9, max_seqs=4, percentile=None, think_end=None,
                              seed=5, max_new_tokens=30)
-        backend = ScriptedBackend(mixed_script(), greedy=False, vocab=VOCAB)
-        result = run(prompts, backend, config)
-        runs.append(method_run(config, result, problems, "math", decode=backend.decode))
+        pool = Pool(mode, prompts, config, "scripted", EngineOptions("scripted"), PromptSettings())
+        runs.append(MethodRun.of(run_pool(pool, engine)))
     return write_run_dir(out, runs, problems, answer_type="math", command="(test)",
                          model="scripted", task="made-up", engine_info={"backend": "scripted"})
 
@@ -139,11 +141,11 @@ def test_fixtures_written_before_fork_context_still_read():
 
 pytest.importorskip("lm_eval")
 
-from test_lm_eval_mapping import BOX, ENCODER, Backends, evaluator_requests  # noqa: E402
+from test_lm_eval_mapping import BOX, evaluator_requests, run_texts  # noqa: E402
 
 from eager_eval.core.config import EagerConfig  # noqa: E402
 from eager_eval.frontends.lm_eval import tasks as lm_eval_tasks  # noqa: E402
-from eager_eval.frontends.lm_eval.models import generate_texts, group_statistics  # noqa: E402
+from eager_eval.frontends.lm_eval.models import group_statistics  # noqa: E402
 from eager_eval.pipeline.record import fork_context  # noqa: E402
 
 
@@ -151,8 +153,7 @@ def test_lm_eval_samples_read_back_as_trees_graded_by_the_metrics_rule(tmp_path)
     requests = evaluator_requests({"eager_demo": [("hard one", 4), ("easy one", 4)]})
     config = EagerConfig(mode="eager_adapt", max_seqs=3, theta=2.0, percentile=None)
     decode = lambda ids: "".join(BOX.get(t, f"<{t}>") for t in ids)  # noqa: E731
-    texts, (outcome,) = generate_texts(requests, config=config, new_backend=Backends(),
-                                       encoder=ENCODER, decode=decode)
+    texts, (outcome,), _ = run_texts(requests, config=config)  # decodes as `decode` does
     folder = tmp_path / "out" / "tiny"
     folder.mkdir(parents=True)
     date = "2025-06-02T09-30-00.000001"

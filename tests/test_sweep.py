@@ -55,14 +55,15 @@ class FakeRunner:
         self.calls.append((model, data.name, config.mode.value, config.theta, config.max_seqs, resume, options))
         if f"{model}:{config.mode.value}" in self.fail:
             raise CellFailed("eager-eval run exited with code 1")
-        if options.get("theta_auto"):  # as run_session does: calibrate, then record
+        auto = config.theta_is_auto
+        if auto:  # as run_session does: calibrate, then record
             config = dataclasses.replace(config, theta=2.2)
         tokens = 1000 if config.mode.value == "full_parallel" else int(400 * config.theta)
         results = {
             "tool": "eager-eval", "format_version": 1, "command": "run", "model": model, "task": data.name,
             "runs": [{"method": config.mode.value, "settings": config.to_dict(),
                       "metrics": {"n_prompts": 3, "pass_at_k": 0.5, "tokens_generated": tokens}}],
-            **({"theta_auto": {"theta": config.theta}} if options.get("theta_auto") else {}),
+            **({"theta_auto": {"theta": config.theta}} if auto else {}),
         }
         Path(output_dir, "results.json").write_text(json.dumps(results))
 
@@ -99,13 +100,13 @@ def test_theta_auto_cells_calibrate_run_once_and_keep_their_own_directory(tmp_pa
     assert (numeric.theta_auto, auto.theta_auto) == (False, True)
     assert auto.output_dir.name == "eager_adapt-thetaauto-M4" and "θ=auto" in auto.name
     args = run_command_line(auto.model, auto.task, auto.config, auto.output_dir,
-                            settings=auto.explicit, theta_auto=True)
+                            settings=auto.explicit)
     assert args[args.index("--theta") + 1] == "auto"
     assert build_parser().parse_args(args).theta == "auto"
 
     runner = FakeRunner()
     run_sweep(sweep, runner=runner, report=False)
-    assert [(c[3], c[6].get("theta_auto")) for c in runner.calls] == [(2.0, False), (2.0, True)]
+    assert [c[3] for c in runner.calls] == [2.0, "auto"]  # the cell's config says auto
     assert cell_status(auto)[0] == "done"  # its recorded theta (2.2, calibrated) is not a mismatch
     again = FakeRunner()
     run_sweep(sweep, runner=again, report=False)

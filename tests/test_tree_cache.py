@@ -12,14 +12,16 @@ import pytest
 pytest.importorskip("lm_eval")
 pytest.importorskip("inspect_ai")
 
-from test_inspect_provider import SETTINGS, ScriptedEngine, mixed_script  # noqa: E402
-from test_lm_eval_mapping import CONFIG, ENCODER, Backends, evaluator_requests  # noqa: E402
+from test_inspect_provider import SETTINGS  # noqa: E402
+from test_lm_eval_mapping import CONFIG, evaluator_requests, run_texts, scripted_engine  # noqa: E402
 
-from eager_eval.common.files import OutputDirError, OutputInUseError, OutputLock  # noqa: E402
+from eager_eval.common.files import OutputDirError, OutputInUseError  # noqa: E402
+from eager_eval.common.files import OutputLock  # noqa: E402
+from eager_eval.engines.registry import EngineOptions  # noqa: E402
+from eager_eval.engines.scripted import ScriptedEngine, mixed_script  # noqa: E402
 from eager_eval.frontends.inspect.provider import EagerModelAPI  # noqa: E402
-from eager_eval.frontends.lm_eval.models import generate_texts  # noqa: E402
-from eager_eval.core.tree import PromptInput  # noqa: E402
-from eager_eval.pipeline.tree_cache import cached_trees, pool_fingerprint  # noqa: E402
+from eager_eval.pipeline.prompts import Prompt, PromptSettings  # noqa: E402
+from eager_eval.pipeline.store import TreesDir, pool_fingerprint  # noqa: E402
 
 ADAPT = CONFIG.replace(mode="eager_adapt", max_seqs=2)
 REQUESTS = evaluator_requests({"t": [("hard a", 2), ("easy", 2), ("hard b", 2), ("easy c", 2)]})
@@ -29,32 +31,28 @@ class Crash(Exception):
     """Stands in for a kill or Ctrl-C in the middle of a run."""
 
 
-class CrashingBackends(Backends):
-    """Backends that die after `steps` engine steps (summed over the run's backends)."""
+def crashing_engine(steps: int) -> ScriptedEngine:
+    """The scripted engine of test_lm_eval_mapping, dying after `steps` engine steps (summed
+    over its backends)."""
+    engine = scripted_engine()
+    left = [steps]
+    new_backend = engine.new_backend
 
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.left = steps
-
-    def __call__(self, config):
-        backend = super().__call__(config)
+    def dying_backend(config):
+        backend = new_backend(config)
         step = backend.step
 
         def dying_step():
-            self.left -= 1
-            if self.left < 0:
+            left[0] -= 1
+            if left[0] < 0:
                 raise Crash
             return step()
 
         backend.step = dying_step
         return backend
 
-
-def opener(directory):
-    def open_store(task, config, prompts, labels):
-        return cached_trees(directory, f"lm_eval-{task}",
-                            pool_fingerprint("m", {}, config, prompts, labels))
-    return open_store
+    engine.new_backend = dying_backend
+    return engine
 
 
 def tree_lines(directory) -> list[dict]:
@@ -62,49 +60,41 @@ def tree_lines(directory) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()[1:]]
 
 
-def roots_added(backends: Backends) -> int:
-    return sum(len(backend.roots) for backend in backends.backends)
+def roots_added(engine: ScriptedEngine) -> int:
+    return sum(len(prompts) for prompts in engine.runs)
 
 
 def test_lm_eval_run_resumes_from_its_trees_after_a_crash(tmp_path):
-    clean = Backends()
-    want, want_outcomes = generate_texts(REQUESTS, config=ADAPT, new_backend=clean, encoder=ENCODER)
+    trees = TreesDir(tmp_path)
+    want, want_outcomes, clean = run_texts(REQUESTS, config=ADAPT)
     assert len(want_outcomes[0].result.rounds) > 1  # reallocation happened: trees of round 1
 
-    crashing = CrashingBackends(steps=4)
     with pytest.raises(Crash):
-        generate_texts(REQUESTS, config=ADAPT, new_backend=crashing, encoder=ENCODER,
-                       open_store=opener(tmp_path))
+        run_texts(REQUESTS, config=ADAPT, engine=crashing_engine(steps=4), trees=trees)
     saved = tree_lines(tmp_path)
     assert 0 < len(saved) < sum(len(p.trees) for p in want_outcomes[0].result.prompts)
 
-    again = Backends()
-    texts, outcomes = generate_texts(REQUESTS, config=ADAPT, new_backend=again, encoder=ENCODER,
-                                     open_store=opener(tmp_path))
+    texts, outcomes, again = run_texts(REQUESTS, config=ADAPT, trees=trees)
     assert texts == want
     assert [r.to_dict() for r in outcomes[0].records] == [r.to_dict() for r in want_outcomes[0].records]
     assert roots_added(again) == roots_added(clean) - len(saved)  # the saved trees were not regrown
 
-    done = Backends()  # everything on disk: nothing is generated a third time
-    assert generate_texts(REQUESTS, config=ADAPT, new_backend=done, encoder=ENCODER,
-                          open_store=opener(tmp_path))[0] == want
-    assert roots_added(done) == 0
+    texts, _, done = run_texts(REQUESTS, config=ADAPT, trees=trees)  # nothing left to grow
+    assert texts == want and roots_added(done) == 0
 
 
 def test_other_settings_or_prompts_get_their_own_tree_file(tmp_path):
-    generate_texts(REQUESTS, config=ADAPT, new_backend=Backends(), encoder=ENCODER,
-                   open_store=opener(tmp_path))
-    generate_texts(REQUESTS, config=ADAPT.replace(seed=4), new_backend=Backends(), encoder=ENCODER,
-                   open_store=opener(tmp_path))
-    generate_texts(REQUESTS[:4], config=ADAPT, new_backend=Backends(), encoder=ENCODER,
-                   open_store=opener(tmp_path))
+    trees = TreesDir(tmp_path)
+    run_texts(REQUESTS, config=ADAPT, trees=trees)
+    run_texts(REQUESTS, config=ADAPT.replace(seed=4), trees=trees)
+    run_texts(REQUESTS[:4], config=ADAPT, trees=trees)
     assert len(list(tmp_path.glob("lm_eval-t-*.jsonl"))) == 3
 
 
 def test_a_second_process_on_the_same_directory_stops_at_once(tmp_path):
     with OutputLock(tmp_path):  # held as by another process's run
         with pytest.raises(OutputInUseError, match=str(tmp_path)):
-            with cached_trees(tmp_path, "x", {"a": 1}):
+            with TreesDir(tmp_path).open("x", {"a": 1}):
                 pass
 
 
@@ -196,9 +186,10 @@ def test_inspect_pool_shows_its_progress_in_inspects_display():
 
 
 def test_full_eagers_labels_are_part_of_its_fingerprint():
-    prompts = [PromptInput((1, 2))]
+    def fingerprint(config, labels):
+        return pool_fingerprint("m", EngineOptions("scripted"), PromptSettings(), config,
+                                [Prompt("q")], labels)
+
     eager = ADAPT.replace(mode="eager")
-    assert (pool_fingerprint("m", {}, eager, prompts, ["1"])
-            != pool_fingerprint("m", {}, eager, prompts, ["2"]))
-    assert (pool_fingerprint("m", {}, ADAPT, prompts, ["1"])  # labels-blind modes
-            == pool_fingerprint("m", {}, ADAPT, prompts, ["2"]))
+    assert fingerprint(eager, ["1"]) != fingerprint(eager, ["2"])
+    assert fingerprint(ADAPT, ["1"]) == fingerprint(ADAPT, ["2"])  # labels-blind modes

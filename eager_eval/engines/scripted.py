@@ -267,8 +267,9 @@ class ScriptedEngine:
     """An Engine whose backends are ScriptedBackends over `script`; prompts are characters.
 
     `backend_options` go to every ScriptedBackend (start_delay, tokens_per_step,
-    shuffle_seed, defer_child_token: an engine's lag); `runs` lists each run's root prompts,
-    in run order (what each budget pool spanned)."""
+    shuffle_seed, defer_child_token: an engine's lag); `runs` lists each backend's trees (their
+    prompts) in the order backends were made (what each budget pool spanned), `configs` the
+    config each was made for."""
 
     script: Script
     greedy: bool = False
@@ -282,6 +283,8 @@ class ScriptedEngine:
     """For `verify` (entropy_k, top_k within it); None: not checked."""
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     runs: list[list[tuple[int, ...]]] = field(default_factory=list)
+    configs: list[Any] = field(default_factory=list)
+    """The config each backend was made for, in order (beside `runs`)."""
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
@@ -297,6 +300,7 @@ class ScriptedEngine:
                                   vocab=self.vocab, **dict(self.backend_options))
         prompts: list[tuple[int, ...]] = []
         self.runs.append(prompts)
+        self.configs.append(config)
         add = backend.add
 
         def add_and_note(trees: Sequence[NewTree]) -> None:

@@ -103,19 +103,21 @@ def generate_texts(
     requests: Sequence[Instance],
     run: Run,
     *,
-    rendered: Mapping[str, str] | None = None,
+    rendered: bool = False,
+    sources: Mapping[str, str] | None = None,
     finalize: Callable[[str], str] = lambda text: text,
     progress: RunProgress | None = None,
     default_max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
 ) -> tuple[list[str], list[GroupOutcome]]:
     """Exactly one string (a `SlotText`) per request, in request order, plus each group's pool.
 
-    `rendered`: contexts lm-eval already put in the chat template (--apply_chat_template) ->
-    their own words (what the record keeps as the prompt); `finalize` post-processes a
+    `rendered`: lm-eval already put the contexts in the chat template (--apply_chat_template);
+    `sources`: such a context -> its messages' own words (what the record keeps as the
+    prompt, docs/FORMAT.md); `finalize` post-processes a
     sequence's text before it fills a slot (e.g. cut the thinking block off), never a marker;
     `progress`: a bar per group (trees done, tokens/s), as the CLI draws them.
     """
-    rendered = rendered or {}
+    sources = sources or {}
     texts: list[str | None] = [None] * len(requests)
     outcomes: list[GroupOutcome] = []
     for group in group_requests(requests):
@@ -127,12 +129,11 @@ def generate_texts(
         for doc in group.docs:
             label, kind = doc_label(doc, settings)
             context = doc.context
-            prompt = Prompt(context, settings.stop, settings.max_new_tokens,
-                            rendered=context in rendered)
+            prompt = Prompt(context, settings.stop, settings.max_new_tokens, rendered=rendered)
             prompts.append(pool_prompt(
                 encoder, prompt, str(doc.fields.get("id", doc.instance.doc_id)), label=label,
                 answer_type=kind, name=f"doc {doc.instance.doc_id} of task {group.task_name}",
-                text=rendered.get(context, context),
+                text=sources.get(context, context),
                 origin={"task": group.task_name, "doc_id": doc.instance.doc_id,
                         "slots": len(doc.slots)}))
         pool = Pool(f"lm_eval-{group.task_name}", prompts, settings.config, run.model,
@@ -230,7 +231,8 @@ class EagerLM(LM):
                 engine = load_engine(self._model_name, self.options, self.eager_config)
             self.engine = engine
             self.engine.verify(self.eager_config)  # entropy_k within the vocabulary, marker
-        self._rendered: dict[str, str] = {}
+        self._harness_applied_chat = False
+        self._sources: dict[str, str] = {}
         self._task_stats: dict[str, list[dict[str, Any]]] = {}
         self._announced: set[tuple[str | None, str]] = set()
         self._loglikelihood_lm: LM | None = None
@@ -275,8 +277,9 @@ class EagerLM(LM):
         """--apply_chat_template: the prompt layer's template; the contexts then arrive
         rendered (and `chat=auto` applies no second template). The record keeps the
         messages' own words as the prompt (docs/FORMAT.md), as every front end does."""
+        self._harness_applied_chat = True
         text = self._encoder().apply_template(chat_history, add_generation_prompt)
-        self._rendered[text] = Prompt(tuple(chat_history)).text
+        self._sources[text] = Prompt(tuple(chat_history)).text
         return text
 
     # --- generation ----------------------------------------------------------------------
@@ -301,8 +304,9 @@ class EagerLM(LM):
         run = Run(self.engine, self._model_name, self.options, self.prompt_settings,
                   self.eager_config, self._explicit, self._trees)
         with log_user_errors(log), RunProgress(enabled=not disable_tqdm) as progress:
-            texts, outcomes = generate_texts(requests, run, rendered=self._rendered,
-                                             finalize=self._finalize, progress=progress)
+            texts, outcomes = generate_texts(requests, run, rendered=self._harness_applied_chat,
+                                             sources=self._sources, finalize=self._finalize,
+                                             progress=progress)
         for outcome in outcomes:
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
