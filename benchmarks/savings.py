@@ -19,8 +19,9 @@ from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_LIMIT, DEMO_MODEL,
 from eager_eval.core.config import EagerConfig
 from eager_eval.pipeline.demo_problems import demo_problems
 from eager_eval.engines.registry import load_engine
+from eager_eval.pipeline.prompts import Prompt, PromptEncoder
 from eager_eval.pipeline.metrics import score_run
-from eager_eval.core.runner import PromptInput, run
+from eager_eval.core.runner import run
 
 
 def main() -> None:
@@ -43,7 +44,8 @@ def main() -> None:
     started = time.perf_counter()
     engine = load_engine(args.model)
     problems = demo_problems(args.limit)
-    prompts = [PromptInput(tuple(engine.encode_prompt(p.problem))) for p in problems]
+    encoder = PromptEncoder.for_engine(engine)
+    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
     targets = [p.answer for p in problems]
     print(f"{args.model}: {len(prompts)} demo problems, M={args.max_seqs}, "
           f"max_new_tokens={args.max_new_tokens}, theta={args.theta} "

@@ -137,7 +137,7 @@ class SimulatedVLLMEngine:
 
 def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int) -> tuple[Any, Any]:
     """(VLLMBackend over a SimulatedVLLMEngine, the engine)."""
-    from eager_eval.engines.vllm import SamplingSettings, VLLMBackend
+    from eager_eval.engines.vllm import VLLMBackend
 
     engine = SimulatedVLLMEngine(sim, root_len)
     k = config.entropy_k if config.is_branching else None

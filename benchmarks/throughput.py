@@ -41,7 +41,8 @@ def load(name: str, device: str = "cpu", dtype: str | None = None, n_prompts: in
         return _tiny()
     if name.startswith("random:"):
         return _random(name.removeprefix("random:"), device, dtype, n_prompts)
-    from eager_eval.engines.models import apply_chat, load_model_and_tokenizer
+    from eager_eval.engines.models import load_model_and_tokenizer
+    from eager_eval.pipeline.prompts import chat_token_ids as apply_chat
 
     model, tokenizer = load_model_and_tokenizer(name)
     return model, tokenizer, [apply_chat(tokenizer, p) for p in PROMPTS]

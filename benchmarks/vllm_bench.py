@@ -296,7 +296,8 @@ def main() -> None:
 
     import vllm
 
-    from eager_eval.engines.registry import load_engine
+    from eager_eval.engines.registry import EngineOptions, load_engine
+    from eager_eval.pipeline.prompts import Prompt, PromptEncoder
     from eager_eval.core.runner import PromptInput, run
 
     print(f"device: {describe_device()}")
@@ -309,7 +310,7 @@ def main() -> None:
     base = EagerConfig(max_seqs=args.max_seqs, max_new_tokens=args.max_new_tokens, theta=args.theta,
                        temperature=args.temperature, seed=args.seed)
     started = time.perf_counter()
-    engine = load_engine(args.model, backend="vllm", dtype=dtype, config=base, **engine_kwargs)
+    engine = load_engine(args.model, EngineOptions("vllm", dtype=dtype, engine_args=engine_kwargs), base)
     llm = engine.llm
     load_s = time.perf_counter() - started
     vocab = engine.tokenizer.get_vocab() if hasattr(engine.tokenizer, "get_vocab") else {}
@@ -318,7 +319,8 @@ def main() -> None:
     base = base.replace(think_end=think_end)
     problems = load_problems(args)
     targets = [answer for _, answer in problems]
-    prompt_ids = [engine.encode_prompt(problem) for problem, _ in problems]
+    encoder = PromptEncoder.for_engine(engine)
+    prompt_ids = [list(encoder.encode(Prompt(problem)).tokens) for problem, _ in problems]
     prompts = [PromptInput(tuple(ids)) for ids in prompt_ids]
     eos = sorted(engine.new_backend(base).eos_token_ids)
     m, t = args.max_seqs, args.max_new_tokens

@@ -243,7 +243,7 @@ def chat_token_ids(tokenizer: Tokenizer, content: str | Sequence[Message], *,
                    chat: ChatMode | bool | str = ChatMode.AUTO,
                    enable_thinking: bool = True) -> list[int]:
     """A prompt's token ids by the module's rule, for code that holds only a tokenizer
-    (benchmarks, `models.apply_chat`, `Engine.encode_prompt`)."""
+    (benchmarks and tests)."""
     body = content if isinstance(content, str) else tuple(content)
     encoder = PromptEncoder(tokenizer, PromptSettings(ChatMode.parse(chat), enable_thinking))
     return encoder.token_ids(Prompt(body))[1]
