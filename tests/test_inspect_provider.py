@@ -8,7 +8,6 @@ subprocess runs of `inspect eval` on real weights are in test_inspect_tasks.py (
 from __future__ import annotations
 
 import asyncio
-import math
 import subprocess
 import sys
 from typing import Any
@@ -407,22 +406,40 @@ def test_a_failed_sample_keeps_the_others_in_the_log(tmp_path):
 
 
 def test_a_cancelled_leader_never_strands_its_batch():
-    api = provider(batch_size=3, batch_window=0.3)
+    """The first call of a batch leads it; if its sample is cancelled while the batch is still
+    open (a time limit), the calls that joined still get their answers from the full batch."""
+    api = provider(batch_size=3, batch_window=30)
     results: dict[int, Any] = {}
 
-    async def call(i: int, cancel_after: float = math.inf) -> None:
-        with anyio.move_on_after(cancel_after):
-            results[i] = await api.generate([ChatMessageUser(content=f"q{i}")], [], "auto",
-                                            GenerateConfig(max_tokens=10))
+    async def call(i: int) -> None:
+        results[i] = await api.generate([ChatMessageUser(content=f"q{i}")], [], "auto",
+                                        GenerateConfig(max_tokens=10))
+
+    def joined() -> int:
+        batch = next(iter(api.batcher._open.values()), None)
+        return len(batch.slots) if batch is not None else 0
+
+    async def until(condition) -> None:
+        while not condition():
+            await anyio.sleep(0)
 
     async def main() -> None:
+        leader = anyio.CancelScope()
+
+        async def leading_call() -> None:
+            with leader:
+                await call(0)
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(call, 0, 0.05)  # opens the window, then its sample is cancelled
-            await anyio.sleep(0.01)
+            tg.start_soon(leading_call)
+            await until(lambda: joined() == 1)  # the leader opened the batch
             tg.start_soon(call, 1)
-            tg.start_soon(call, 2)
+            await until(lambda: joined() == 2)
+            leader.cancel()  # cancelled while its batch is open, waiting for a third call
+            tg.start_soon(call, 2)  # the third call closes the batch (batch_size=3)
 
     anyio.run(main)
+    assert 0 not in results  # the cancelled sample got nothing
     assert results[1].metadata["pool"]["n_prompts"] == results[2].metadata["pool"]["n_prompts"] == 3
 
 

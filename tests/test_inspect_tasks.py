@@ -96,6 +96,7 @@ def test_missing_data_file_offline_is_a_clear_error(tmp_path, monkeypatch, name,
         getattr(load_task_file(name), fn)()
 
 
+@pytest.mark.slow  # an `inspect eval` subprocess
 @needs_smollm2
 def test_missing_gpqa_is_one_message_before_the_model_loads(tmp_path, monkeypatch):
     """`inspect eval` builds the model before the task: the provider loads no weights until

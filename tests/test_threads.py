@@ -21,8 +21,14 @@ def test_threads_are_the_free_cpus_capped_by_torch_default(cpus, load, torch_def
     assert default_threads(torch_default, cpus=cpus, load=load) == expected
 
 
-def test_default_reads_this_machine():
-    assert 1 <= default_threads(64) <= 64
+def test_default_reads_this_machines_cpus_and_load(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert default_threads(64) == 3  # 4 usable CPUs, one kept busy by another process
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert default_threads(64) == 1
 
 
 def test_version_flag_prints_the_installed_version():
