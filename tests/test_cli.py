@@ -327,7 +327,7 @@ def test_demo_subprocess_writes_all_methods(tmp_path):
     assert text.index("Legend:") < text.index("What happened:") < text.index("Next:")
     assert "θ = 2.6 nats" in text and all(r["settings"]["theta"] == 2.6 for r in runs.values())
     assert f"  eager-eval show {out}" in text
-    assert f"  eager-eval report {out} --output report/" in text
+    assert f"  eager-eval report {out} --output {out / 'report'}" in text
 
 
 @pytest.mark.slow

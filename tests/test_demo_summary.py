@@ -57,7 +57,7 @@ def test_the_story_counts_what_the_run_wrote(two_methods):
     next_steps = demo_summary.next_lines(two_methods, prompt)
     assert next_steps[1].startswith(f"  eager-eval show {two_methods} --method eager_adapt "
                                     f"--prompt {prompt}")
-    assert next_steps[2].startswith(f"  eager-eval report {two_methods} --output report/")
+    assert next_steps[2].startswith(f"  eager-eval report {two_methods} --output {two_methods / 'report'}")
     assert cli.main(["show", str(two_methods), "--method", "eager_adapt", "--prompt",
                      str(prompt)]) == 0  # the command printed works
 

@@ -217,3 +217,44 @@ def test_inspect_log_reads_back_as_the_cores_trees(tmp_path):
                                                        t.split()[-1] == "5" for t in expected.texts]
     assert [r.round for r in run.pool_rounds] == [r.round for r in core.rounds]
     assert any(line.startswith("Round 1:") for line in describe_pool(run))
+
+
+# --- the pool's story: why nothing moved --------------------------------------------------------
+
+
+def pool_of(trees_per_prompt: list[list[tuple[int, bool]]], method: str = "eager_adapt",
+            correct: bool = False):
+    """A RunTrees whose prompts hold round-0 trees of (sequences, hit_cap) as given."""
+    from eager_eval.pipeline.record import PromptRecord, SequenceRecord
+    from eager_eval.report.trees import PromptTrees, RunTrees, Tree
+
+    prompts = []
+    for i, trees in enumerate(trees_per_prompt):
+        shown = [Tree(0, [SequenceRecord(j, 0, None, 0, "x", correct=correct) for j in range(n)],
+                      [], cap=4, hit_cap=hit) for n, hit in trees]
+        record = PromptRecord(str(i), i, "q", None, None, [s for t in shown for s in t.sequences])
+        prompts.append(PromptTrees(i, str(i), record, shown))
+    return RunTrees(Path("."), "cli", "m", "t", method, {"max_seqs": 4}, prompts)
+
+
+@pytest.mark.parametrize("trees, method, correct, reason", [
+    ([[(4, True)], [(4, True)]], "eager_adapt", False, "spent the whole budget"),
+    ([[(1, False)], [(2, False)]], "eager_adapt", False, "no prompt hit the cap M"),
+    ([[(4, True)], [(1, False)]], "eager_adapt", False, "no reallocation round ran"),
+    ([[(1, False)], [(2, False)]], "eager", True, "every prompt already had a correct sequence"),
+    ([[(4, True)], [(4, True)]], "eager", False, "spent the whole budget"),
+])
+def test_no_reallocation_says_why(trees, method, correct, reason):
+    """Every prompt at the cap and nothing left unspent is not "no prompt hit the cap" (a
+    fresh clone's lm-eval and Inspect runs showed that)."""
+    (line,) = [x for x in describe_pool(pool_of(trees, method, correct)) if "No reallocation" in x]
+    assert reason in line
+
+
+def test_counts_take_the_right_number_in_the_html_summaries():
+    from eager_eval.report.drilldown import _prompt_block, _run_block
+
+    run = pool_of([[(1, False)]], correct=True)
+    html = _run_block(0, run, None) + _prompt_block(0, run, run.prompts[0], False)
+    assert "1 prompt " in html and "1 sequence ·" in html and "0 forks" in html
+    assert "1 sequences" not in html and "1 prompts" not in html

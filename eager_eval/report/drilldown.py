@@ -70,7 +70,7 @@ def trees_section(runs: Iterable[RunTrees], open_first: bool = True) -> str:
 
 def _run_block(number: int, run: RunTrees, open_prompt: PromptTrees | None) -> str:
     attr = " open" if open_prompt is not None else ""
-    summary = (f"{escape(run.title)} — {len(run.prompts)} prompts"
+    summary = (f"{escape(run.title)} — {plural(len(run.prompts), 'prompt')}"
                + (f", {plural(run.moved, 'sequence')} reallocated" if run.moved else "")
                + f' <span class="meta">({escape(run.harness)}: {escape(str(run.source))})</span>')
     parts = [f'<details class="run" id="run-{number}"{attr}><summary>{summary}</summary>',
@@ -85,8 +85,9 @@ def _prompt_block(number: int, run: RunTrees, prompt: PromptTrees, is_open: bool
     correct = prompt.n_correct
     grade = "" if correct is None else f" · {correct}/{len(prompt.sequences)} correct"
     realloc = f" · +{prompt.reallocated} reallocated" if prompt.reallocated else ""
-    summary = (f"#{prompt.index} {escape(prompt.label)} · {len(prompt.sequences)} sequences · "
-               f"{len(prompt.forks)} forks{realloc}{grade} · answers "
+    summary = (f"#{prompt.index} {escape(prompt.label)} · "
+               f"{plural(len(prompt.sequences), 'sequence')} · "
+               f"{plural(len(prompt.forks), 'fork')}{realloc}{grade} · answers "
                f"{escape(majority_answers(prompt))}")
     parts = [f'<details class="prompt" id="run-{number}-prompt-{prompt.index}"'
              f'{" open" if is_open else ""}><summary>{summary}</summary>']

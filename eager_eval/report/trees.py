@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from eager_eval.common.words import plural
 from eager_eval.core.config import total_budget
 from eager_eval.pipeline.record import ForkRecord, PoolRound, PromptRecord, SequenceRecord
 from eager_eval.report.readers import UnreadableRun, read_file_runs, result_files
@@ -167,7 +168,7 @@ def run_trees(run: Run) -> RunTrees:
     note = None
     if len(pools) > 1:
         note = (f"{len(pools)} pools; the rounds shown are the first prompt's pool "
-                f"({first.n_prompts if first else '?'} prompts)")
+                f"({plural(first.n_prompts, 'prompt') if first else '? prompts'})")
     rounds = first.rounds if first is not None else run.pool_rounds
     return RunTrees(run.source, run.harness, run.model, run.task, run.method, dict(run.settings),
                     prompts, list(rounds or []), note)
@@ -214,10 +215,12 @@ def describe_pool(run: RunTrees) -> list[str]:
     m, n = run.settings.get("max_seqs"), len(run.prompts)
     initial = sum(len(t.sequences) for p in run.prompts for t in p.trees if t.round == 0)
     lines = []
+    unspent = None
     if isinstance(m, (int, float)):
         budget = total_budget(int(m), n)
+        unspent = budget - initial
         lines.append(f"Budget M·N = {int(m)}·{n} = {budget} sequences; EAGer-init used "
-                     f"{initial}, leaving {budget - initial} unspent.")
+                     f"{initial}, leaving {unspent} unspent.")
     by_key = {p.pool_key: p for p in run.prompts}
     later = [r for r in run.pool_rounds if r.round > 0]
     for r in later:
@@ -233,11 +236,8 @@ def describe_pool(run: RunTrees) -> list[str]:
     if run.moved:
         lines.append(f"In all, {plural(run.moved, 'sequence')} moved to the prompts that "
                      "needed them.")
-    elif run.method == "eager_adapt":
-        lines.append("No reallocation: no prompt hit the cap M, so none qualified for the "
-                     "unspent budget (EAGer-adapt gives it to prompts that hit M).")
-    elif run.method == "eager":
-        lines.append("No reallocation: every prompt already had a correct sequence.")
+    elif run.method in ("eager_adapt", "eager"):
+        lines.append("No reallocation: " + _why_nothing_moved(run, unspent))
     if run.pool_note:
         lines.append(run.pool_note)
     return lines
@@ -258,8 +258,21 @@ def round_title(run: RunTrees, tree: Tree) -> list[str]:
     return parts
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+def _why_nothing_moved(run: RunTrees, unspent: int | None) -> str:
+    """The reason a pool moved no budget, read from what its trees recorded."""
+    if unspent is not None and unspent <= 0:
+        return ("EAGer-init spent the whole budget M·N (every prompt reached M), so nothing was "
+                "left to move.")
+    first = [t for p in run.prompts for t in p.trees if t.round == 0]
+    if run.method == "eager_adapt":
+        if not any(t.hit_cap for t in first):
+            return ("no prompt hit the cap M, so none qualified for the unspent budget "
+                    "(EAGer-adapt gives it to prompts that hit M).")
+        return ("prompts hit the cap M but no reallocation round ran (max_rounds, or every "
+                "such prompt already holds adapt_cap·M sequences).")
+    if all(any(s.correct for s in p.sequences) for p in run.prompts):
+        return "every prompt already had a correct sequence."
+    return "no reallocation round ran (max_rounds)."
 
 
 def one_line(text: str, limit: int) -> str:

@@ -129,11 +129,12 @@ def _savings_lines(entries: dict[str, dict]) -> list[str]:
 def next_lines(output: Path, show_prompt: int | None) -> list[str]:
     """The commands to look further; `show_prompt`: EAGer-adapt's prompt to draw, if it ran."""
     out = shlex.quote(str(output))
+    report = shlex.quote(str(output / "report"))  # beside the run, wherever the command ran
     where = "" if show_prompt is None else f" --method eager_adapt --prompt {show_prompt}"
     return [
         "Next:",
         f"  eager-eval show {out}{where}   # one prompt's tree: forks, entropies, answers",
-        f"  eager-eval report {out} --output report/   # leaderboard, plots, every tree as HTML",
+        f"  eager-eval report {out} --output {report}   # leaderboard, plots, every tree as HTML",
         f"  docs: {DOCS}",
     ]
 

@@ -29,6 +29,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from eager_eval.common.errors import log_user_errors
+from eager_eval.common.words import plural
 from eager_eval.common.settings import (
     RENAMED,
     SettingError,
@@ -311,8 +312,8 @@ class EagerLM(LM):
             self._record(outcome)
         for instance, text in zip(requests, texts, strict=True):
             self.cache_hook.add_partial("generate_until", instance.args, text)
-        log.info("eager-eval: %d requests, %d runs in %.1f s", len(requests), len(outcomes),
-                 time.perf_counter() - started)
+        log.info("eager-eval: %s, %s in %.1f s", plural(len(requests), "request"),
+                 plural(len(outcomes), "pool"), time.perf_counter() - started)
         return texts
 
     def _record(self, outcome: GroupOutcome) -> None:
@@ -320,10 +321,11 @@ class EagerLM(LM):
         group, result = outcome.group, outcome.result
         stats = group_statistics(outcome)
         self._task_stats.setdefault(group.task_name or "", []).append(stats)
-        log.info("eager-eval: task %s: %d prompts, mode %s, M=%d -> %d sequences (%d-%d per "
-                 "prompt), %d tokens, %.1f s", group.task_name, stats["n_prompts"], stats["mode"],
-                 self.eager_config.max_seqs, stats["n_sequences"], stats["seqs_min"],
-                 stats["seqs_max"], stats["tokens_generated"], stats["wall_seconds"])
+        log.info("eager-eval: task %s: %s, mode %s, M=%d -> %s (%d-%d per prompt), %s, %.1f s",
+                 group.task_name, plural(stats["n_prompts"], "prompt"), stats["mode"],
+                 self.eager_config.max_seqs, plural(stats["n_sequences"], "sequence"),
+                 stats["seqs_min"], stats["seqs_max"], plural(stats["tokens_generated"], "token"),
+                 stats["wall_seconds"])
         task = group.task_name
         docs = list(zip(group.docs, result.prompts, strict=True))
         if all(len(doc.slots) == 1 for doc, _ in docs):
