@@ -106,7 +106,7 @@ def test_unknown_model_arg_lists_the_accepted_names(tiny_dir):
     ({"max_seqs": 0}, "max_seqs must be an integer >= 1"),
 ])
 def test_bad_settings_fail_before_loading(tiny_dir, args, pattern, caplog, monkeypatch):
-    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
+    monkeypatch.setattr(adapter, "load_engine", _no_model_may_load)
     with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
         with pytest.raises(ConfigError, match=pattern):
             EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, **args}, {"device": "cpu"})
@@ -120,7 +120,7 @@ def _no_model_may_load(*args, **kwargs):
 
 
 def test_max_rows_below_one_fails_before_loading(tiny_dir, monkeypatch):
-    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
+    monkeypatch.setattr(adapter, "load_engine", _no_model_may_load)
     with pytest.raises(ConfigError, match="max_rows must be an integer >= 1"):
         EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_rows": 0}, {"device": "cpu"})
 
@@ -138,7 +138,7 @@ def test_task_data_is_read_before_the_model_loads(tiny_dir, tmp_path, monkeypatc
     from eager_eval.pipeline.datasets import DataFileError
 
     monkeypatch.setenv("EAGER_EVAL_DATA_DIR", str(tmp_path))  # holds no gpqa_diamond.csv
-    monkeypatch.setattr(engines, "load_engine", _no_model_may_load)
+    monkeypatch.setattr(adapter, "load_engine", _no_model_may_load)
     manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
     with caplog.at_level(logging.ERROR, logger="lm_eval.eager_eval"):
         with pytest.raises(DataFileError, match="has no gpqa_diamond.csv"):
@@ -439,3 +439,46 @@ def test_bad_chat_value_is_a_clear_error(tiny_dir):
     with pytest.raises(ValueError, match="chat must be auto, true or false, got 'maybe'"):
         EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "chat": "maybe"},
                                       {"device": "cpu", "batch_size": "1"})
+
+
+def test_task_discovery_still_finds_lm_eval_s_locals(tiny_dir, monkeypatch):
+    """`task_discovery` reads `tasks` and `task_manager` from `simple_evaluate`'s frame (a
+    private detail of lm-eval 0.4.13): if a new lm-eval renames them, this fails, not a user's
+    run (which would then load the weights before a missing data file shows)."""
+    import inspect as python_inspect
+
+    from lm_eval import evaluator, simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from eager_eval.frontends.lm_eval import task_discovery
+
+    source = python_inspect.getsource(evaluator.simple_evaluate)
+    assert all(name in source for name in task_discovery.LOCALS)
+    assert evaluator.simple_evaluate.__name__ == task_discovery.FUNCTION
+    assert evaluator.__name__ == task_discovery.EVALUATOR
+    seen = []
+
+    def no_model(*args, **kwargs):
+        seen.append(task_discovery.requested_custom_datasets())
+        raise RuntimeError("stop before loading")
+
+    monkeypatch.setattr(adapter, "load_engine", no_model)
+    monkeypatch.setattr(adapter.lm_eval_tasks, "check_task_data", lambda names: None)
+    manager = TaskManager(include_path=str(REPO / "tasks"), include_defaults=False)
+    with pytest.raises(RuntimeError, match="stop before loading"):
+        simple_evaluate(model="eager-hf", model_args={"pretrained": tiny_dir},
+                        tasks=["aime25"], task_manager=manager, limit=1)
+    ((found,),) = seen  # lm-eval writes the YAML's folder before the function's name
+    assert found.endswith("eager_eval.frontends.lm_eval.tasks.aime25_dataset")
+
+
+def test_lm_eval_s_default_device_is_still_cuda_0():
+    """`default_device` drops 'cuda:0' as lm-eval's default when --device is absent: if lm-eval
+    changes that default, this fails."""
+    import dataclasses
+
+    from eager_eval.frontends.lm_eval.default_device import LM_EVAL_DEFAULT_DEVICE
+
+    config_module = pytest.importorskip("lm_eval.config.evaluate_config")
+    fields = {f.name: f.default for f in dataclasses.fields(config_module.EvaluatorConfig)}
+    assert fields["device"] == LM_EVAL_DEFAULT_DEVICE
