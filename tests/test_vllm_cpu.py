@@ -248,7 +248,7 @@ def test_eager_vllm_scores_loglikelihood_on_its_own_engine(backend, tiny_model):
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eager_eval.engines.registry import VLLMEngine
+    from eager_eval.engines.vllm import VLLMEngine
     from eager_eval.frontends.lm_eval.models import EagerVLLM
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
