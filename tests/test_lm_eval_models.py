@@ -25,7 +25,6 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from eager_eval.engines import registry as engines  # noqa: E402
 from eager_eval.core.config import ConfigError  # noqa: E402
 from eager_eval.pipeline.prompts import Prompt, PromptTooLongError  # noqa: E402
 from eager_eval.pipeline.record import PromptRecord  # noqa: E402
