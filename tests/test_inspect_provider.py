@@ -169,6 +169,19 @@ def test_output_holds_every_sequence_tokens_once_and_the_statistics():
     assert record.settings["max_seqs"] == 4 and record.pool.n_prompts == 1
 
 
+def test_a_matched_stop_string_is_cut_from_the_output():
+    """Like Inspect's vllm and API providers (vLLM's include_stop_str_in_output=False, the
+    OpenAI `stop` parameter) and lm-eval's `until`; Inspect's hf provider keeps it
+    (docs/INSPECT.md). The stop string's token still counts in output_tokens."""
+    calm = "q2"  # the mixed script writes " 5 6 7 5 6 7" for a prompt ending in an even char
+    (whole,) = asyncio.run(generate_all(provider(batch_window=0.01), [calm]))
+    assert whole.completion == " 5 6 7 5 6 7"
+    (cut,) = asyncio.run(generate_all(provider(batch_window=0.01), [calm],
+                                      GenerateConfig(max_tokens=30, stop_seqs=[" 7"])))
+    assert [c.message.text for c in cut.choices] == [" 5 6"]
+    assert cut.choices[0].stop_reason == "stop" and cut.usage.output_tokens == 3
+
+
 # --- the budget pool -------------------------------------------------------------------------
 
 TEXTS = [f"q{i}" for i in range(6)]

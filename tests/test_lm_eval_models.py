@@ -25,7 +25,6 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
-from eager_eval.engines import registry as engines  # noqa: E402
 from eager_eval.core.config import ConfigError  # noqa: E402
 from eager_eval.pipeline.prompts import Prompt, PromptTooLongError  # noqa: E402
 from eager_eval.pipeline.record import PromptRecord  # noqa: E402
@@ -374,6 +373,32 @@ def test_lm_eval_command_runs_aime25_offline(tiny_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_lm_eval_command_with_apply_chat_template(tiny_dir, tmp_path):
+    """`lm_eval --apply_chat_template` as a user types it: lm-eval renders the contexts with
+    the model's template; the record keeps the problem's own words, the results the eot id."""
+    import shutil
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(tiny_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    output = tmp_path / "out"
+    lm_eval_cli(["--model", "eager-hf", "--model_args", f"pretrained={model},max_seqs=2,seed=1",
+                 "--tasks", "eager_demo", "--include_path", str(REPO / "tasks"), "--limit", "2",
+                 "--gen_kwargs", "max_gen_toks=6", "--apply_chat_template", "--output_path",
+                 str(output), "--log_samples"], {}, cwd=tmp_path)
+    results, samples = results_of(output)
+    assert results["eot_token_id"] == 2 and results["chat_template_sha"]
+    assert results["config"]["eager_eval"]["engine"]["device"] == "cpu"
+    assert len(samples) == 2
+    for sample in samples:
+        context = sample["arguments"]["gen_args_0"]["arg_0"]
+        assert context.startswith("<s> ") and context.endswith(" </s> answer")  # rendered
+        record = json.loads(sample["filtered_resps"][0])
+        assert record["prompt"] == sample["doc"]["prompt"]  # the untemplated text
+
+
+@pytest.mark.slow
 def test_lm_eval_command_runs_a_stock_task_unchanged(tiny_dir, tmp_path):
     """gsm8k's own YAML (repeats 1, greedy, regex filters) on a local gsm8k-shaped copy."""
     import lm_eval
@@ -433,6 +458,31 @@ def test_chat_auto_wraps_prompts_unless_the_harness_already_did(tiny_dir):
                                         {"device": "cpu", "batch_size": "1"})
     raw.tokenizer.chat_template = model.tokenizer.chat_template
     assert seen(raw, "what is two") == "what is two"
+
+
+TEMPLATE = ("{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}"
+            "{% if add_generation_prompt %} answer{% endif %}")
+"""A chat template over the tiny model's words: the rendered text shows it was applied."""
+
+
+def test_apply_chat_template_records_the_messages_own_words(tiny_dir):
+    """--apply_chat_template: the contexts arrive rendered; the record's prompt is the text
+    before the template (docs/FORMAT.md), as the CLI and Inspect write it."""
+    lm = EagerHFLM.create_from_arg_obj({"pretrained": tiny_dir, "max_seqs": 2, "seed": 1},
+                                       {"device": "cpu", "batch_size": "1"})
+    lm.tokenizer.chat_template = TEMPLATE
+    question = "what is 2 + 2 ?"
+    context = lm.apply_chat_template([{"role": "user", "content": question}])
+    assert context == f"<s> {question} </s> answer"
+    instance = Instance("generate_until", {"id": 0}, (context, {"until": [], "max_gen_toks": 4}),
+                        0, ("chat", 0, 1))
+    (text,) = lm.generate_until([instance], disable_tqdm=True)
+    assert text.record.prompt == question
+
+
+def test_eot_token_id_is_the_tokenizers_end_of_text(lm):
+    """lm-eval records `lm.eot_token_id` in the results (add_tokenizer_info), as HFLM's."""
+    assert lm.eot_token_id == lm.tokenizer.eos_token_id == 2
 
 
 def test_bad_chat_value_is_a_clear_error(tiny_dir):

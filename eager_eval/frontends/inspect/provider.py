@@ -39,6 +39,7 @@ Nothing here imports torch at import time.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, fields
@@ -53,6 +54,7 @@ from inspect_ai.model import (
     ModelOutput,
     ModelUsage,
 )
+from inspect_ai.log import transcript
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from eager_eval.common.errors import log_user_errors
@@ -204,6 +206,11 @@ class EagerModelAPI(ModelAPI):
             # vllm: the config fixes the engine's top-K logprobs at start-up
             engine = load_engine(model_name, self.engine_options, self.base_config)
             engine.verify(self.base_config)  # top-K within the vocabulary, the marker encodes
+        # What ran (the device auto resolved to, the dtype, the batch): an info event in the
+        # transcript of the sample whose call loaded it (Inspect drops INFO lines of other
+        # packages' loggers at its default log level).
+        transcript().info({"engine": engine.info()}, source="eager-eval")
+        logger.info("eager-eval: engine %s", json.dumps(engine.info(), sort_keys=True))
         return engine
 
     async def generate(

@@ -261,6 +261,12 @@ class EagerLM(LM):
         return self.engine.tokenizer
 
     @property
+    def eot_token_id(self) -> int | None:
+        """The tokenizer's end-of-text id, as HFLM and lm-eval's vLLM model give it (lm-eval
+        reads it for the results' config; None where the tokenizer has none)."""
+        return getattr(self.tokenizer, "eos_token_id", None)
+
+    @property
     def tokenizer_name(self) -> str:
         """Fingerprints lm-eval's request cache under --apply_chat_template."""
         return str(getattr(self.tokenizer, "name_or_path", self._model_name)).replace("/", "__")
