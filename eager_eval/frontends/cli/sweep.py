@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 from eager_eval.core.config import THETA_AUTO as AUTO
 from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.common.files import OutputDirError, atomic_write, check_output_dir
+from eager_eval.common.files import OutputDirError, atomic_write, check_output_dir, output_path
 from eager_eval.common.settings import number_or_none, parse_value, renamed_settings
 
 SWEEP_MANIFEST = "sweep.json"
@@ -599,7 +599,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep_config(args.config)
         if args.output:
-            sweep.output = Path(args.output)
+            sweep.output = output_path(args.output)
         if args.limit is not None:
             if args.limit < 1:
                 raise SweepConfigError("--limit", args.limit, "an integer >= 1")
