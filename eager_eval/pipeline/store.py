@@ -135,7 +135,7 @@ class JsonlTreeStore:
         """Open (resume) the file at `path`, or start it. `start_over`: replace whatever the
         file holds with a new header, in one rename (never a moment without a file).
         `again`: how the user continues after a failed write (the front end's words, e.g.
-        'rerun with --resume'), said in that error."""
+        'rerun the command with --resume'), said in that error."""
         self.path = Path(path)
         self.fingerprint = _normalised(fingerprint)
         self.again = again
@@ -211,8 +211,8 @@ class JsonlTreeStore:
                 pass  # read-only: the next open drops the torn line
             raise WriteError(
                 f"cannot save a finished tree to {self.path}: {os_reason(err)}; the "
-                f"{len(self._trees)} trees saved before are kept there: then {self.again} "
-                "(they are read back, not generated again)", err) from None
+                f"{len(self._trees)} trees saved before are kept there, and not generated again "
+                f"when you {self.again}", err) from None
         self._size += len(line)
 
     def _load(self) -> None:
