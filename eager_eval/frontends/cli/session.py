@@ -222,12 +222,15 @@ def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PoolPrompt
 
     started = time.perf_counter()
     config = session.configs[0]
-    _, calibration = calibrate(engine, config, prompts)
+    notes: list[str] = []
+    _, calibration = calibrate(engine, config, prompts, warn=notes.append)
     assert calibration is not None
     print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
           f"{calibration.n_entropies} top-{config.entropy_k} entropies "
           f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
           f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    for note in notes:  # too few entropies
+        print(f"warning: {note}", file=sys.stderr)
     return calibration
 
 
