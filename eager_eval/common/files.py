@@ -150,8 +150,16 @@ def check_output_dir(path: str | os.PathLike[str], option: str = "--output") -> 
                              "choose a directory path")
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         what = "is" if existing == path else f"lies under {existing}, which is"
-        raise OutputDirError(f"{option} {path} {what} not writable; choose a directory you "
-                             "can write to")
+        reason = errno.EROFS if _read_only_fs(existing) else errno.EACCES
+        raise OutputDirError(f"{option} {path} {what} not writable ({os.strerror(reason)}); "
+                             "choose a directory you can write to")
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class OutputLock:
