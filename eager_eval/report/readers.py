@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.pipeline.record import pool_rounds_of
 from eager_eval.report.inspect_reader import read_inspect
 from eager_eval.report.lm_eval_reader import read_lm_eval
 from eager_eval.report.reading import (
@@ -34,6 +33,7 @@ from eager_eval.report.reading import (
     numbers,
     read_jsonl,
     records_of,
+    rounds_of,
 )
 from eager_eval.report.runs import (
     METHODS,
@@ -231,7 +231,7 @@ def _read_eager_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[
                             f"{MISSING}")
         run = Run("eager-eval", path, model, normalise_method(method), task,
                   normalise_settings(entry.get("settings"), warnings, where),
-                  metrics, pool_rounds=_rounds(entry.get("rounds"), where, warnings),
+                  metrics, pool_rounds=rounds_of(entry.get("rounds"), where, warnings),
                   stored_savings=_savings(entry.get("savings_vs_full_parallel"), where, warnings),
                   prompts_sha256=_text_or_none(entry.get("prompts_sha256"), "prompts_sha256",
                                                where, warnings))
@@ -244,20 +244,6 @@ def _read_eager_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[
             fill_from_records(run, warnings)
         runs.append(run)
     return runs, warnings, claimed
-
-
-def _rounds(value: Any, where: str, warnings: list[str]) -> list:
-    """The pool's rounds; a hand-edited value that is none is said, never a traceback."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-        warnings.append(f"{where}rounds is {short(value)}, not a list of rounds; left out")
-        return []
-    try:
-        return pool_rounds_of(value)
-    except (ValueError, TypeError, OverflowError) as err:
-        warnings.append(f"{where}rounds are unreadable ({err}); left out")
-        return []
 
 
 def _savings(value: Any, where: str, warnings: list[str]) -> float | None:

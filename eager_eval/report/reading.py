@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.pipeline.record import PromptRecord
-from eager_eval.report.runs import MISSING, Run, as_number, metric_key
+from eager_eval.pipeline.record import PoolRound, PromptRecord, pool_rounds_of
+from eager_eval.report.runs import MISSING, Run, as_number, metric_key, short
 
 SWEEP_MANIFEST_TOOL = "eager-eval-sweep"
 """`sweep.json` written by `eager-eval sweep`: known, not a run, skipped quietly."""
@@ -84,6 +84,21 @@ def records_of(rows: Iterable[Any], warnings: list[str], where: str) -> list[Pro
     if bad:
         warnings.append(f"{where}: {bad} line(s) that are no prompt record ignored")
     return records
+
+
+def rounds_of(value: Any, where: str, warnings: list[str]) -> list[PoolRound]:
+    """The pool's rounds as a source recorded them; a value that is none (a hand-edited file)
+    is said and left out, never a traceback."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        warnings.append(f"{where}rounds is {short(value)}, not a list of rounds; left out")
+        return []
+    try:
+        return pool_rounds_of(value)
+    except (ValueError, TypeError, OverflowError) as err:
+        warnings.append(f"{where}rounds are unreadable ({err}); left out")
+        return []
 
 
 # --- metrics from the records ---------------------------------------------------------------
@@ -159,4 +174,4 @@ def not_a_number(name: str, value: Any, warnings: list[str]) -> None:
 
 
 __all__ = ["UnreadableRun", "DEFAULT_METHOD", "SWEEP_MANIFEST_TOOL", "load_json", "json_kind",
-           "read_jsonl", "records_of", "fill_from_records", "numbers", "not_a_number"]
+           "read_jsonl", "records_of", "rounds_of", "fill_from_records", "numbers", "not_a_number"]
