@@ -83,7 +83,8 @@ class Calibration:
         if self.n_entropies >= MIN_ENTROPIES:
             return None
         return (f"theta=auto: {self.theta:g} is the {self.quantile:.2%} quantile of only "
-                f"{self.n_entropies} entropies ({self.n_prompts} prompts x up to "
+                f"{self.n_entropies} entropies ({self.n_prompts} "
+                f"prompt{'' if self.n_prompts == 1 else 's'} x up to "
                 f"{self.warmup_tokens} tokens; at least {MIN_ENTROPIES} make it more than their "
                 "largest value): give theta a number, or calibrate on more prompts")
 
