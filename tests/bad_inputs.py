@@ -310,6 +310,15 @@ def _loop(path: Path) -> Path:
     return symlink_loop(path)
 
 
+def fault_in_output(name: str, make: Callable[[Path], Path]):
+    """A setup making the fault file OUT/<name> (a tree file, a results.json)."""
+
+    def setup(ws: Workspace, out: Path) -> None:
+        make(out / name)
+
+    return setup
+
+
 def small_disk(size: int):
     """A setup mounting a tmpfs of `size` bytes as the case's output directory."""
 
@@ -726,6 +735,13 @@ CASES: list[Case] = [
          run("--mode", "eager_init"), 2,
          ("holds the runs of model", "on task 'one'", "would drop them", "another --output"),
          setup=other_task_run),
+    Case("run", "--resume with a tree file whose read fails with an I/O error",
+         scripted("--mode", "eager_init", "--resume"), 2,
+         ("cannot read the tree file {out}/trees/eager_init.jsonl: Input/output error",),
+         setup=fault_in_output("trees/eager_init.jsonl", _io_error)),
+    Case("run", "a results.json in --output that cannot be read (permission)", scripted(), 2,
+         ("cannot read {out}/results.json: Permission denied", "move"),
+         setup=fault_in_output("results.json", _unreadable)),
     Case("run", "--output ''", scripted("--output", "", drop=("--output",)), 2,
          ("--output is empty", "use . for the working directory")),
     # --- eager-eval report on hand-edited results: warned, never a traceback ---
