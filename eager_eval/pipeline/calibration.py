@@ -33,6 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from eager_eval.common.words import plural
 from eager_eval.core.backend import Backend, NewTree
 from eager_eval.core.config import THETA_AUTO, EagerConfig, Mode
 from eager_eval.core.entropy import topk_entropy
@@ -83,8 +84,7 @@ class Calibration:
         if self.n_entropies >= MIN_ENTROPIES:
             return None
         return (f"theta=auto: {self.theta:g} is the {self.quantile:.2%} quantile of only "
-                f"{self.n_entropies} entropies ({self.n_prompts} "
-                f"prompt{'' if self.n_prompts == 1 else 's'} x up to "
+                f"{self.n_entropies} entropies ({plural(self.n_prompts, 'prompt')} x up to "
                 f"{self.warmup_tokens} tokens; at least {MIN_ENTROPIES} make it more than their "
                 "largest value): give theta a number, or calibrate on more prompts")
 

@@ -119,7 +119,7 @@ def read_data_file(path: str | Path) -> bytes:
         raise DataFileError(f"cannot read data file {path}: {os_reason(err)}") from None
     if not stat.S_ISREG(info.st_mode):
         what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise DataFileError(f"data file {path} does not exist (or is not a file): it is {what}")
+        raise DataFileError(f"data file {path} is {what}, not a file")
     try:
         return path.read_bytes()
     except OSError as err:

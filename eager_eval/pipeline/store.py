@@ -210,8 +210,8 @@ class JsonlTreeStore:
             except OSError:
                 pass  # read-only: the next open drops the torn line
             raise WriteError(
-                f"cannot save a finished tree to {self.path}: {os_reason(err)}; the "
-                f"{len(self._trees)} trees saved before are kept there, and not generated again "
+                f"cannot save a finished tree to {self.path}: {os_reason(err)}; the trees "
+                f"saved before it ({len(self._trees)}) are kept there, and not generated again "
                 f"when you {self.again}", err) from None
         self._size += len(line)
 
