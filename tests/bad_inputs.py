@@ -13,6 +13,12 @@ was written. docs/RELIABILITY.md holds that output.
 Paths in a case are placeholders filled from a `Workspace` (`{W}` its root, `{out}` the case's
 own output directory, `{tiny}` a 10-word model with a 128-token context, `{chatmodel}` a tiny
 model with SmolLM2's tokenizer, `{repo}` this checkout, `{pid}` the process holding a lock).
+
+Operating-system faults (a full disk, a read-only file system, a file that cannot be read) are
+made by the kernel (tests/faults.py) where this machine allows it; a case that cannot be made
+here is skipped, and the table says so. A fault after the run started (`Case.keeps`) must leave
+what was written before it whole. A case with an in-process hook (`Case.hook`: a fault at one
+moment of a run) runs in-process in the script too.
 """
 
 from __future__ import annotations
@@ -54,6 +60,12 @@ class Case:
     """Run by the test suite. Most harness cases are not (a subprocess each, ~15 s for lm-eval):
     their checks are tested in-process (test_lm_eval_models, test_inspect_provider); the suite
     runs one of each kind as a user would, and this script runs them all."""
+    keeps: bool = False
+    """A fault after the run started: files written before it stay (and stay whole), where a
+    bad input found before the start writes nothing."""
+    hook: bool = False
+    """The setup patches this process (a fault at one moment of a run): runs in-process even in
+    the script."""
     id: str = ""
 
     @property
@@ -75,6 +87,8 @@ class Workspace:
             self._write(chat_model)
         elif chat_model and not self.chatmodel.exists():
             self._write_chat_model()
+        if not (root / "more").exists():
+            self._write_more()
 
     def fill(self, text: str, out: Path) -> str:
         return text.format(W=self.root, out=out, tiny=self.tiny, chatmodel=self.chatmodel,
@@ -138,6 +152,104 @@ class Workspace:
         (root / "sweep-cuda.yaml").write_text(cell + "run_args: {device: cuda}\n")
 
 
+    def _write_more(self) -> None:
+        """The files of the cases of issue 20: odd data, models without a tokenizer, results
+        of another shape, hand-edited results, sweep configs of the wrong types."""
+        import shutil as _shutil
+
+        root = self.root
+        more = root / "more"
+        more.mkdir()
+        row = {"id": "p1", "problem": "what is 1 + 4", "answer": "5"}
+        _jsonl(more / "dup-ids.jsonl", [row, {**row, "problem": "what is 2 + 4", "answer": "6"}])
+        _jsonl(more / "answer-list.jsonl", [{**row, "answer": [1, 2]}])
+        _jsonl(more / "answer-bool.jsonl", [{**row, "answer": True}])
+        (more / "answer-nan.jsonl").write_text('{"id": "p1", "problem": "1 + 4", "answer": NaN}\n')
+        _jsonl(more / "problem-object.jsonl", [{**row, "problem": {"text": "what is 1 + 4"}}])
+        (more / "dup-key.jsonl").write_text(
+            '{"id": "p1", "problem": "what is 1 + 4", "answer": "5", "answer": "6"}\n')
+        (more / "extra-cells.csv").write_text("problem,answer\nwhat is 1 + 4,5,6\n")
+        (more / "short-row.csv").write_text("problem,answer,level\nwhat is 1 + 4\n")
+        (more / "empty-name.csv").write_text("problem,,answer\nwhat is 1 + 4,x,5\n")
+        (more / "dup-name.csv").write_text("problem,answer,answer\nwhat is 1 + 4,5,6\n")
+        (more / "array-line.jsonl").write_text('["what is 1 + 4", "5"]\n')
+        _jsonl(more / "id-list.jsonl", [{**row, "id": [1]}])
+        _jsonl(more / "same-problem.jsonl", [row, {**row, "id": "p2"}])
+        _jsonl(more / "one.jsonl", [row])
+        _jsonl(more / "big.jsonl", [{"id": f"q{i}", "problem": f"what is {i} + 4",
+                                     "answer": str(i + 4)} for i in range(40)])
+        (more / "a-directory.jsonl").mkdir()
+        aime = [{"id": "a1", "problem": "What is 2 + 3?", "answer": "5"},
+                {"id": "a1", "problem": "What is 2 + 4?", "answer": "6"}]
+        _jsonl(more / "aime-dup" / "aime25.jsonl", aime)
+        for name, drop, broken in (("notok", ("tokenizer.json", "tokenizer_config.json"), None),
+                                   ("badtok", (), "tokenizer.json")):
+            _shutil.copytree(self.tiny, more / name)
+            for file in drop:
+                (more / name / file).unlink(missing_ok=True)
+            if broken:
+                (more / name / broken).write_text('{"version": ')
+        self._write_hand_edited(more)
+        self._write_bad_sweeps(more)
+
+    def _write_hand_edited(self, more: Path) -> None:
+        """eager-eval run directories whose results.json a person edited, one thing each, and
+        results.json files an output directory may hold that are not a run's."""
+        entry = {"method": "eager_adapt", "settings": {"theta": 2.0, "max_seqs": 4},
+                 "metrics": {"n_prompts": 2, "pass_at_k": 0.5, "cons_at_k": 0.5,
+                             "pass_rate": 0.5, "tokens_generated": 40},
+                 "savings_vs_full_parallel": None}
+        edits = {
+            "settings-list": {"settings": [2.0, 4]},
+            "rounds-garbage": {"rounds": [{"round": "x", "allotments": {"a": "b"}}]},
+            "theta-text": {"settings": {"theta": "abc", "max_seqs": 4}},
+            "rate-above-1": {"metrics": {**entry["metrics"], "pass_at_k": 7.5}},
+            "negative-count": {"metrics": {**entry["metrics"], "n_prompts": -3}},
+            "samples-outside": {"samples": "../../../etc/passwd"},
+            "unknown-method": {"method": "beam"},
+            "savings-text": {"savings_vs_full_parallel": "big"},
+        }
+        for name, change in edits.items():
+            directory = more / "edited" / name
+            directory.mkdir(parents=True)
+            results = {"tool": "eager-eval", "format_version": 1, "model": "m", "task": "t",
+                       "runs": [{**entry, **change}]}
+            (directory / "results.json").write_text(json.dumps(results))
+        directory = more / "edited" / "model-list"
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(json.dumps(
+            {"tool": "eager-eval", "format_version": 1, "model": ["m"], "task": "t",
+             "runs": [entry]}))
+
+    def _write_bad_sweeps(self, more: Path) -> None:
+        cell = (f"tasks: [{self.root / 'math.jsonl'}]\nmodes: [eager_init]\nmax_seqs: 2\n"
+                "max_new_tokens: 4\nreport: false\nrun_args: {backend: scripted}\n")
+        configs = {
+            "model-number": "models: [5]\n" + cell,
+            "model-mapping": "models: [{name: m}]\n" + cell,
+            "model-null": "models: [null]\n" + cell,
+            "task-missing": (f"models: [mixed]\ntasks: [{more / 'gone.jsonl'}]\n"
+                             "modes: [eager_init]\n"),
+            "task-dup-ids": (f"models: [mixed]\ntasks: [{more / 'dup-ids.jsonl'}]\n"
+                             "modes: [eager_init]\n"),
+            "output-number": "models: [mixed]\noutput: 5\n" + cell,
+            "report-text": "models: [mixed]\n" + cell.replace("report: false", "report: maybe"),
+            "resume-false": "models: [mixed]\n" + cell.replace(
+                "{backend: scripted}", "{backend: scripted, resume: false}"),
+            "run-arg-unknown": "models: [mixed]\n" + cell.replace(
+                "{backend: scripted}", "{backend: scripted, thetta: 2}"),
+            "run-arg-setting": "models: [mixed]\n" + cell.replace(
+                "{backend: scripted}", "{backend: scripted, temperature: 0.5}"),
+            "million": ("models: [" + ", ".join(f"m{i}" for i in range(100)) + "]\n"
+                        "tasks: [" + ", ".join(f"t{i}.jsonl" for i in range(100)) + "]\n"
+                        "modes: [eager_init, eager_adapt]\n"
+                        "theta: [" + ", ".join(f"{1 + i / 100:g}" for i in range(100)) + "]\n"
+                        "max_seqs: [2, 4, 8, 16, 32]\n"),
+        }
+        for name, text in configs.items():
+            (more / f"sweep-{name}.yaml").write_text(text)
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -169,6 +281,147 @@ def held_lock(ws: Workspace, out: Path):
     return OutputLock(out)
 
 
+def _fault(make: Callable[[Path], Path], name: str):
+    """A setup making the fault file W/more/faults/<name> once (Unavailable: not here)."""
+
+    def setup(ws: Workspace, out: Path) -> None:
+        path = ws.root / "more" / "faults" / name
+        if not path.is_symlink() and not path.exists():
+            make(path)
+
+    return setup
+
+
+def _unreadable(path: Path) -> Path:
+    from faults import unreadable_file
+
+    return unreadable_file(path)
+
+
+def _io_error(path: Path) -> Path:
+    from faults import io_error_file
+
+    return io_error_file(path)
+
+
+def _loop(path: Path) -> Path:
+    from faults import symlink_loop
+
+    return symlink_loop(path)
+
+
+def fault_in_output(name: str, make: Callable[[Path], Path]):
+    """A setup making the fault file OUT/<name> (a tree file, a results.json)."""
+
+    def setup(ws: Workspace, out: Path) -> None:
+        make(out / name)
+
+    return setup
+
+
+def small_disk(size: int):
+    """A setup mounting a tmpfs of `size` bytes as the case's output directory."""
+
+    def setup(ws: Workspace, out: Path):
+        from faults import small_disk as mount
+
+        return mount(out, size)
+
+    return setup
+
+
+def read_only_output(ws: Workspace, out: Path):
+    """The output directory on a read-only file system (bind-mounted read-only)."""
+    from faults import read_only
+
+    return read_only(out)
+
+
+def read_only_before_results(ws: Workspace, out: Path):
+    """The output directory turns read-only once every tree is on disk, before results.json
+    and <method>.jsonl are written: a real EROFS from the kernel (bind mount), at that moment
+    (a hook in this process)."""
+    import contextlib
+
+    from eager_eval.pipeline import outputs
+
+    from faults import remounted_read_only
+
+    @contextlib.contextmanager
+    def hooked():
+        original = outputs.write_run_dir
+        stack = ExitStack()
+
+        def read_only_then_write(out_dir, *args, **kwargs):
+            stack.enter_context(remounted_read_only(Path(out_dir)))
+            return original(out_dir, *args, **kwargs)
+
+        outputs.write_run_dir = read_only_then_write
+        try:
+            with stack:
+                yield
+        finally:
+            outputs.write_run_dir = original
+
+    return hooked()
+
+
+def read_only_at_the_third_tree(ws: Workspace, out: Path):
+    """A file system turning read-only under a run, at its third tree write: the store's
+    os.write raises EROFS (simulated: a mounted file system cannot turn read-only while the
+    store holds its file open for writing, which it does for the run's life)."""
+    import contextlib
+    import errno
+
+    from eager_eval.pipeline import store
+
+    trees = str(out / "trees")
+
+    @contextlib.contextmanager
+    def hooked():
+        real_write, calls = os.write, [0]
+
+        def write(fd, data):
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith(trees):
+                return real_write(fd, data)
+            calls[0] += 1
+            if calls[0] >= 3:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            return real_write(fd, data)
+
+        store.os.write = write  # os.write, for this process, while the case runs
+        try:
+            yield
+        finally:
+            store.os.write = real_write
+
+    return hooked()
+
+
+def results_file(text: str):
+    """A setup writing `text` as the output directory's results.json."""
+
+    def setup(ws: Workspace, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(text)
+
+    return setup
+
+
+def other_task_run(ws: Workspace, out: Path) -> None:
+    """A finished run of another task (more/one.jsonl) in the output directory."""
+    finished_run(ws, out, "eager_init", "--data", "{W}/more/one.jsonl")
+
+
+def kept_run_without_metrics(ws: Workspace, out: Path) -> None:
+    """A finished full_parallel run whose results.json entry lost its metrics (hand-edited)."""
+    finished_run(ws, out, "full_parallel", "--limit", "2")
+    path = out / "results.json"
+    data = json.loads(path.read_text())
+    del data["runs"][0]["metrics"]
+    path.write_text(json.dumps(data))
+
+
 RUN_TINY = ("--model", "{tiny}", "--data", "{W}/math.jsonl", "--output", "{out}", "--max-seqs",
             "2", "--max-new-tokens", "4", "--entropy-k", "5", "--no-progress")
 """A run that works: each case changes one thing of it."""
@@ -176,11 +429,35 @@ RUN_TINY = ("--model", "{tiny}", "--data", "{W}/math.jsonl", "--output", "{out}"
 
 def run(*changes: str, drop: tuple[str, ...] = ()) -> tuple[str, ...]:
     """`run` with the working arguments, `drop` removed (a flag and its value), then `changes`."""
-    args = list(RUN_TINY)
+    return ("run", *_changed(RUN_TINY, changes, drop))
+
+
+RUN_SCRIPTED = ("--backend", "scripted", "--model", "mixed", "--data", "{W}/math.jsonl",
+                "--output", "{out}", "--max-seqs", "2", "--max-new-tokens", "4", "--no-progress")
+"""A run on the shipped scripted engine (no weights: a whole run in a blink)."""
+
+BIG_RUN = ("--model", "hashed", "--data", "{W}/more/big.jsonl", "--max-new-tokens", "20",
+           "--max-seqs", "3", "--mode", "eager_adapt")
+"""40 prompts that branch: 41 tree lines (~12 kB), records of ~70 kB."""
+
+
+def scripted(*changes: str, drop: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """`run` on the scripted engine, `drop` removed, then `changes`."""
+    return ("run", *_changed(RUN_SCRIPTED, changes, drop))
+
+
+def _changed(base: tuple[str, ...], changes: tuple[str, ...],
+             drop: tuple[str, ...]) -> tuple[str, ...]:
+    args = list(base)
     for flag in drop:
         i = args.index(flag)
         del args[i:i + 2]
-    return ("run", *args, *changes)
+    return (*args, *changes)
+
+
+def data(path: str, *changes: str) -> tuple[str, ...]:
+    """A scripted run on the data file W/more/<path>."""
+    return scripted("--data", "{W}/more/" + path, *changes, drop=("--data",))
 
 
 LM_EVAL = ("--model", "eager-hf", "--tasks", "aime25", "--include_path", "{repo}/tasks",
@@ -370,6 +647,190 @@ CASES: list[Case] = [
             model="eager/no-such-model"),
     inspect("gpqa.py without its CSV (offline data dir)", (), ("has no gpqa_diamond.csv",),
             task="gpqa", env={"EAGER_EVAL_DATA_DIR": "{W}/no-gpqa"}, in_suite=True),
+
+    # ===== issue 20: inputs and faults the first 82 rows did not hold =====
+    # --- odd data, refused by name and line (or warned about) ---
+    Case("data", "two rows with one id", data("dup-ids.jsonl"), 2,
+         ("dup-ids.jsonl:2: row 2 has the id 'p1' of row 1", "every row needs its own id")),
+    Case("data", "an answer that is a list", data("answer-list.jsonl"), 2,
+         ("answer-list.jsonl:1", "answer field 'answer' is a list ([1, 2])", "write one answer as text")),
+    Case("data", "an answer that is a boolean", data("answer-bool.jsonl"), 2,
+         ("answer-bool.jsonl:1", "is a boolean (True)")),
+    Case("data", "an answer that is NaN", data("answer-nan.jsonl"), 2,
+         ("answer-nan.jsonl:1 holds NaN, which is not JSON", "write the value as text")),
+    Case("data", "a problem that is an object", data("problem-object.jsonl"), 2,
+         ("problem-object.jsonl:1", "field 'problem' is an object", "not text")),
+    Case("data", "a key twice in one JSON line", data("dup-key.jsonl"), 2,
+         ("dup-key.jsonl:1 has the key 'answer' twice", "keep one")),
+    Case("data", "a JSON line that is a list, not an object", data("array-line.jsonl"), 2,
+         ("array-line.jsonl:1 is not a JSON object (it is a list)",)),
+    Case("data", "an id that is a list", data("id-list.jsonl"), 2,
+         ("'id' is [1]", "an id must be non-empty text or an integer")),
+    Case("data", "a CSV row with an extra cell", data("extra-cells.csv"), 2,
+         ("extra-cells.csv:2: row 1 has 3 cells but the header has 2", "quote a cell")),
+    Case("data", "a CSV row with a cell missing", data("short-row.csv"), 2,
+         ("short-row.csv:2: row 1 has 1 cell but the header has 3",)),
+    Case("data", "a CSV header with an empty field name", data("empty-name.csv"), 2,
+         ("empty-name.csv:1: column 2 of the header has no name",)),
+    Case("data", "a CSV header naming a column twice", data("dup-name.csv"), 2,
+         ("dup-name.csv:1: the header names 'answer' twice (columns 2 and 3)",)),
+    Case("data", "--problem-field ''", scripted("--problem-field", ""), 2,
+         ("--problem-field is empty",)),
+    Case("data", "--data ''", scripted("--data", "", drop=("--data",)), 2, ("--data is empty",)),
+    Case("data", "the same problem under two ids (warned: it counts twice)", data("same-problem.jsonl"),
+         0, ("warning:", "row 2 repeats the problem of row 1", "counts twice")),
+    Case("data", "theta=auto on one prompt of 4 tokens (a threshold from 4 entropies: warned)",
+         scripted("--data", "{W}/more/one.jsonl", "--model", "hashed", "--theta", "auto",
+                  drop=("--data", "--model")), 0,
+         ("warning: theta=auto:", "of only 4 entropies", "give theta a number")),
+    # --- operating-system errors: one line naming the path and the OS's reason ---
+    Case("data", "a data file that cannot be read (permission)",
+         data("faults/eacces.jsonl"), 2,
+         ("cannot read data file", "eacces.jsonl: Permission denied", "check its permissions"),
+         setup=_fault(_unreadable, "eacces.jsonl")),
+    Case("data", "a data file whose read fails with an I/O error",
+         data("faults/eio.jsonl"), 2, ("cannot read data file", "eio.jsonl: Input/output error"),
+         setup=_fault(_io_error, "eio.jsonl")),
+    Case("data", "a data file that is a symlink loop", data("faults/loop.jsonl"), 2,
+         ("loop.jsonl: Too many levels of symbolic links", "points back at itself"),
+         setup=_fault(_loop, "loop.jsonl")),
+    Case("data", "a data path that is a directory", data("a-directory.jsonl"), 2,
+         ("a-directory.jsonl is a directory, not a file",)),
+    Case("run", "a model directory without tokenizer files",
+         run("--model", "{W}/more/notok", drop=("--model",)), 2,
+         ("cannot load the tokenizer of model", "notok", "tokenizer.save_pretrained")),
+    Case("run", "a model directory with a broken tokenizer.json",
+         run("--model", "{W}/more/badtok", drop=("--model",)), 2,
+         ("cannot load the tokenizer of model", "badtok", "JSONDecodeError")),
+    Case("run", "--output on a read-only file system", scripted(), 2,
+         ("--output {out} is not writable (Read-only file system)",), setup=read_only_output),
+    Case("run", "the disk fills up while trees are written (tmpfs of 8 kB)",
+         ("run", "--backend", "scripted", "--output", "{out}", "--no-progress", *BIG_RUN), 2,
+         ("cannot save a finished tree to {out}/trees/eager_adapt.jsonl: No space left on device",
+          "are kept there", "--resume"), setup=small_disk(8192), keeps=True),
+    Case("run", "the disk fills up when the results are written (tmpfs of 48 kB)",
+         ("run", "--backend", "scripted", "--output", "{out}", "--no-progress", *BIG_RUN), 2,
+         ("cannot write {out}/eager_adapt.jsonl: No space left on device", "every tree is kept",
+          "--resume"), setup=small_disk(49152), keeps=True),
+    Case("run", "the file system turns read-only before the results are written (bind mount)",
+         ("run", "--backend", "scripted", "--output", "{out}", "--no-progress", *BIG_RUN), 2,
+         ("cannot write {out}/eager_adapt.jsonl", "Read-only file system", "every tree is kept"),
+         setup=read_only_before_results, keeps=True, hook=True),
+    Case("run", "the file system turns read-only at the third tree (simulated EROFS)",
+         ("run", "--backend", "scripted", "--output", "{out}", "--no-progress", *BIG_RUN), 2,
+         ("cannot save a finished tree", "Read-only file system", "the trees saved before it (2) are kept"),
+         setup=read_only_at_the_third_tree, keeps=True, hook=True),
+    # --- outputs of another shape, checked before generating; nothing lost ---
+    Case("run", "a results.json in --output that is a JSON list", scripted(), 2,
+         ("{out}/results.json is not an eager-eval run's results (a JSON list)", "move"),
+         setup=results_file("[1, 2]\n")),
+    Case("run", "a results.json in --output that is not JSON", scripted(), 2,
+         ("{out}/results.json is not JSON", "another program's file"),
+         setup=results_file("runs: 3\n")),
+    Case("run", "a kept run in results.json without metrics (another method)",
+         run("--mode", "eager_init"), 2,
+         ("run 1 (full_parallel) has no metrics", "cannot be kept beside this run's"),
+         setup=kept_run_without_metrics),
+    Case("run", "a second task into an output folder holding another task's run",
+         run("--mode", "eager_init"), 2,
+         ("holds the runs of model", "on task 'one'", "would drop them", "another --output"),
+         setup=other_task_run),
+    Case("run", "--resume with a tree file whose read fails with an I/O error",
+         scripted("--mode", "eager_init", "--resume"), 2,
+         ("cannot read the tree file {out}/trees/eager_init.jsonl: Input/output error",),
+         setup=fault_in_output("trees/eager_init.jsonl", _io_error)),
+    Case("run", "a results.json in --output that cannot be read (permission)", scripted(), 2,
+         ("cannot read {out}/results.json: Permission denied", "move"),
+         setup=fault_in_output("results.json", _unreadable)),
+    Case("run", "--output ''", scripted("--output", "", drop=("--output",)), 2,
+         ("--output is empty", "use . for the working directory")),
+    # --- eager-eval report on hand-edited results: warned, never a traceback ---
+    Case("report", "results with settings as a list",
+         ("report", "{W}/more/edited/settings-list", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "settings is list [2.0, 4], not a mapping")),
+    Case("report", "results with garbage rounds",
+         ("report", "{W}/more/edited/rounds-garbage", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "rounds are unreadable", "left out")),
+    Case("report", "results with theta 'abc'",
+         ("report", "{W}/more/edited/theta-text", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "settings.theta is 'abc': theta must be a number", "shown as —")),
+    Case("report", "results with pass_at_k 7.5",
+         ("report", "{W}/more/edited/rate-above-1", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "pass_at_k is 7.5: a share of prompts must be in [0, 1]")),
+    Case("report", "results with n_prompts -3",
+         ("report", "{W}/more/edited/negative-count", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "n_prompts is -3: a count must be a whole number >= 0")),
+    Case("report", "results whose samples path leads out of the run directory",
+         ("report", "{W}/more/edited/samples-outside", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "samples file ../../../etc/passwd lies outside the run directory", "not read")),
+    Case("report", "results with a method that is none (beam)",
+         ("report", "{W}/more/edited/unknown-method", "{W}/results-gaps", "--output", "{out}",
+          "--no-plots"), 0, ("warning:", "method 'beam' is not one of", "ignored")),
+    Case("report", "results with savings 'big'",
+         ("report", "{W}/more/edited/savings-text", "--output", "{out}", "--no-plots"), 0,
+         ("warning:", "savings_vs_full_parallel is 'big', not a number")),
+    Case("report", "results whose model is a list (the file is skipped)",
+         ("report", "{W}/more/edited/model-list", "--output", "{out}", "--no-plots"), 2,
+         ("has ['m'] as \"model\"",)),
+    Case("report", "--output ''", ("report", "{W}/results-gaps", "--output", ""), 2,
+         ("--output is empty",)),
+    # --- sweep configs: wrong types and sizes, refused before a cell runs (dry runs too) ---
+    Case("sweep", "a model that is a number", ("sweep", "{W}/more/sweep-model-number.yaml", "--dry-run"),
+         2, ("models must be a model name or path as text", "got 5")),
+    Case("sweep", "a model that is a mapping", ("sweep", "{W}/more/sweep-model-mapping.yaml",
+                                                "--dry-run"), 2, ("models must be", "got {{'name': 'm'}}")),
+    Case("sweep", "a model that is null", ("sweep", "{W}/more/sweep-model-null.yaml", "--dry-run"), 2,
+         ("models must be", "got None")),
+    Case("sweep", "a task file that does not exist (--dry-run)",
+         ("sweep", "{W}/more/sweep-task-missing.yaml", "--dry-run"), 2,
+         ("task gone: data file", "gone.jsonl does not exist")),
+    Case("sweep", "a task file with two rows of one id (--dry-run)",
+         ("sweep", "{W}/more/sweep-task-dup-ids.yaml", "--dry-run"), 2,
+         ("task dup-ids:", "every row needs its own id")),
+    Case("sweep", "output: 5", ("sweep", "{W}/more/sweep-output-number.yaml", "--dry-run"), 2,
+         ("output must be a directory path as text", "got 5")),
+    Case("sweep", "report: maybe", ("sweep", "{W}/more/sweep-report-text.yaml", "--dry-run"), 2,
+         ("report must be true or false, got 'maybe'",)),
+    Case("sweep", "run_args: {resume: false}", ("sweep", "{W}/more/sweep-resume-false.yaml", "--dry-run"),
+         2, ("run_args: resume is the sweep's own", "remove it")),
+    Case("sweep", "run_args with an unknown option", ("sweep", "{W}/more/sweep-run-arg-unknown.yaml",
+                                                      "--dry-run"), 2,
+         ("do not make a valid `eager-eval run` command line", "unrecognized arguments: --thetta")),
+    Case("sweep", "run_args holding an EAGer setting", ("sweep", "{W}/more/sweep-run-arg-setting.yaml",
+                                                        "--dry-run"), 2,
+         ("run_args: temperature is an EAGer setting",)),
+    Case("sweep", "a grid of 10 million cells", ("sweep", "{W}/more/sweep-million.yaml", "--dry-run"), 2,
+         ("10,000,000 cells", "more than --max-cells 1,000", "--max-cells 10000000")),
+    # --- harness paths and settings ---
+    Case("run", "--think-end ''", scripted("--think-end", ""), 2,
+         ("think_end is empty", "think_end=none")),
+    Case("run", "--theta ''", scripted("--theta", ""), 2, ("theta is empty",)),
+    Case("run", "--seed 2**64 + 5 (would wrap to seed 5)", scripted("--seed", str(2**64 + 5)), 2,
+         ("seed must be an integer in [0, 2**63 - 1",)),
+    Case("run", "--temperature 1e-310 (denormal)", scripted("--temperature", "1e-310"), 2,
+         ("temperature must be 0 (greedy) or at least 0.01, got 1e-310", "use 0 for greedy")),
+    Case("run", "--temperature 0.001", scripted("--temperature", "0.001"), 2,
+         ("temperature must be 0 (greedy) or at least 0.01, got 0.001",)),
+    inspect("--max-tokens 0 (Inspect's GenerateConfig)", ("--max-tokens", "0"),
+            ("max_new_tokens must be an integer >= 1", "Inspect's max_tokens"), exit_code=0,
+            in_suite=True),
+    inspect("--temperature -1 (Inspect's GenerateConfig)", ("--temperature", "-1"),
+            ("temperature must be a finite number >= 0", "Inspect's temperature"), exit_code=0),
+    inspect("-M seed=2**64+5", ("-M", f"seed={2**64 + 5}"), ("seed must be an integer in [0, 2**63 - 1",)),
+    inspect("-M temperature=1e-310", ("-M", "temperature=1e-310"),
+            ("temperature must be 0 (greedy) or at least 0.01",)),
+    inspect("a data file with two rows of one id (EAGER_EVAL_DATA_DIR)", (),
+            ("aime25.jsonl:2: row 2 has the id 'a1' of row 1",),
+            env={"EAGER_EVAL_DATA_DIR": "{W}/more/aime-dup"}),
+    lm_eval("think_end= (empty)", "pretrained={chatmodel},think_end=", ("think_end is empty",)),
+    lm_eval("seed=2**64+5", f"pretrained={{chatmodel}},seed={2**64 + 5}",
+            ("seed must be an integer in [0, 2**63 - 1",)),
+    lm_eval("temperature=1e-310", "pretrained={chatmodel},temperature=1e-310",
+            ("temperature must be 0 (greedy) or at least 0.01",)),
+    lm_eval("trees= (empty)", "pretrained={chatmodel},trees=", ("trees is empty",)),
+    lm_eval("a data file with two rows of one id (EAGER_EVAL_DATA_DIR)", "pretrained={chatmodel}",
+            ("aime25.jsonl:2: row 2 has the id 'a1' of row 1",),
+            env={"EAGER_EVAL_DATA_DIR": "{W}/more/aime-dup"}, in_suite=True),
 ]
 for _number, _case in enumerate(CASES, 1):
     object.__setattr__(_case, "id", f"{_number:02d}-{_case.surface}-" +
@@ -387,6 +848,9 @@ class Observed:
     seconds: float
     wrote: list[str]
     """Paths created or changed under the case's output directory (minus the set-up's)."""
+    kept: dict[str, int | None] = field(default_factory=dict)
+    """Each JSON or JSONL file written: its line count if every line is whole JSON, else None
+    (seen before a set-up's mount goes away)."""
 
     def line(self, words: tuple[str, ...]) -> str | None:
         """The first line of stderr (then stdout) holding every key word; else the first
@@ -417,7 +881,9 @@ def snapshot(directory: Path) -> dict[str, float]:
 
 
 def run_case(case: Case, ws: Workspace, out: Path, *, in_process: bool) -> Observed:
-    """Run one case (set-up included); `in_process` runs eager-eval through cli.main."""
+    """Run one case (set-up included); `in_process` runs eager-eval through cli.main (a case
+    with a hook always). A set-up that cannot make its fault here raises faults.Unavailable."""
+    in_process = in_process or case.hook
     with ExitStack() as stack:
         if case.setup is not None:
             held = case.setup(ws, out)
@@ -433,8 +899,25 @@ def run_case(case: Case, ws: Workspace, out: Path, *, in_process: bool) -> Obser
             code, stdout, stderr = _subprocess(case.program, argv, env)
         seconds = time.perf_counter() - started
         after = snapshot(out)  # while a held lock still holds: the holder's files as they are
-    wrote = sorted(k for k, v in after.items() if before.get(k) != v)
-    return Observed(code, stderr, stdout, seconds, wrote)
+        wrote = sorted(k for k, v in after.items() if before.get(k) != v)
+        kept = {name: _whole_lines(out / name) for name in wrote
+                if name.endswith((".json", ".jsonl"))}
+    return Observed(code, stderr, stdout, seconds, wrote, kept)
+
+
+def _whole_lines(path: Path) -> int | None:
+    """Lines of a JSON/JSONL file if each is whole JSON (a .json file: one document)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            json.loads(text)
+            return 1
+        lines = text.splitlines()
+        for line in lines:
+            json.loads(line)
+        return len(lines) if text.endswith("\n") or not text else None
+    except (OSError, ValueError):
+        return None
 
 
 def _in_process(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -476,9 +959,13 @@ def verdict(case: Case, seen: Observed, ws: Workspace, out: Path) -> tuple[bool,
     holds = line is not None and all(w in line for w in case_words(case, ws, out))
     ok = seen.exit_code == case.exit_code and holds
     parts = [f"exit {seen.exit_code}"]
+    if case.keeps:
+        ok = ok and bool(seen.kept) and None not in seen.kept.values()
     if case.program == "eager-eval":
         parts.append("no traceback" if not seen.traceback_after else "TRACEBACK")
-        if case.exit_code != 0:
+        if case.keeps:
+            parts.append(_kept(seen.kept))
+        elif case.exit_code != 0:
             parts.append(_written(seen.wrote))
     else:
         first = seen.stderr.find(ERROR)
@@ -488,6 +975,14 @@ def verdict(case: Case, seen: Observed, ws: Workspace, out: Path) -> tuple[bool,
     parts.append("after the model loaded" if "Loading weights" in seen.stderr
                  else "no model loaded")
     return ok, "; ".join(parts)
+
+
+def _kept(kept: dict[str, int | None]) -> str:
+    if not kept:
+        return "NOTHING KEPT"
+    shown = [f"{name} ({'BROKEN' if n is None else f'{n} whole lines'})"
+             for name, n in kept.items() if name.endswith(".jsonl")]
+    return "kept " + ", ".join(shown or list(kept))
 
 
 def _written(paths: list[str]) -> str:
@@ -522,10 +1017,20 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="eager-bad-inputs-"))
     ws = Workspace(root / "W", chat_model=True)
     rows, failures = [], 0
+    from faults import Unavailable
+
     for case in CASES:
         out = root / "out" / case.id
-        seen = run_case(case, ws, out, in_process=False)
+        try:
+            seen = run_case(case, ws, out, in_process=False)
+        except Unavailable as why:
+            rows.append(f"| {len(rows) + 1} | {case.surface} | {case.what} | "
+                        f"– not made on this machine: {why} | | |")
+            print(f"{case.id}: skipped ({why})", file=sys.stderr, flush=True)
+            continue
         ok, said = verdict(case, seen, ws, out)
+        if case.hook:
+            said += "; in-process (a hook times the fault)"
         failures += not ok
         line = seen.line(case_words(case, ws, out))
         rows.append(f"| {len(rows) + 1} | {case.surface} | {case.what} | "

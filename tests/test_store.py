@@ -222,3 +222,42 @@ def test_a_finished_run_resumes_without_decoding_anything(tmp_path):
         again = run(PROMPTS, backend, CONFIG, store=store)
     assert shape(again) == shape(first)
     assert backend.steps_taken == 0
+
+
+@pytest.mark.parametrize("code", [28, 30], ids=["ENOSPC", "EROFS"])
+def test_a_refused_write_is_cut_back_and_one_error_keeping_the_trees_before(tmp_path, monkeypatch,
+                                                                          code):
+    """The OS writes half a line, then refuses the rest: the half is cut off the file, the
+    error names the file, the reason and the trees kept, and a reopened store resumes."""
+    import errno
+    import os
+
+    from eager_eval.common.files import WriteError
+    from eager_eval.pipeline import store as store_module
+
+    path = tmp_path / "t.jsonl"
+    store = JsonlTreeStore(path, FINGERPRINT, again="rerun with --resume")
+    store.put(tree(0))
+    real_write = os.write
+
+    def half_then_refuse(fd, data):
+        if len(data) > 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(store_module.os, "write", half_then_refuse)
+    with pytest.raises(WriteError) as err:
+        store.put(tree(1))
+    monkeypatch.undo()
+    store.close()
+    assert err.value.errno == code and isinstance(err.value, OSError)
+    assert str(err.value) == (
+        f"cannot save a finished tree to {path}: {os.strerror(code)}; "
+        + {errno.ENOSPC: "free space on that disk",
+           errno.EROFS: "the file system is read-only (remounted so after a disk error?); fix "
+                        "or remount it, or use another directory"}[code]
+        + "; the trees saved before it (1) are kept there, and not generated again when you "
+          "rerun with --resume")
+    assert len(lines(path)) == 2 and json.loads(lines(path)[1])  # header, tree 0: whole
+    with JsonlTreeStore(path, FINGERPRINT) as again:
+        assert again.get(0, 0) == tree(0) and again.get(1, 0) is None

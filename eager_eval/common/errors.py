@@ -30,12 +30,19 @@ def user_error_line(err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def log_user_errors(logger: logging.Logger) -> Iterator[None]:
-    """Log a user error as one `eager-eval: error: ...` line, then let it propagate."""
+def log_user_errors(logger: logging.Logger, seen: set[str] | None = None) -> Iterator[None]:
+    """Log a user error as one `eager-eval: error: ...` line, then let it propagate.
+
+    `seen`: the lines already logged (a harness that calls once per sample would otherwise
+    repeat one bad setting for every sample); each is logged once."""
     try:
         yield
     except UserError as err:
-        logger.error("%s", user_error_line(err))
+        line = user_error_line(err)
+        if seen is None or line not in seen:
+            logger.error("%s", line)
+            if seen is not None:
+                seen.add(line)
         raise
 
 

@@ -27,6 +27,7 @@ from eager_eval.common.settings import (
     renamed_settings,
     unknown_setting_error,
 )
+from eager_eval.core.seeds import MAX_SEED
 from eager_eval.core.sampling import (
     NOT_A_SETTING,
     ConfigError,
@@ -128,6 +129,9 @@ class EagerConfig(SamplingSettings):
             raise ConfigError("think_end", self.think_end, "a non-empty string, or None")
         self._check_int("max_new_tokens", 1)
         self._check_int("seed", 0)
+        if self.seed > MAX_SEED:
+            raise ConfigError("seed", self.seed, f"an integer in [0, 2**63 - 1 = {MAX_SEED}] (a "
+                              "larger one would silently run as another seed)")
         self._check_int("adapt_cap", 1)
         self._check_int("adapt_full_theta_retries", 0)
         for name in ("adapt_theta_factor", "eager_theta_decay"):
@@ -184,6 +188,12 @@ class EagerConfig(SamplingSettings):
         unknown = sorted(set(values) - known)
         if strict and unknown:
             raise unknown_setting_error(unknown[0], known)
+        for name, value in values.items():
+            if name in known and isinstance(value, str) and not value.strip():
+                raise ConfigError(name, value, "", message=(
+                    f"{name} is empty ({value!r}); give a value, or none where that is meant"
+                    + (" (think_end=none: a model without thinking)" if name == "think_end"
+                       else "")))
         kwargs = {k: parse_value(v) for k, v in values.items() if k in known}
         return cls(**kwargs)
 

@@ -21,6 +21,12 @@ ConfigError = SettingError
 """A setting is out of range; the message names the setting, the value and the fix (one class
 with `settings.SettingError`, so every front end's parser raises the same error)."""
 
+MIN_TEMPERATURE = 0.01
+"""The smallest temperature other than 0 (greedy). Below it the logits divided by it overflow
+(float16 near 1e-3, float32 and the CPU's float64 for denormals such as 1e-310: inf - inf is NaN,
+and NaN probabilities sample garbage), and vLLM raises any temperature under 0.01 to 0.01 on its
+own, so the run would not be the one recorded. Refused, with the fix: 0 for greedy decoding."""
+
 NOT_A_SETTING = {"setting": False}
 """Field metadata: derived by the run, never given by a user (not a flag, model arg or -M)."""
 
@@ -72,6 +78,11 @@ class SamplingSettings:
         t = self.temperature
         if not is_number(t) or not math.isfinite(t) or t < 0:
             raise ConfigError("temperature", t, "a finite number >= 0 (0 = greedy)")
+        if 0 < t < MIN_TEMPERATURE:
+            raise ConfigError("temperature", t, "", message=(
+                f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {t!r}: "
+                "below that the logits divided by it overflow to NaN (and vLLM raises it to "
+                f"{MIN_TEMPERATURE:g} on its own); use 0 for greedy decoding"))
         if not is_number(self.top_p) or not (0 < self.top_p <= 1):
             raise ConfigError("top_p", self.top_p, "in (0, 1]")
         set_("top_k", int_at_least(self.top_k, "top_k", 0))
@@ -98,5 +109,5 @@ def setting_fields(cls: type) -> list[Any]:
     return [f for f in fields(cls) if f.metadata.get("setting", True)]
 
 
-__all__ = ["ConfigError", "EntropySource", "SamplingSettings", "as_enum", "setting_fields",
+__all__ = ["ConfigError", "MIN_TEMPERATURE", "EntropySource", "SamplingSettings", "as_enum", "setting_fields",
            "NOT_A_SETTING"]

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 _MASK64 = (1 << 64) - 1
 
+MAX_SEED = (1 << 63) - 1
+"""The largest run seed: a signed 64-bit integer, what torch, numpy and vLLM take. The
+derivation below masks a seed to 64 bits, so a larger one would silently run as another
+(2**64 + 5 as 5): EagerConfig refuses it."""
+
 
 def _splitmix64(x: int) -> int:
     x = (x + 0x9E3779B97F4A7C15) & _MASK64

@@ -287,7 +287,9 @@ def load_model_and_tokenizer(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"the tokenizer of {name!r} has neither a pad nor an eos token")
+            raise ModelNotFoundError(
+                f"the tokenizer of {name!r} has neither a pad nor an eos token: set eos_token "
+                f"in {pretrained}/tokenizer_config.json (the token that ends a reply)")
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model, "generation_config", None) is not None:
         if model.generation_config.pad_token_id is None:
@@ -300,15 +302,30 @@ def _from_pretrained(resolved: ResolvedModel, pretrained: str, torch_dtype: "tor
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(pretrained)
+    except OSError as err:
+        raise _not_loadable(resolved, pretrained, err) from err
+    except Exception as err:  # a missing or broken tokenizer file: JSON, ValueError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelNotFoundError(
+            f"cannot load the tokenizer of model {resolved.name!r} from {pretrained} "
+            f"({type(err).__name__}: {first}); the directory needs the tokenizer's files "
+            "(tokenizer.json and tokenizer_config.json): save them there with "
+            "tokenizer.save_pretrained(DIR)") from err
+    try:
         model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch_dtype)
     except OSError as err:
-        if resolved.kind == "hub":
-            hint = (
-                "the hub is unreachable or has no such model (offline machines: pass a local "
-                "directory with config.json, a .gguf file, or "
-                f"{', '.join(sorted(ALIASES))})"
-            )
-        else:
-            hint = f"{pretrained} is not a complete model directory"
-        raise ModelNotFoundError(f"cannot load model {resolved.name!r}: {hint}: {err}") from err
+        raise _not_loadable(resolved, pretrained, err) from err
     return model, tokenizer
+
+
+def _not_loadable(resolved: ResolvedModel, pretrained: str, err: OSError) -> ModelNotFoundError:
+    """transformers' OSError (no such hub id, a file missing from a directory) as one line."""
+    if resolved.kind == "hub":
+        hint = (
+            "the hub is unreachable or has no such model (offline machines: pass a local "
+            "directory with config.json, a .gguf file, or "
+            f"{', '.join(sorted(ALIASES))})"
+        )
+    else:
+        hint = f"{pretrained} is not a complete model directory"
+    return ModelNotFoundError(f"cannot load model {resolved.name!r}: {hint}: {err}")

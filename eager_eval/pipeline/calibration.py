@@ -33,6 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from eager_eval.common.words import plural
 from eager_eval.core.backend import Backend, NewTree
 from eager_eval.core.config import THETA_AUTO, EagerConfig, Mode
 from eager_eval.core.entropy import topk_entropy
@@ -50,6 +51,12 @@ MAX_PROMPTS = 16
 
 MIN_THETA = 1e-4
 """theta must be > 0 (EagerConfig); a model certain everywhere in the warm-up gets this."""
+
+MIN_ENTROPIES = 100
+"""Fewer warm-up entropies than this give a warning: the rule's high quantile of a handful of
+values is their maximum (one prompt of six tokens gives a threshold from six numbers), which
+says little about the positions the run will test. Accepted (a small test run is legitimate),
+said once with the count and the fix."""
 
 RULE = "theta = quantile(warm-up top-K entropies, 1 - ln((M + 1) / 2) / max_new_tokens)"
 
@@ -70,6 +77,16 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def caution(self) -> str | None:
+        """A warning when theta came from too few entropies (MIN_ENTROPIES), else None."""
+        if self.n_entropies >= MIN_ENTROPIES:
+            return None
+        return (f"theta=auto: {self.theta:g} is the {self.quantile:.2%} quantile of only "
+                f"{self.n_entropies} entropies ({plural(self.n_prompts, 'prompt')} x up to "
+                f"{self.warmup_tokens} tokens; at least {MIN_ENTROPIES} make it more than their "
+                "largest value): give theta a number, or calibrate on more prompts")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
@@ -151,5 +168,5 @@ def branching_config(config: EagerConfig) -> EagerConfig:
     return config if config.is_branching else config.replace(mode=Mode.EAGER_INIT)
 
 
-__all__ = ["AUTO", "RULE", "Calibration", "target_quantile",
+__all__ = ["AUTO", "RULE", "MIN_ENTROPIES", "Calibration", "target_quantile",
            "warmup_entropies", "calibrate_theta", "branching_config"]

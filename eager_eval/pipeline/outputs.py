@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from eager_eval.pipeline.answers import AnswerType
 from eager_eval.core.config import EagerConfig, Mode
-from eager_eval.common.files import atomic_write
+from eager_eval.common.files import OutputDirError, atomic_write, os_reason
 from eager_eval.pipeline.metrics import TaskMetrics, aggregate, token_savings
 from eager_eval.pipeline.record import PromptRecord
 from eager_eval.pipeline.versions import versions
@@ -122,7 +123,8 @@ def write_run_dir(
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, dict[str, Any]] = {}
     if keep_other_methods:
-        entries = {e["method"]: e for e in _previous_runs(out / RESULTS_FILE, model, task)}
+        entries = {e["method"]: e for e in _previous_runs(out / RESULTS_FILE, model, task,
+                                                          [run.method for run in runs])}
     prompts_id = prompts_sha256(problems, answer_type)
     for run in runs:
         lines = [json.dumps(record.to_dict(), ensure_ascii=False) for record in run.records]
@@ -179,16 +181,82 @@ def _attach_savings(entries: Mapping[str, dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _previous_runs(path: Path, model: str, task: str) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
+class ResultsFileError(OutputDirError):
+    """The output directory's results.json cannot take this run's entry without losing what
+    it holds (another model's or task's runs, or a file that is not a run's results)."""
+
+
+def check_run_dir(out_dir: str | os.PathLike[str], model: str, task: str,
+                  methods: Sequence[str] = ()) -> None:
+    """Before a run generates anything: its results.json, if the directory holds one, must be
+    an eager-eval run's results of the same model and task, each entry it keeps (the methods
+    not in `methods`) whole. Otherwise writing this run's entry at the end would fail after
+    the generation, or drop the other run's entries without a word. Reads, writes nothing."""
+    _previous_runs(Path(out_dir) / RESULTS_FILE, model, task, methods)
+
+
+def _previous_runs(path: Path, model: str, task: str,
+                   replaced: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The entries of `path` a new run of `replaced` methods keeps (none if there is no file);
+    ResultsFileError when the file cannot be kept (see `check_run_dir`)."""
+    fix = f"move {path} away, or use another --output directory"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return []
-    if data.get("tool") != TOOL or data.get("model") != model or data.get("task") != task:
-        return []
-    return [e for e in data.get("runs", []) if isinstance(e, dict) and "method" in e]
+    except (OSError, UnicodeDecodeError) as err:
+        reason = os_reason(err) if isinstance(err, OSError) else f"not UTF-8 ({err})"
+        raise ResultsFileError(f"cannot read {path}: {reason}; {fix}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ResultsFileError(f"{path} is not JSON ({err}); eager-eval writes it whole, so "
+                               f"it is another program's file: {fix}") from None
+    if not isinstance(data, dict) or data.get("tool") != TOOL or not isinstance(
+            data.get("runs"), list):
+        what = (f"a JSON {type(data).__name__}" if not isinstance(data, dict) else
+                f"\"tool\": {data.get('tool')!r}" if data.get("tool") != TOOL else
+                "no \"runs\" list")
+        raise ResultsFileError(f"{path} is not an eager-eval run's results ({what}); {fix}")
+    if data.get("model") != model or data.get("task") != task:
+        raise ResultsFileError(
+            f"{path} holds the runs of model {data.get('model')!r} on task "
+            f"{data.get('task')!r}; this run ({model!r} on {task!r}) would drop them: use another "
+            "--output directory (one per model and task)")
+    kept = []
+    for number, entry in enumerate(data["runs"], 1):
+        method = entry.get("method") if isinstance(entry, dict) else None
+        if method in replaced:
+            continue
+        problem = _entry_problem(entry)
+        if problem:
+            raise ResultsFileError(f"{path}: run {number} ({method or 'no method'}) {problem}; "
+                                   f"it cannot be kept beside this run's: {fix}")
+        kept.append(entry)
+    return kept
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What makes a results.json entry unusable (None: it is whole)."""
+    if not isinstance(entry, dict):
+        return f"is a JSON {type(entry).__name__}, not an object"
+    if entry.get("method") not in [m.value for m in Mode]:
+        return f"has method {entry.get('method')!r}, not one of {', '.join(m.value for m in Mode)}"
+    metrics = entry.get("metrics")
+    if not isinstance(metrics, dict):
+        return "has no metrics"
+    for name in KEPT_METRICS:
+        value = metrics.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return (f"has metric {name} = {value!r}, not a number" if name in metrics
+                    else f"has no metric {name}")
+    return None
+
+
+KEPT_METRICS = ("pass_at_k", "cons_at_k", "pass_rate", "tokens_generated", "seqs_mean",
+                "seqs_min", "seqs_max")
+"""The numbers an entry kept beside a new run must hold: the CLI's table shows them and the
+savings compare tokens_generated."""
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

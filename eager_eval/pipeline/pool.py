@@ -20,6 +20,7 @@ recorded, `origin` per prompt) and their displays (`progress`).
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,6 +35,8 @@ from eager_eval.pipeline.progress import RunCounts
 from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings
 from eager_eval.pipeline.record import PromptRecord, build_record
 from eager_eval.pipeline.store import TreeFiles, pool_fingerprint
+
+logger = logging.getLogger("eager_eval")
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,18 @@ def verifier_for(config: EagerConfig, prompts: Sequence[PoolPrompt], name: str,
 
 
 def calibrate(engine: Engine, config: EagerConfig, prompts: Sequence[PoolPrompt],
-              calibration: Calibration | None = None) -> tuple[EagerConfig, Calibration | None]:
+              calibration: Calibration | None = None,
+              warn: Callable[[str], None] | None = None) -> tuple[EagerConfig, Calibration | None]:
     """theta=auto: the config with the measured theta (or `calibration`'s, when a front end
-    already has one for these settings); any other config as it is."""
+    already has one for these settings); any other config as it is. A theta measured on too
+    few entropies (`Calibration.caution`) is said through `warn` (default: the log)."""
     if not config.theta_is_auto:
         return config, None
     if calibration is None:
         calibration = calibrate_theta(engine.new_backend, [p.input.tokens for p in prompts],
                                       config)
+        if calibration.caution is not None:
+            (warn or logger.warning)(calibration.caution)
     return config.replace(theta=calibration.theta), calibration
 
 

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Mapping, Protocol, Sequence
 
 from eager_eval.common.errors import UserError
-from eager_eval.common.files import OutputLock, atomic_write, check_output_dir
+from eager_eval.common.files import (
+    OutputLock,
+    WriteError,
+    atomic_write,
+    check_output_dir,
+    os_reason,
+)
 from eager_eval.common.settings import renamed_settings
 from eager_eval.core.config import EagerConfig, Mode
 from eager_eval.core.results import TreeResult
@@ -100,8 +106,11 @@ def check_resumable(path: str | os.PathLike[str], fingerprint: Mapping[str, Any]
     path = Path(path)
     if not path.is_file():
         return
-    with open(path, "rb") as fh:
-        first = fh.readline()
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+    except OSError as err:
+        raise StoreError(f"cannot read the tree file {path}: {os_reason(err)}") from None
     if first.endswith(b"\n"):  # else a header a crash cut short: the store starts that file over
         _check_header(path, first, _normalised(fingerprint))
 
@@ -122,20 +131,30 @@ class JsonlTreeStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any], *,
-                 start_over: bool = False):
+                 start_over: bool = False, again: str = "run the same command again"):
         """Open (resume) the file at `path`, or start it. `start_over`: replace whatever the
-        file holds with a new header, in one rename (never a moment without a file)."""
+        file holds with a new header, in one rename (never a moment without a file).
+        `again`: how the user continues after a failed write (the front end's words, e.g.
+        'rerun the command with --resume'), said in that error."""
         self.path = Path(path)
         self.fingerprint = _normalised(fingerprint)
+        self.again = again
         self._trees: dict[tuple[int, int], TreeResult] = {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not start_over and self.path.is_file() and self.path.stat().st_size > 0:
-            self._load()  # may cut a half-written last line (or header) off the file
-        if start_over or not self.path.is_file() or self.path.stat().st_size == 0:
-            header = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                      "fingerprint": self.fingerprint}
-            atomic_write(self.path, json.dumps(header, separators=(",", ":")) + "\n")
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not start_over and self.path.is_file() and self.path.stat().st_size > 0:
+                self._load()  # may cut a half-written last line (or header) off the file
+            if start_over or not self.path.is_file() or self.path.stat().st_size == 0:
+                header = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                          "fingerprint": self.fingerprint}
+                atomic_write(self.path, json.dumps(header, separators=(",", ":")) + "\n")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            self._size = os.fstat(self._fd).st_size
+        except WriteError:
+            raise
+        except OSError as err:
+            raise StoreError(f"cannot open the tree file {self.path}: {os_reason(err)}") from None
         self.resumed = len(self._trees)
         """Trees read back from the file when it was opened."""
 
@@ -160,8 +179,9 @@ class JsonlTreeStore:
         return iter(self._trees.values())
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "JsonlTreeStore":
         return self
@@ -170,15 +190,33 @@ class JsonlTreeStore:
         self.close()
 
     def _append(self, record: Mapping[str, Any]) -> None:
-        if self._fh.closed:
+        """One line, written and fsynced (it survives a crash or power loss, not only Ctrl-C).
+
+        A write the OS refuses (a full disk, a file system turned read-only) is cut back off
+        the file where the OS allows it (else a resume drops the torn line) and raised as one
+        WriteError naming the file, the reason and how to continue: the trees stored before
+        stay, and are not generated again."""
+        if self._fd is None:
             raise ValueError(f"the tree store {self.path} is closed")
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())  # survives a crash or power loss, not only Ctrl-C
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+            os.fsync(self._fd)
+        except OSError as err:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass  # read-only: the next open drops the torn line
+            raise WriteError(
+                f"cannot save a finished tree to {self.path}: {os_reason(err)}; the trees "
+                f"saved before it ({len(self._trees)}) are kept there, and not generated again "
+                f"when you {self.again}", err) from None
+        self._size += len(line)
 
     def _load(self) -> None:
-        with open(self.path, "rb") as fh:
-            data = fh.read()
+        data = self.path.read_bytes()
         lines = data.split(b"\n")
         # The text after the last newline is a line a crash cut short (or "" if none was).
         complete, tail = lines[:-1], lines[-1]
@@ -333,7 +371,8 @@ class RunTrees:
             if n_trees:
                 print(f"note: {path} holds {n_trees} trees of an earlier run; starting over "
                       "(pass --resume to continue that run instead)", file=sys.stderr)
-        store = JsonlTreeStore(path, fingerprint, start_over=not self.resume)
+        store = JsonlTreeStore(path, fingerprint, start_over=not self.resume,
+                               again="rerun the command with --resume")
         try:
             yield store
         finally:

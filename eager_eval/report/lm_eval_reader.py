@@ -17,13 +17,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from eager_eval.pipeline.record import PromptRecord, pool_rounds_of
+from eager_eval.pipeline.record import PromptRecord
 from eager_eval.report.reading import (
     DEFAULT_METHOD,
     UnreadableRun,
     fill_from_records,
     not_a_number,
     read_jsonl,
+    rounds_of,
 )
 from eager_eval.report.runs import (
     METRIC_ALIASES,
@@ -77,8 +78,12 @@ def read_lm_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[str]
             metrics[name] = value
             means.discard(name)
         run = Run("lm-eval", path, str(model), normalise_method(run_method), str(task),
-                  run_settings, metrics, pool_rounds=pool_rounds_of(rounds))
+                  run_settings, metrics, pool_rounds=rounds_of(rounds, f"{task}: ", warnings))
         samples = path.parent / f"samples_{task}_{date.group(1)}.jsonl" if date else None
+        if samples is not None and samples.resolve().parent != path.parent.resolve():
+            warnings.append(f"{task}: the samples file of this task name lies outside "
+                            f"{path.parent}; not read")  # a task named with '/' or '..'
+            samples = None
         if samples is not None and samples.is_file():
             claimed.add(samples.name)
             rows = _dedupe_docs(read_jsonl(samples, warnings))

@@ -15,12 +15,12 @@ aggregate left out (S_p's range, #T), they fill it, and a total that disagrees w
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.pipeline.record import pool_rounds_of
 from eager_eval.report.inspect_reader import read_inspect
 from eager_eval.report.lm_eval_reader import read_lm_eval
 from eager_eval.report.reading import (
@@ -33,8 +33,17 @@ from eager_eval.report.reading import (
     numbers,
     read_jsonl,
     records_of,
+    rounds_of,
 )
-from eager_eval.report.runs import MISSING, Run, as_number, normalise_method, normalise_settings
+from eager_eval.report.runs import (
+    METHODS,
+    MISSING,
+    Run,
+    as_number,
+    normalise_method,
+    normalise_settings,
+    short,
+)
 
 RECORDED_METRICS = ("pass_at_k", "cons_at_k", "pass_rate", "tokens_generated", "n_prompts")
 """What an eager-eval results.json always records per method: a missing one is a warning."""
@@ -195,38 +204,86 @@ def _read_eager_eval(path: Path, data: dict) -> tuple[list[Run], list[str], set[
     if not isinstance(runs_data, list) or not runs_data:
         raise UnreadableRun("eager-eval results.json holds no runs (\"runs\" is empty or missing)")
     model, task = data.get("model"), data.get("task")
-    if not model or not task:
-        raise UnreadableRun("eager-eval results.json lacks \"model\" or \"task\"")
+    for key, value in (("model", model), ("task", task)):
+        if not isinstance(value, str) or not value.strip():
+            what = "lacks" if not value else f"has {short(value)} as"
+            raise UnreadableRun(f"eager-eval results.json {what} \"{key}\" (a name is text)")
     runs, claimed = [], set()
-    for entry in runs_data:
+    for number, entry in enumerate(runs_data, 1):
         if not isinstance(entry, dict) or "method" not in entry:
-            warnings.append("a run entry without \"method\" ignored")
+            warnings.append(f"run {number}: an entry without \"method\" ignored")
             continue
-        raw_metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
-        metrics = numbers(raw_metrics, f"{entry['method']}: ", warnings)
+        method = entry["method"]
+        if not isinstance(method, str) or normalise_method(method) not in METHODS:
+            warnings.append(f"run {number}: method {short(method)} is not one of "
+                            f"{', '.join(METHODS)}; ignored")
+            continue
+        where = f"{method}: "
+        raw_metrics = entry.get("metrics")
+        if not isinstance(raw_metrics, dict):
+            if raw_metrics is not None:
+                warnings.append(f"{where}metrics is {short(raw_metrics)}, not a mapping")
+            raw_metrics = {}
+        metrics = numbers(raw_metrics, where, warnings)
         missing = [name for name in RECORDED_METRICS if name not in raw_metrics]
         if missing:
-            warnings.append(f"{entry['method']}: no {', '.join(missing)} recorded; shown as "
+            warnings.append(f"{method}: no {', '.join(missing)} recorded; shown as "
                             f"{MISSING}")
-        run = Run("eager-eval", path, str(model), normalise_method(entry["method"]), str(task),
-                  normalise_settings(entry.get("settings") or {}), metrics,
-                  pool_rounds=pool_rounds_of(entry.get("rounds")),
-                  stored_savings=as_number(entry.get("savings_vs_full_parallel")),
-                  prompts_sha256=entry.get("prompts_sha256"))
-        samples = entry.get("samples")
-        if samples:
-            sample_path = path.parent / str(samples)
-            if sample_path.is_file():
-                claimed.add(sample_path.name)
-                run.records = records_of(read_jsonl(sample_path, warnings), warnings,
-                                         sample_path.name)
-                _check_prompt_count(run, warnings)
-                fill_from_records(run, warnings)
-            else:
-                warnings.append(f"{run.method}: samples file {samples} is missing; per-prompt "
-                                "plots leave this run out")
+        run = Run("eager-eval", path, model, normalise_method(method), task,
+                  normalise_settings(entry.get("settings"), warnings, where),
+                  metrics, pool_rounds=rounds_of(entry.get("rounds"), where, warnings),
+                  stored_savings=_savings(entry.get("savings_vs_full_parallel"), where, warnings),
+                  prompts_sha256=_text_or_none(entry.get("prompts_sha256"), "prompts_sha256",
+                                               where, warnings))
+        sample_path = _samples_path(path, entry.get("samples"), where, warnings)
+        if sample_path is not None:
+            claimed.add(sample_path.name)
+            run.records = records_of(read_jsonl(sample_path, warnings), warnings,
+                                     sample_path.name)
+            _check_prompt_count(run, warnings)
+            fill_from_records(run, warnings)
         runs.append(run)
     return runs, warnings, claimed
+
+
+def _savings(value: Any, where: str, warnings: list[str]) -> float | None:
+    number = as_number(value)
+    if value is not None and (number is None or not math.isfinite(number)):
+        warnings.append(f"{where}savings_vs_full_parallel is {short(value)}, not a number; "
+                        "computed again from the runs")
+        return None
+    return number
+
+
+def _text_or_none(value: Any, name: str, where: str, warnings: list[str]) -> str | None:
+    if value is not None and not isinstance(value, str):
+        warnings.append(f"{where}{name} is {short(value)}, not text; ignored")
+        return None
+    return value
+
+
+def _samples_path(results: Path, samples: Any, where: str, warnings: list[str]) -> Path | None:
+    """The run's samples file: a file inside the run directory, named relative to it. A path
+    that leads out of it (absolute, `..`, a link) is not read: a hand-edited results.json must
+    not make the report read and publish another file."""
+    if samples is None or samples == "":
+        return None
+    if not isinstance(samples, str):
+        warnings.append(f"{where}samples is {short(samples)}, not a file name; per-prompt plots "
+                        "leave this run out")
+        return None
+    folder = results.parent.resolve()
+    candidate = (results.parent / samples).resolve()
+    if not candidate.is_relative_to(folder):
+        warnings.append(f"{where}samples file {samples} lies outside the run directory "
+                        f"{display_path(results.parent)}; not read (per-prompt plots leave this "
+                        "run out)")
+        return None
+    if not candidate.is_file():
+        warnings.append(f"{where}samples file {samples} is missing; per-prompt plots leave this "
+                        "run out")
+        return None
+    return candidate
 
 
 def _check_prompt_count(run: Run, warnings: list[str]) -> None:

@@ -7,11 +7,12 @@ build on it; it imports none of them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from eager_eval.pipeline.record import PromptRecord
-from eager_eval.report.runs import MISSING, Run, as_number, metric_key
+from eager_eval.pipeline.record import PoolRound, PromptRecord, pool_rounds_of
+from eager_eval.report.runs import MISSING, Run, as_number, metric_key, short
 
 SWEEP_MANIFEST_TOOL = "eager-eval-sweep"
 """`sweep.json` written by `eager-eval sweep`: known, not a run, skipped quietly."""
@@ -78,11 +79,26 @@ def records_of(rows: Iterable[Any], warnings: list[str], where: str) -> list[Pro
     for row in rows:
         try:
             records.append(PromptRecord.from_dict(row))
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, OverflowError):
             bad += 1
     if bad:
         warnings.append(f"{where}: {bad} line(s) that are no prompt record ignored")
     return records
+
+
+def rounds_of(value: Any, where: str, warnings: list[str]) -> list[PoolRound]:
+    """The pool's rounds as a source recorded them; a value that is none (a hand-edited file)
+    is said and left out, never a traceback."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        warnings.append(f"{where}rounds is {short(value)}, not a list of rounds; left out")
+        return []
+    try:
+        return pool_rounds_of(value)
+    except (ValueError, TypeError, OverflowError) as err:
+        warnings.append(f"{where}rounds are unreadable ({err}); left out")
+        return []
 
 
 # --- metrics from the records ---------------------------------------------------------------
@@ -111,17 +127,45 @@ def fill_from_records(run: Run, warnings: list[str]) -> None:
         run.metrics["tokens_generated"] = total
 
 
+RATES = ("pass_at_k", "pass_at_1", "cons_at_k", "pass_rate")
+"""Metrics that are shares of prompts: in [0, 1] (so are the fixed-k pass@k)."""
+
+COUNTS = ("n_prompts", "tokens_generated", "tokens_in_outputs", "seqs_min", "seqs_max")
+"""Metrics that count: whole numbers >= 0 (seqs_mean is a mean of counts: a number >= 0)."""
+
+
 def numbers(metrics: dict, where: str, warnings: list[str]) -> dict[str, float]:
-    """Our metrics among `metrics`, as numbers; one that is not a number is said."""
+    """Our metrics among `metrics`, as numbers; one that is not a number, or not one the
+    metric can be (a rate outside [0, 1], a negative or fractional count, infinity), is said
+    and left out (shown as —)."""
     out: dict[str, float] = {}
     for name, value in metrics.items():
         key = metric_key(str(name))
+        if key is None:
+            continue
         number = as_number(value)
-        if key is not None and number is not None:
-            out.setdefault(key, number)
-        elif key is not None:
+        if number is None:
             not_a_number(where + str(name), value, warnings)
+            continue
+        problem = metric_problem(key, number)
+        if problem is not None:
+            warnings.append(f"{where}{name} is {value!r}: {problem}; shown as {MISSING}")
+            continue
+        out.setdefault(key, number)
     return out
+
+
+def metric_problem(name: str, value: float) -> str | None:
+    """Why `value` cannot be the metric `name` (None: it can)."""
+    if not math.isfinite(value):
+        return "not a finite number"
+    if (name in RATES or name.startswith("pass@")) and not 0 <= value <= 1:
+        return "a share of prompts must be in [0, 1]"
+    if name in COUNTS and (value < 0 or value != int(value)):
+        return "a count must be a whole number >= 0"
+    if name == "seqs_mean" and value < 0:
+        return "a mean count must be >= 0"
+    return None
 
 
 def not_a_number(name: str, value: Any, warnings: list[str]) -> None:
@@ -130,4 +174,4 @@ def not_a_number(name: str, value: Any, warnings: list[str]) -> None:
 
 
 __all__ = ["UnreadableRun", "DEFAULT_METHOD", "SWEEP_MANIFEST_TOOL", "load_json", "json_kind",
-           "read_jsonl", "records_of", "fill_from_records", "numbers", "not_a_number"]
+           "read_jsonl", "records_of", "rounds_of", "fill_from_records", "numbers", "not_a_number"]

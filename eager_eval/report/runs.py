@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from eager_eval.core.config import EagerConfig
 from eager_eval.pipeline.record import PoolRound, PromptRecord
@@ -74,9 +74,19 @@ def normalise_method(value: Any) -> str:
     return str(text).strip().lower().replace("-", "_")
 
 
-def normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
+def normalise_settings(values: Any, warnings: list[str] | None = None,
+                       where: str = "") -> dict[str, Any]:
     """Keep EagerConfig fields only, as Python values ('inf' -> inf, '0.6' -> 0.6), under
-    their current names (an older output's `topk` is `entropy_k`)."""
+    their current names (an older output's `topk` is `entropy_k`).
+
+    A value EagerConfig would refuse (theta 'abc', a temperature that is a mapping: a
+    hand-edited file) is left out, shown as —, and said in `warnings` (prefixed by `where`);
+    so is a `values` that is no mapping at all."""
+    if not isinstance(values, Mapping):
+        if warnings is not None and values is not None:
+            warnings.append(f"{where}settings is {type(values).__name__} {short(values)}, not a "
+                            f"mapping; its settings are shown as {MISSING}")
+        return {}
     known = EagerConfig.field_names()
     out: dict[str, Any] = {}
     spelled = {str(key).replace("-", "_"): value for key, value in values.items()}
@@ -84,8 +94,30 @@ def normalise_settings(values: dict[str, Any]) -> dict[str, Any]:
         if key not in known:
             continue
         value = parse_value(getattr(value, "value", value))
+        problem = setting_problem(key, value)
+        if problem is not None:
+            if warnings is not None:
+                warnings.append(f"{where}settings.{key} is {short(value)}: {problem}; shown as "
+                                f"{MISSING}")
+            continue
         out[key] = normalise_method(value) if key == "mode" else value
     return out
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """Why EagerConfig would refuse `value` for the setting `name` (None: it takes it). The
+    one validation of every front end, so a report shows no setting a run could not have had."""
+    try:
+        EagerConfig.from_mapping({name: value})
+    except (ValueError, TypeError, OverflowError) as err:
+        return str(err)
+    return None
+
+
+def short(value: Any, limit: int = 40) -> str:
+    """A value's repr, cut to `limit` characters (hand-edited files can hold anything)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)

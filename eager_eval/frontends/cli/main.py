@@ -38,6 +38,7 @@ from eager_eval.core.config import ConfigError, EagerConfig, Mode
 from eager_eval.core.sampling import setting_fields
 from eager_eval.engines.registry import ENGINES, EngineOptions, engine_names
 from eager_eval.common.errors import UserError, user_error_line
+from eager_eval.common.files import output_path
 from eager_eval.pipeline.prompts import ChatMode, PromptSettings
 from eager_eval.frontends.cli.session import EXIT_INTERRUPTED, Session, run_session
 from eager_eval.common.settings import RENAMED, positive_int
@@ -353,11 +354,11 @@ def _parse_modes(text: str) -> list[str]:
 def demo_command(args: argparse.Namespace) -> int:
     modes = _parse_modes(args.modes)
     configs = [config_from_args(args, DEMO_DEFAULTS, mode=mode) for mode in modes]
-    if args.resume and not args.output:
+    if args.resume and args.output is None:
         raise ConfigError("resume", True, "used with --output DIR (the run to continue)")
     argv = list(args.argv)
-    if args.output:
-        output = Path(args.output)
+    if args.output is not None:
+        output = output_path(args.output)
     else:  # named in argv too: results.json's command and the resume hint must point here
         output = Path("runs", f"demo-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
         argv += ["--output", str(output)]
@@ -420,7 +421,7 @@ def run_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # bad settings fail before any file or model is read
     task = load_data_task(args.data, args.answer_type, args.problem_field, args.answer_field,
                           args.limit)
-    session = Session(args.model, task, [config], Path(args.output), args.resume,
+    session = Session(args.model, task, [config], output_path(args.output), args.resume,
                       engine_options(args), _prompt_settings(args), args.argv)
     return _finish(session, args.progress)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from eager_eval.common.files import OutputLock, check_output_dir
+from eager_eval.common.files import OutputLock, WriteError, check_output_dir
 from eager_eval.core.config import EagerConfig
 from eager_eval.engines.registry import EngineOptions
 from eager_eval.pipeline.prompts import Prompt, PromptSettings
@@ -82,8 +82,16 @@ def run_session(session: Session, *, progress: bool = True) -> tuple[list["Metho
     finished so far are on disk, and the message gives the command that resumes.
     """
     session.engine.check(session.model)  # model name, device: no model loads for a typo
+    for note in session.task.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     check_output_dir(session.output)
     with OutputLock(session.output):  # a second run into this directory stops here
+        # results.json must take this run's entries without losing others: checked now, not
+        # after the generation
+        from eager_eval.pipeline.outputs import check_run_dir
+
+        check_run_dir(session.output, session.model, session.task.name,
+                      [config.mode.value for config in session.configs])
         calibration = _recorded_calibration(session) if session.resume else None
         _check_resume(session, calibration)  # before the model loads, where theta is known
         engine = _load_engine(session)
@@ -159,13 +167,18 @@ def _run_and_write(session: Session, engine: "Engine", prompts: Sequence["PoolPr
         print(f"\ninterrupted; finished trees are saved under {session.output / 'trees'} "
               f"({saved}).\nContinue with: {_resume_command(session.argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    path = write_run_dir(
-        session.output, runs, session.task.problems, answer_type=session.task.answer_type,
-        command=command_line(session.argv), model=session.model, task=session.task.name,
-        engine_info=engine.info(), extra={"data": session.task.info, **(
-            {"theta_auto": calibration.to_dict()} if calibration else {})},
-        warn=lambda message: print(f"warning: {message}", file=sys.stderr),
-    )
+    try:
+        path = write_run_dir(
+            session.output, runs, session.task.problems, answer_type=session.task.answer_type,
+            command=command_line(session.argv), model=session.model, task=session.task.name,
+            engine_info=engine.info(), extra={"data": session.task.info, **(
+                {"theta_auto": calibration.to_dict()} if calibration else {})},
+            warn=lambda message: print(f"warning: {message}", file=sys.stderr),
+        )
+    except WriteError as err:  # a disk that filled up, a file system turned read-only
+        raise WriteError(f"{err}; every tree is kept in {session.output / 'trees'}: once the "
+                         f"directory can be written, run {_resume_command(session.argv)} to "
+                         "write the results (nothing is generated again)", err) from None
     return runs, path
 
 
@@ -209,12 +222,15 @@ def _calibrate(session: Session, engine: "Engine", prompts: Sequence["PoolPrompt
 
     started = time.perf_counter()
     config = session.configs[0]
-    _, calibration = calibrate(engine, config, prompts)
+    notes: list[str] = []
+    _, calibration = calibrate(engine, config, prompts, warn=notes.append)
     assert calibration is not None
     print(f"theta=auto: {calibration.theta:g} nats, the {calibration.quantile:.2%} quantile of "
           f"{calibration.n_entropies} top-{config.entropy_k} entropies "
           f"({calibration.n_prompts} prompts x {calibration.warmup_tokens} tokens, "
           f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    for note in notes:  # too few entropies
+        print(f"warning: {note}", file=sys.stderr)
     return calibration
 
 

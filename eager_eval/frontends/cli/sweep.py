@@ -50,8 +50,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 from eager_eval.core.config import THETA_AUTO as AUTO
 from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setting_error
-from eager_eval.common.files import OutputDirError, atomic_write, check_output_dir
-from eager_eval.common.settings import number_or_none, parse_value, renamed_settings
+from eager_eval.common.files import atomic_write, check_output_dir, output_path
+from eager_eval.common.errors import UserError
+from eager_eval.common.settings import RENAMED, number_or_none, parse_value, renamed_settings
 
 SWEEP_MANIFEST = "sweep.json"
 MANIFEST_TOOL = "eager-eval-sweep"
@@ -92,6 +93,9 @@ def parse_task(value: Any) -> TaskSpec:
                 raise unknown_setting_error(str(key), TASK_KEYS, where="task key")
         if "data" not in value:
             raise SweepConfigError("tasks", dict(value), "a mapping with a `data:` file")
+        for key in value:
+            if value[key] is not None and not isinstance(value[key], str):
+                raise SweepConfigError(f"task {key}", value[key], "text (quote it in the YAML)")
         spec = parse_task(str(value["data"]))
         answer_type = str(value.get("answer_type", spec.answer_type))
         if answer_type not in ("math", "choice"):
@@ -99,7 +103,11 @@ def parse_task(value: Any) -> TaskSpec:
         return replace(spec, answer_type=answer_type, problem_field=value.get("problem_field"),
                        answer_field=value.get("answer_field"),
                        name=str(value.get("name", spec.name)))
-    text = str(value)
+    if not isinstance(value, str):
+        raise SweepConfigError("tasks", value, f"{DEMO_TASK}, one of {', '.join(BUILTIN_TASKS)}, "
+                               "a .jsonl/.csv file, or a mapping {data: FILE, answer_type: "
+                               "math|choice}")
+    text = value
     if text == DEMO_TASK:
         return TaskSpec(DEMO_TASK, "demo")
     if text in BUILTIN_TASKS:
@@ -186,7 +194,7 @@ def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -
             raise SweepConfigError(present[1], data[present[1]], f"given once (also set as {present[0]})")
         return data[present[0]] if present else None
 
-    models = [str(m) for m in _as_list("models", pick("models", "model"))]
+    models = [_model_name(m) for m in _as_list("models", pick("models", "model"))]
     tasks = [parse_task(t) for t in _as_list("tasks", pick("tasks", "task"))]
     modes = [EagerConfig(mode=raw).mode for raw in _as_list("modes", pick("modes", "mode"))]
     thetas = [EagerConfig(theta=parse_value(t)).theta  # a number, or auto
@@ -202,15 +210,82 @@ def parse_sweep_config(data: Mapping[str, Any], *, source: Path | None = None) -
     run_args = data.get("run_args") or {}
     if not isinstance(run_args, Mapping):
         raise SweepConfigError("run_args", run_args, "a mapping of `eager-eval run` options")
-    output = data.get("output")
+    output = _text_or_none("output", data.get("output"), "a directory path")
     if output is None:
-        output = Path("runs") / (source.stem if source is not None else "sweep")
-    return SweepConfig(
+        output = str(Path("runs") / (source.stem if source is not None else "sweep"))
+    data_dir = _text_or_none("data_dir", data.get("data_dir"), "a directory path")
+    report = data.get("report", True)
+    if not isinstance(report, bool):
+        raise SweepConfigError("report", report, "true or false")
+    sweep = SweepConfig(
         models=models, tasks=tasks, modes=modes, thetas=thetas, max_seqs=max_seqs,
-        settings=settings, output=Path(output), limit=limit, run_args=dict(run_args),
-        data_dir=Path(data["data_dir"]).expanduser() if data.get("data_dir") else None,
-        report=bool(data.get("report", True)), name=data.get("name"), source=source,
+        settings=settings, output=output_path(output, "output"), limit=limit,
+        run_args=dict(run_args),
+        data_dir=Path(data_dir).expanduser() if data_dir else None,
+        report=report, name=_text_or_none("name", data.get("name"), "a name"), source=source,
     )
+    check_run_args(sweep)
+    return sweep
+
+
+def _model_name(value: Any) -> str:
+    """A model of the grid: a name or a path, as text (YAML makes `5` a number and `null` or
+    a mapping something else: each would become a directory named after its Python text)."""
+    if not isinstance(value, str) or not value.strip():
+        raise SweepConfigError("models", value, "a model name or path as text (quote a name "
+                               "that YAML reads as a number)")
+    return value
+
+
+def _text_or_none(key: str, value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SweepConfigError(key, value, f"{what} as text (quote it in the YAML)")
+    return value
+
+
+SWEEP_OWNS = {"model": "models", "data": "tasks", "output": "output", "answer_type": "tasks",
+              "problem_field": "tasks", "answer_field": "tasks", "limit": "limit",
+              "modes": "modes", "problem_seed": "tasks"}
+"""`eager-eval run`/`demo` options the sweep sets itself, and the sweep key that sets them."""
+
+
+def check_run_args(sweep: SweepConfig) -> None:
+    """`run_args` must be options of the cells' commands, with values they accept: checked by
+    parsing each kind of cell's command line with the CLI's own parser (a dry run would
+    otherwise plan cells that all fail at their first line). What the sweep sets itself
+    (the model, the data, the output, the settings, --resume) is refused with the key to use."""
+    from eager_eval.frontends.cli.main import SUBCOMMANDS, UsageError, _Parser
+
+    for key, value in sweep.run_args.items():
+        name = str(key).replace("-", "_")
+        plain = name[3:] if name.startswith("no_") else name
+        if plain == "resume":
+            raise SweepConfigError("run_args", {key: value}, "", message=(
+                f"run_args: {key} is the sweep's own: it runs every cell with --resume, so a "
+                "stopped sweep continues each cell where it stopped; remove it"))
+        if plain in SWEEP_OWNS:
+            raise SweepConfigError("run_args", {key: value}, "", message=(
+                f"run_args: {key} is set by the sweep for each cell: use the sweep key "
+                f"{SWEEP_OWNS[plain]!r}"))
+        if plain in EagerConfig.field_names() or plain in RENAMED:
+            raise SweepConfigError("run_args", {key: value}, "", message=(
+                f"run_args: {key} is an EAGer setting: give it as a sweep key of its own "
+                f"({plain}: ...), where every cell's directory and resume check see it"))
+    kinds = {task.kind == DEMO_TASK for task in sweep.tasks}
+    config = EagerConfig.from_mapping({**sweep.settings, "mode": "eager_init"})
+    for is_demo in kinds:
+        task = TaskSpec(DEMO_TASK, "demo") if is_demo else TaskSpec("t", "file", Path("t.jsonl"))
+        args = run_command_line("m", task, config, sweep.output, run_args=sweep.run_args)
+        parser = _Parser(prog=f"eager-eval {args[0]}")
+        SUBCOMMANDS[args[0]].add_arguments(parser)
+        try:
+            parser.parse_args(args[1:])
+        except UsageError as err:
+            raise SweepConfigError("run_args", sweep.run_args, "", message=(
+                f"run_args {sweep.run_args} do not make a valid `eager-eval {args[0]}` command "
+                f"line: {str(err).split('error: ', 1)[-1]}")) from None
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
@@ -241,8 +316,31 @@ def cell_dir_name(config: EagerConfig) -> str:
     return f"{config.mode.value}{theta}-M{config.max_seqs}"
 
 
-def expand_cells(sweep: SweepConfig) -> list[Cell]:
-    """The grid, in run order: model, task, M, then Full Parallel first and each theta."""
+MAX_CELLS = 1000
+"""Cells a sweep runs without --max-cells: each is a whole `eager-eval run`, so a grid above
+this (a list pasted twice over, a theta range of a hundred values) is more likely a mistake
+than a plan; it is refused with its count before anything runs."""
+
+
+def grid_size(sweep: SweepConfig) -> tuple[int, str]:
+    """(the number of cells, how it comes about), counted without building them."""
+    models, tasks = len(dict.fromkeys(sweep.models)), len({t.name: t for t in sweep.tasks})
+    ms, thetas = len(dict.fromkeys(sweep.max_seqs)), len(dict.fromkeys(map(str, sweep.thetas)))
+    modes = list(dict.fromkeys(sweep.modes))
+    per = sum(1 if mode is Mode.FULL_PARALLEL else thetas for mode in modes)
+    return (models * tasks * ms * per,
+            f"{models} models x {tasks} tasks x {ms} M x {per} mode/theta pairs "
+            f"({len(modes)} modes, {thetas} thetas)")
+
+
+def expand_cells(sweep: SweepConfig, max_cells: int | None = MAX_CELLS) -> list[Cell]:
+    """The grid, in run order: model, task, M, then Full Parallel first and each theta. A grid
+    of more than `max_cells` cells is refused (None: no bound)."""
+    size, how = grid_size(sweep)
+    if max_cells is not None and size > max_cells:
+        raise SweepConfigError("grid", size, "", message=(
+            f"the sweep's grid has {size:,} cells ({how}), more than --max-cells {max_cells:,}: "
+            f"shorten the lists, or pass --max-cells {size} to run them all"))
     cells: list[Cell] = []
     explicit = tuple(sorted(set(sweep.settings) | {"mode", "theta", "max_seqs"}))
     for model in sweep.models:
@@ -328,6 +426,25 @@ def _settings_differ(cell: Cell, recorded: Mapping[str, Any], calibrated: bool) 
 def _same_number(a: Any, b: Any) -> bool:
     x, y = number_or_none(a), number_or_none(b)
     return x is not None and x == y
+
+
+def check_tasks(sweep: SweepConfig) -> None:
+    """Before any cell (a dry run too): every data-file task is read and checked as its cells'
+    `eager-eval run` will read it (rows, fields, ids); a missing file is one line naming it,
+    not a failure of every cell. `data_dir` must be a directory."""
+    from eager_eval.pipeline.task_data import load_data_task
+
+    if sweep.data_dir is not None and not sweep.data_dir.is_dir():
+        raise SweepConfigError("data_dir", str(sweep.data_dir), "an existing directory (it "
+                               "holds aime25.jsonl and gpqa_diamond.csv)")
+    for task in sweep.tasks:
+        if task.kind == "file" and task.data is not None:
+            try:
+                load_data_task(str(task.data), task.answer_type, task.problem_field,
+                               task.answer_field or "answer", sweep.limit)
+            except UserError as err:
+                raise SweepConfigError("tasks", str(task.data), "", message=(
+                    f"task {task.name}: {err}")) from None
 
 
 # --- data of the built-in tasks ---------------------------------------------------------------
@@ -487,13 +604,13 @@ class SweepOutcome:
 
 def run_sweep(sweep: SweepConfig, *, runner: CellRunner = run_cell, dry_run: bool = False,
               report: bool | None = None, fail_fast: bool = False,
-              out: TextIO | None = None) -> SweepOutcome:
+              out: TextIO | None = None, max_cells: int | None = MAX_CELLS) -> SweepOutcome:
     """Run every unfinished cell, then build the report over the output directory.
 
     Progress lines go to `out` (default stdout); the report's warnings to stderr.
     """
     out = out if out is not None else sys.stdout
-    cells = expand_cells(sweep)
+    cells = expand_cells(sweep, max_cells)
     outcomes: list[CellOutcome] = []
     prepared: dict[str, TaskSpec] = {}
     env = {"EAGER_EVAL_DATA_DIR": str(sweep.data_dir)} if sweep.data_dir else {}
@@ -584,6 +701,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="list the cells and whether each is done; run nothing")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    parser.add_argument("--max-cells", type=int, default=MAX_CELLS, metavar="N",
+                        help=f"refuse a grid of more than N cells (default: {MAX_CELLS})")
 
 
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -599,18 +718,22 @@ def sweep_command(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep_config(args.config)
         if args.output:
-            sweep.output = Path(args.output)
+            sweep.output = output_path(args.output)
         if args.limit is not None:
             if args.limit < 1:
                 raise SweepConfigError("--limit", args.limit, "an integer >= 1")
             sweep.limit = args.limit
+        if args.max_cells < 1:
+            raise SweepConfigError("--max-cells", args.max_cells, "an integer >= 1")
         if not args.dry_run:
             check_output_dir(sweep.output, option="output")
-    except (ConfigError, OutputDirError) as err:
+        expand_cells(sweep, args.max_cells)
+        check_tasks(sweep)
+    except UserError as err:
         print(f"eager-eval: error: {err}", file=sys.stderr)
         return 2
     outcome = run_sweep(sweep, dry_run=args.dry_run, report=False if args.no_report else None,
-                        fail_fast=args.fail_fast)
+                        fail_fast=args.fail_fast, max_cells=args.max_cells)
     counts: dict[str, int] = {}
     for cell in outcome.cells:
         counts[cell.status.value] = counts.get(cell.status.value, 0) + 1
@@ -623,4 +746,5 @@ def sweep_command(args: argparse.Namespace) -> int:
 __all__ = ["CellStatus", "SweepConfig", "TaskSpec", "Cell", "parse_sweep_config", "parse_task",
            "load_sweep_config", "expand_cells", "cell_status", "prepare_task", "run_command_line",
            "run_cell", "run_sweep", "add_sweep_parser", "add_sweep_arguments", "sweep_command",
-           "SweepConfigError", "CellFailed"]
+           "SweepConfigError", "CellFailed", "check_tasks", "check_run_args", "grid_size",
+           "MAX_CELLS"]

@@ -200,6 +200,7 @@ class EagerModelAPI(ModelAPI):
         self.batcher: CallBatcher[GenerateRequest, CallAnswer] = CallBatcher(
             self.worker.run_batch, self.options.batch_window, pool_state)
         self._warned: set[str] = set()
+        self._logged: set[str] = set()
 
     def _load_engine(self, model_name: str) -> Engine:
         with log_user_errors(logger):
@@ -234,10 +235,18 @@ class EagerModelAPI(ModelAPI):
 
     def request_for(self, input: Sequence[ChatMessage], tools: Sequence[ToolInfo],
                     config: GenerateConfig) -> GenerateRequest:
-        """Resolve one call (raises for this call only)."""
+        """Resolve one call (raises for this call only). A user error (max_tokens 0, a negative
+        temperature from the task's GenerateConfig) is logged as the one clear line first,
+        once per eval, as the -M errors are."""
+        with log_user_errors(logger, self._logged):
+            return self._request_for(input, tools, config)
+
+    def _request_for(self, input: Sequence[ChatMessage], tools: Sequence[ToolInfo],
+                     config: GenerateConfig) -> GenerateRequest:
         if tools:
-            raise ValueError("the eager provider does not support tool use: run the task "
-                             "without tools (EAGer branches plain generations)")
+            raise ConfigError("tools", [t.name for t in tools], "", message=(
+                "the eager provider does not support tool use: run the task without tools "
+                "(EAGer branches plain generations)"))
         eager = self.settings_for(config)
         label = Label.from_extra_body(config.extra_body)
         if eager.mode is Mode.EAGER and label is None:
@@ -251,6 +260,7 @@ class EagerModelAPI(ModelAPI):
     def settings_for(self, config: GenerateConfig) -> EagerConfig:
         """-M settings win over GenerateConfig, which wins over EagerConfig's defaults."""
         values: dict[str, Any] = {}
+        given_as: dict[str, str] = {}
         for generate_name, eager_name in GENERATE_TO_EAGER.items():
             value = getattr(config, generate_name)
             if value is None:
@@ -259,8 +269,17 @@ class EagerModelAPI(ModelAPI):
                 self._warn_override(eager_name, generate_name, value)
                 continue
             values[eager_name] = value
+            given_as[eager_name] = generate_name
         values.update(self.eager_settings)
-        return EagerConfig.from_mapping(values)
+        try:
+            return EagerConfig.from_mapping(values)
+        except ConfigError as err:
+            name = given_as.get(err.parameter)
+            if name is None:
+                raise
+            raise ConfigError(err.parameter, err.value, "", message=(
+                f"{err} (Inspect's {name}: --{name.replace('_', '-')} or the task's "
+                f"GenerateConfig; -M {err.parameter}=... overrides it)")) from None
 
     def _warn_override(self, eager_name: str, generate_name: str, value: Any) -> None:
         mine = self.eager_settings[eager_name]

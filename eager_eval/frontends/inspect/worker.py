@@ -22,6 +22,7 @@ from eager_eval.engines.registry import Engine, EngineOptions
 from eager_eval.pipeline.answers import AnswerType
 from eager_eval.pipeline.calibration import Calibration
 from eager_eval.pipeline import pool as pipeline
+from eager_eval.common.errors import UserError, user_error_line
 from eager_eval.pipeline.pool import Pool, PoolPrompt, pool_prompt, run_pool
 from eager_eval.pipeline.progress import CounterProgress
 from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings
@@ -154,6 +155,8 @@ class BatchWorker:
         """theta=auto, per run settings: measured on the first pool, reused by the later ones,
         so one task has one theta."""
         self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        """User errors already logged as their one clear line (once, not per call)."""
 
     def run_batch(self, requests: Sequence[GenerateRequest]) -> list[Outcome]:
         """One outcome per request, in order: a CallAnswer, or the exception that call raises."""
@@ -200,8 +203,14 @@ class BatchWorker:
                 progress=lambda name, n, stored: CounterProgress(n, self.counter, POOL_COUNTER,
                                                                  stored=stored))
         except Exception as err:  # noqa: BLE001
-            if len(members) == 1:
-                outcomes[members[0][0]] = err
+            if isinstance(err, UserError):  # the pool's input or its disk: every call alike
+                line = user_error_line(err)
+                if line not in self._logged:
+                    self._logged.add(line)
+                    logger.error("%s", line)
+            if len(members) == 1 or isinstance(err, UserError):
+                for i, _ in members:
+                    outcomes[i] = err
                 return
             logger.warning("eager: a run of %d prompts failed (%s: %s); re-running them one by "
                            "one so that only the failing ones lose their results",

@@ -222,7 +222,7 @@ class EagerLM(LM):
             self._batch_size = own.pop("batch_size", 1)
             own.pop("max_batch_size", None)
             trees = own.pop("trees", None)
-            self._trees = None if trees in (None, "") else TreesDir.checked(str(trees), log)
+            self._trees = None if trees is None else TreesDir.checked(str(trees), log)
             self.options = self.engine_options(own)
             self._model_name = str(pretrained)
             # lm-eval builds the model before the tasks: read their data now, before it loads
