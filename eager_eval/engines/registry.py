@@ -181,12 +181,14 @@ class EngineOptions:
         """What can be checked before a model loads: the model name (and a GGUF file's
         magic), the device exists (dtype and the rest were checked at construction). With
         replicas, the devices are the Ray cluster's: checked when the replicas start."""
-        from eager_eval.engines.replicas import check_single_launch
+        from eager_eval.engines.replicas import check_replicas, check_single_launch
 
         check_single_launch()
         if model is not None:
             _target(self.spec.check_model)(model)
-        if self.replicas == 1:
+        if self.replicas > 1:
+            check_replicas(self)  # Ray installed, RAY_ADDRESS answers, the GPUs are there
+        else:
             self.resolved_device()
 
     def fingerprint(self) -> dict[str, Any]:

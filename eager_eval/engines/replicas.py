@@ -142,8 +142,33 @@ class ReplicaShape:
     """'GPU' or 'CPU': what the replicas run on (for messages)."""
 
 
-def replica_shape(options: Any, replicas: int, resources: Mapping[str, float]) -> ReplicaShape:
-    """What each of `replicas` replicas needs, checked against the cluster's `resources`."""
+def local_resources() -> dict[str, float]:
+    """What a local Ray started here will have: this machine's CUDA GPUs (as torch counts
+    them, when torch is installed), and as many logical CPUs as the replicas ask for."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        pass
+    return {"GPU": float(gpus), "CPU": float("inf")}
+
+
+def check_replicas(options: Any) -> None:
+    """What can be checked before anything loads: Ray is installed, a RAY_ADDRESS answers,
+    and (for a local Ray) this machine has the GPUs the replicas ask for."""
+    import_ray(options.replicas)
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if address:
+        _probe(address)
+    elif not sys.modules["ray"].is_initialized():
+        replica_shape(options, options.replicas, local_resources(), where="this machine")
+
+
+def replica_shape(options: Any, replicas: int, resources: Mapping[str, float],
+                  where: str = "the Ray cluster") -> ReplicaShape:
+    """What each of `replicas` replicas needs, checked against `resources` (of `where`)."""
     gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
     one = options.replace(replicas=1)
     backend = options.backend
@@ -159,34 +184,36 @@ def replica_shape(options: Any, replicas: int, resources: Mapping[str, float]) -
         if device == "auto":
             device = "cuda" if gpus >= 1 else "cpu"
         if device == "cuda":
-            _check_gpus(replicas, 1, gpus)
+            _check_gpus(replicas, 1, gpus, where)
             return ReplicaShape(1, 1, one.replace(device="cuda"), "GPU")
-        threads = one.threads if isinstance(one.threads, int) else max(1, int(cpus) // replicas)
-        _check_cpus(replicas, threads, cpus)
+        threads = (one.threads if isinstance(one.threads, int)
+                   else max(1, int(min(cpus, os.cpu_count() or 1)) // replicas))
+        _check_cpus(replicas, threads, cpus, where)
         return ReplicaShape(0, threads, one.replace(device="cpu", threads=threads), "CPU")
     if backend == "vllm" and gpus >= 1:
         tp = int(options.engine_args.get("tensor_parallel_size", 1) or 1)
         pp = int(options.engine_args.get("pipeline_parallel_size", 1) or 1)
-        _check_gpus(replicas, tp * pp, gpus)
+        _check_gpus(replicas, tp * pp, gpus, where)
         return ReplicaShape(tp * pp, 1, one, "GPU")
-    _check_cpus(replicas, 1, cpus)
+    _check_cpus(replicas, 1, cpus, where)
     return ReplicaShape(0, 1, one, "CPU")
 
 
-def _check_gpus(replicas: int, each: int, gpus: float) -> None:
+def _check_gpus(replicas: int, each: int, gpus: float, where: str) -> None:
     if replicas * each > gpus:
         per = f" x {each} GPUs each (tensor parallel)" if each > 1 else ""
+        fix = (f"use replicas={int(gpus) // each}" if gpus >= each
+               else "run on a machine or Ray cluster with GPUs, or use device=cpu")
         raise ReplicasError(
             f"more replicas than GPUs: replicas={replicas}{per} needs {replicas * each} GPUs, "
-            f"the Ray cluster has {gpus:g}; use replicas={max(1, int(gpus) // each)} or add GPUs")
+            f"{where} has {gpus:g}; {fix}")
 
 
-def _check_cpus(replicas: int, each: float, cpus: float) -> None:
+def _check_cpus(replicas: int, each: float, cpus: float, where: str) -> None:
     if replicas * each > cpus:
         raise ReplicasError(
             f"more replicas than CPUs: replicas={replicas} x {each:g} CPU threads needs "
-            f"{replicas * each:g} CPUs, the Ray cluster has {cpus:g}; use fewer replicas or "
-            f"threads")
+            f"{replicas * each:g} CPUs, {where} has {cpus:g}; use fewer replicas or threads")
 
 
 # --- the actor --------------------------------------------------------------------------------
@@ -251,7 +278,7 @@ class ReplicatedEngine:
         self.options = options
         self.replicas = options.replicas
         ray = self._ray = connect(options.replicas, cpus=options.replicas * _cpus_hint(options))
-        shape = replica_shape(options, options.replicas, ray.available_resources())
+        shape = replica_shape(options, options.replicas, ray.cluster_resources())
         self.shape = shape
         print(f"eager-eval: starting {self.replicas} replicas of {model} on Ray "
               f"({shape.where}: {shape.num_gpus:g} GPU, {shape.num_cpus:g} CPU each) ...",
@@ -261,7 +288,7 @@ class ReplicatedEngine:
                                      max_restarts=0, max_task_retries=0)
                        .remote(model, shape.options, config) for _ in range(self.replicas)]
         try:
-            described = ray.get([a.describe.remote() for a in self.actors])
+            described = self._started([a.describe.remote() for a in self.actors])
         except ray.exceptions.RayError as err:
             self.close()
             raise _load_error(ray, err) from None
@@ -273,6 +300,20 @@ class ReplicatedEngine:
         self.context_length = first["context_length"]
         self.vocab_size = first["vocab_size"]
         self._info = first["info"]
+
+    def _started(self, refs: list[Any], every: float = 60.0) -> list[Any]:
+        """Wait for every replica to load; say so now and then (a replica waits while the
+        cluster's free GPUs or CPUs are held by others: Ray queues it)."""
+        ray = self._ray
+        started = time.perf_counter()
+        while True:
+            ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=every)
+            if not waiting:
+                return ray.get(refs)
+            free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+            print(f"eager-eval: {len(ready)} of {len(refs)} replicas loaded after "
+                  f"{time.perf_counter() - started:.0f} s; the others wait for the Ray cluster "
+                  f"(free now: {free}); Ctrl-C stops", file=sys.stderr, flush=True)
 
     def info(self) -> dict[str, Any]:
         return {**self._info, "replicas": self.replicas,
@@ -331,9 +372,12 @@ class Replicas:
         self.engine = engine
         self.config = config
         self.on_tokens: Callable[[int], None] | None = None
+        self.fleet: RayFleet | None = None
+        """The run's fleet, once opened (its `placement` tells where each tree ran)."""
 
     def open_fleet(self, prompts: Sequence[PromptInput], *, texts: bool) -> "RayFleet":
-        return RayFleet(self.engine, self.config, prompts, texts, self.on_tokens)
+        self.fleet = RayFleet(self.engine, self.config, prompts, texts, self.on_tokens)
+        return self.fleet
 
 
 class RayFleet:
@@ -440,6 +484,7 @@ def load_replicas(model: str, options: Any, config: EagerConfig) -> ReplicatedEn
     return engine
 
 
-__all__ = ["INSTALL_HINT", "ReplicasError", "check_single_launch", "import_ray", "connect",
+__all__ = ["INSTALL_HINT", "ReplicasError", "check_single_launch", "check_replicas",
+           "local_resources", "import_ray", "connect",
            "ReplicaShape", "replica_shape", "ReplicaActor", "ReplicatedEngine", "Replicas",
            "RayFleet", "load_replicas"]

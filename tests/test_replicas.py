@@ -1,0 +1,240 @@
+"""Engine replicas on Ray (engines/replicas.py, docs/SCALE.md): one budget pool over N engines.
+
+With real Ray actors on this CPU: the trees, seeds and every metric are the same for 1, 2 and
+3 replicas; a replica killed with SIGKILL mid-run loses nothing (its unfinished trees run again
+on the others); when every replica is gone the run stops with one clear error and the same run
+again resumes from the stored trees. One local Ray serves the whole module (it starts in ~5 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from test_runner import DictStore, shape  # noqa: E402
+
+from eager_eval.common.errors import UserError  # noqa: E402
+from eager_eval.core.config import EagerConfig  # noqa: E402
+from eager_eval.core.runner import run  # noqa: E402
+from eager_eval.core.worker import WorkersLostError  # noqa: E402
+from eager_eval.engines.registry import EngineOptions, load_engine  # noqa: E402
+from eager_eval.pipeline.answers import AnswerType  # noqa: E402
+from eager_eval.pipeline.pool import Label, Pool, pool_prompt, run_pool  # noqa: E402
+from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (8 logical CPUs: the shared 2 + 3 replicas, and a test's own 2)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def replicated(local_ray):
+    """Two and three replicas of the `mixed` scripted engine, shared by the tests that kill none."""
+    engines = {n: load_engine("mixed", EngineOptions("scripted", replicas=n)) for n in (2, 3)}
+    yield engines
+    for engine in engines.values():
+        engine.close()
+
+
+def config(mode: str, **kw) -> EagerConfig:
+    base = dict(mode=mode, theta=0.6, max_seqs=3, percentile=None, max_new_tokens=24, seed=7)
+    base.update(kw)
+    return EagerConfig(**base)
+
+
+QUESTIONS = [f"question {i}{chr(97 + i)}" for i in range(10)]
+"""Ten prompts: an odd last character branches often under the `mixed` script, even stays calm."""
+
+
+def pool_records(engine, cfg: EagerConfig, model: str, options: EngineOptions) -> tuple:
+    """(RunResult shape, the records as JSON) of one pool through the pipeline."""
+    encoder = PromptEncoder.for_engine(engine, PromptSettings())
+    prompts = [pool_prompt(encoder, Prompt(q), f"q{i}", label=Label(str(i % 4), AnswerType.MATH))
+               for i, q in enumerate(QUESTIONS)]
+    outcome = run_pool(Pool("replicas", prompts, cfg, model, options, PromptSettings()), engine)
+    records = [json.dumps({k: v for k, v in r.to_dict().items() if k != "versions"},
+                          sort_keys=True) for r in outcome.records]
+    return shape(outcome.result), records
+
+
+@pytest.mark.parametrize("mode", ["full_parallel", "eager_adapt", "eager"])
+def test_one_two_and_three_replicas_grow_the_same_trees_and_records(replicated, mode):
+    cfg = config(mode)
+    seen = {}
+    for replicas in (1, 2, 3):
+        options = EngineOptions("scripted", replicas=replicas)
+        engine = replicated[replicas] if replicas > 1 else load_engine("mixed", options, cfg)
+        seen[replicas] = pool_records(engine, cfg, "mixed", options)
+    assert replicated[3].info()["replicas"] == 3
+    assert seen[2] == seen[1]
+    assert seen[3] == seen[1]
+
+
+def test_trees_spread_over_the_replicas_least_loaded_first(replicated):
+    cfg = config("full_parallel")
+    backend = replicated[3].new_backend(cfg)
+    run(_inputs(replicated[3], 9), backend, cfg)
+    where = backend.fleet.placement.where
+    round0 = [where[(p, 0)] for p in range(9)]
+    assert sorted(round0) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # nine equal trees, three replicas
+
+
+def _inputs(engine, n: int):
+    encoder = PromptEncoder.for_engine(engine, PromptSettings())
+    return [encoder.encode(Prompt(f"problem {i}{chr(97 + i % 26)}")) for i in range(n)]
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", ["eager_adapt", "eager"])
+def test_a_replica_killed_mid_run_loses_nothing(local_ray, mode):
+    cfg = config(mode, max_new_tokens=40)
+    verifier = (lambda p, text: len(text) % 3 == 0) if mode == "eager" else None
+    local = load_engine("mixed", EngineOptions("scripted"), cfg)
+    prompts = _inputs(local, 12)
+    expected = shape(run(prompts, local.new_backend(cfg), cfg, verifier=verifier))
+
+    engine = load_engine("mixed", EngineOptions("scripted", replicas=2), cfg)
+    backend = engine.new_backend(cfg)
+    killed: list[int] = []
+
+    def kill_the_busiest(tree) -> None:
+        if killed:
+            return
+        placement = backend.fleet.placement
+        victim = max(placement.alive, key=lambda w: (len(placement.open[w]), w))
+        killed.append(victim)
+        _kill(engine.pids[victim])
+
+    result = run(prompts, backend, cfg, verifier=verifier, on_tree_done=kill_the_busiest)
+    assert shape(result) == expected
+    assert killed and engine.alive == [1 - killed[0]]
+    assert backend.fleet.placement.restarted, "the killed replica still held unfinished trees"
+    engine.close()
+
+
+def test_when_every_replica_is_gone_one_clear_error_and_a_rerun_resumes(replicated):
+    cfg = config("eager_adapt", max_new_tokens=40)
+    local = load_engine("mixed", EngineOptions("scripted"), cfg)
+    prompts = _inputs(local, 10)
+    undisturbed = run(prompts, local.new_backend(cfg), cfg)
+    expected, n_trees = shape(undisturbed), sum(len(p.trees) for p in undisturbed.prompts)
+
+    engine = load_engine("mixed", EngineOptions("scripted", replicas=2), cfg)
+    store = DictStore()
+
+    def kill_all(tree) -> None:
+        for index in list(engine.alive):
+            _kill(engine.pids[index])
+
+    with pytest.raises(WorkersLostError) as caught:
+        run(prompts, engine.new_backend(cfg), cfg, store=store, on_tree_done=kill_all)
+    assert isinstance(caught.value, UserError)
+    assert "every replica is gone" in str(caught.value) and "--resume" in str(caught.value)
+    kept = len(store.trees)
+    assert 1 <= kept < n_trees
+
+    generated = []
+    result = run(prompts, replicated[2].new_backend(cfg), cfg, store=store,
+                 on_tree_done=generated.append)
+    assert shape(result) == expected
+    assert len(generated) == n_trees - kept, "stored trees are not generated again"
+
+
+def test_theta_auto_is_measured_on_a_replica_as_on_one_engine(replicated):
+    cfg = config("eager_adapt", theta="auto")
+    one_options = EngineOptions("scripted")
+    one = load_engine("mixed", one_options, cfg)
+    assert (pool_records(replicated[2], cfg, "mixed", EngineOptions("scripted", replicas=2))
+            == pool_records(one, cfg, "mixed", one_options))
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_replicas_below_one_is_a_clear_error():
+    from eager_eval.common.settings import SettingError
+
+    with pytest.raises(SettingError, match="replicas must be an integer >= 1"):
+        EngineOptions("scripted", replicas=0)
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
+    from eager_eval.engines.replicas import ReplicasError
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(ReplicasError, match=r"pip install 'eager-eval\[ray\]'"):
+        EngineOptions("scripted", replicas=2).check("mixed")
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line(monkeypatch):
+    from eager_eval.engines.replicas import ReplicasError, connect
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    with pytest.raises(ReplicasError, match="RAY_ADDRESS=127.0.0.1:9 does not answer"):
+        EngineOptions("scripted", replicas=2).check("mixed")
+    if not ray.is_initialized():
+        with pytest.raises(ReplicasError, match="does not answer"):
+            connect(2)
+
+
+@pytest.mark.parametrize("resources, options, words", [
+    ({"GPU": 1, "CPU": 16}, dict(backend="hf", device="cuda", replicas=2),
+     "more replicas than GPUs: replicas=2 needs 2 GPUs, the Ray cluster has 1; use replicas=1"),
+    ({"GPU": 4, "CPU": 16}, dict(backend="vllm", replicas=3,
+                                 engine_args={"tensor_parallel_size": 2}),
+     "replicas=3 x 2 GPUs each (tensor parallel) needs 6 GPUs, the Ray cluster has 4"),
+    ({"GPU": 0, "CPU": 2}, dict(backend="hf", device="cpu", replicas=3, threads=1),
+     "more replicas than CPUs"),
+    ({"GPU": 2, "CPU": 16}, dict(backend="hf", device="cuda:1", replicas=2),
+     "device=cuda:1 names one GPU"),
+])
+def test_what_the_cluster_cannot_hold_is_refused_by_name(resources, options, words):
+    from eager_eval.engines.replicas import ReplicasError, replica_shape
+
+    opts = EngineOptions(**options)
+    with pytest.raises(ReplicasError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        replica_shape(opts, opts.replicas, resources)
+
+
+def test_each_replica_gets_a_gpu_or_its_share_of_the_cpus():
+    from eager_eval.engines.replicas import replica_shape
+
+    gpu = replica_shape(EngineOptions("hf", replicas=4), 4, {"GPU": 8, "CPU": 64})
+    assert (gpu.num_gpus, gpu.options.device, gpu.options.replicas) == (1, "cuda", 1)
+    cpu = replica_shape(EngineOptions("hf", replicas=2, threads="auto"), 2, {"CPU": 64})
+    assert cpu.num_gpus == 0 and cpu.options.device == "cpu"
+    assert cpu.options.threads == cpu.num_cpus >= 1
+    tp = replica_shape(EngineOptions("vllm", replicas=2, engine_args={"tensor_parallel_size": 4}),
+                       2, {"GPU": 8, "CPU": 64})
+    assert tp.num_gpus == 4
+
+
+def test_several_launched_processes_are_refused_pointing_to_replicas(monkeypatch):
+    from eager_eval.engines.replicas import ReplicasError
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ReplicasError, match="process 1 of 4.*replicas=4"):
+        load_engine("mixed", EngineOptions("scripted"))
+    with pytest.raises(ReplicasError, match="replicas=4"):
+        EngineOptions("scripted").check("mixed")
+
+
+def test_replicas_never_enter_the_fingerprint():
+    assert (EngineOptions("hf", device="cpu", replicas=3).fingerprint()
+            == EngineOptions("hf", device="cpu").fingerprint())
