@@ -16,6 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from support import needs_smollm2  # noqa: E402
 from test_runner import DictStore, shape  # noqa: E402
 
 from eager_eval.common.errors import UserError  # noqa: E402
@@ -238,3 +239,42 @@ def test_several_launched_processes_are_refused_pointing_to_replicas(monkeypatch
 def test_replicas_never_enter_the_fingerprint():
     assert (EngineOptions("hf", device="cpu", replicas=3).fingerprint()
             == EngineOptions("hf", device="cpu").fingerprint())
+
+
+@pytest.fixture(scope="module")
+def transformers_runs(replicated, tmp_path_factory):
+    """The tiny random Llama (SmolLM2's tokenizer) on the HF engine with 1 (no Ray), 2 and 3
+    replicas: {replicas: (trees, records)}."""
+    from support import save_tiny_llama_with_smollm2_tokenizer
+
+    model = str(save_tiny_llama_with_smollm2_tokenizer(tmp_path_factory.mktemp("tiny") / "m"))
+    cfg = config("eager_adapt", theta=2.0, max_seqs=3, max_new_tokens=16)
+    seen = {}
+    for replicas in (1, 2, 3):
+        options = EngineOptions("hf", device="cpu", threads=1, replicas=replicas)
+        engine = load_engine(model, options, cfg)
+        seen[replicas] = pool_records(engine, cfg, model, options)
+        if replicas > 1:
+            engine.close()
+    return seen
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_replicas_of_a_transformers_model_grow_the_same_trees(transformers_runs):
+    seen = transformers_runs
+    assert any(len(r.split('"index"')) > 2 for r in seen[1][1]), "some prompt branched"
+    assert seen[2][0] == seen[1][0]
+    assert seen[3][0] == seen[1][0]
+
+
+@pytest.mark.slow
+@needs_smollm2
+@pytest.mark.xfail(strict=True, reason=(
+    "HF numerics depend on batch composition today: a replica count changes which trees share "
+    "a batch, and the recorded entropies differ in their last bits (the trees are the same, "
+    "test above); the batch-invariant HF backend (branch hf) makes the records byte-identical"))
+def test_replicas_of_a_transformers_model_write_byte_identical_records(transformers_runs):
+    seen = transformers_runs
+    assert seen[2][1] == seen[1][1]
+    assert seen[3][1] == seen[1][1]
