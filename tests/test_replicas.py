@@ -164,22 +164,7 @@ def test_theta_auto_is_measured_on_a_replica_as_on_one_engine(replicated):
             == pool_records(one, cfg, "mixed", one_options))
 
 
-# --- bad input ----------------------------------------------------------------------------------
-
-
-def test_replicas_below_one_is_a_clear_error():
-    from eager_eval.common.settings import SettingError
-
-    with pytest.raises(SettingError, match="replicas must be an integer >= 1"):
-        EngineOptions("scripted", replicas=0)
-
-
-def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
-    from eager_eval.engines.replicas import ReplicasError
-
-    monkeypatch.setitem(__import__("sys").modules, "ray", None)
-    with pytest.raises(ReplicasError, match=r"pip install 'eager-eval\[ray\]'"):
-        EngineOptions("scripted", replicas=2).check("mixed")
+# --- bad input (more in test_replicas_settings.py) ---------------------------------------
 
 
 def test_a_ray_address_that_does_not_answer_is_one_line(monkeypatch):
@@ -191,54 +176,6 @@ def test_a_ray_address_that_does_not_answer_is_one_line(monkeypatch):
     if not ray.is_initialized():
         with pytest.raises(ReplicasError, match="does not answer"):
             connect(2)
-
-
-@pytest.mark.parametrize("resources, options, words", [
-    ({"GPU": 1, "CPU": 16}, dict(backend="hf", device="cuda", replicas=2),
-     "more replicas than GPUs: replicas=2 needs 2 GPUs, the Ray cluster has 1; use replicas=1"),
-    ({"GPU": 4, "CPU": 16}, dict(backend="vllm", replicas=3,
-                                 engine_args={"tensor_parallel_size": 2}),
-     "replicas=3 x 2 GPUs each (tensor parallel) needs 6 GPUs, the Ray cluster has 4"),
-    ({"GPU": 0, "CPU": 2}, dict(backend="hf", device="cpu", replicas=3, threads=1),
-     "more replicas than CPUs"),
-    ({"GPU": 2, "CPU": 16}, dict(backend="hf", device="cuda:1", replicas=2),
-     "device=cuda:1 names one GPU"),
-])
-def test_what_the_cluster_cannot_hold_is_refused_by_name(resources, options, words):
-    from eager_eval.engines.replicas import ReplicasError, replica_shape
-
-    opts = EngineOptions(**options)
-    with pytest.raises(ReplicasError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        replica_shape(opts, opts.replicas, resources)
-
-
-def test_each_replica_gets_a_gpu_or_its_share_of_the_cpus():
-    from eager_eval.engines.replicas import replica_shape
-
-    gpu = replica_shape(EngineOptions("hf", replicas=4), 4, {"GPU": 8, "CPU": 64})
-    assert (gpu.num_gpus, gpu.options.device, gpu.options.replicas) == (1, "cuda", 1)
-    cpu = replica_shape(EngineOptions("hf", replicas=2, threads="auto"), 2, {"CPU": 64})
-    assert cpu.num_gpus == 0 and cpu.options.device == "cpu"
-    assert cpu.options.threads == cpu.num_cpus >= 1
-    tp = replica_shape(EngineOptions("vllm", replicas=2, engine_args={"tensor_parallel_size": 4}),
-                       2, {"GPU": 8, "CPU": 64})
-    assert tp.num_gpus == 4
-
-
-def test_several_launched_processes_are_refused_pointing_to_replicas(monkeypatch):
-    from eager_eval.engines.replicas import ReplicasError
-
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("RANK", "1")
-    with pytest.raises(ReplicasError, match="process 1 of 4.*replicas=4"):
-        load_engine("mixed", EngineOptions("scripted"))
-    with pytest.raises(ReplicasError, match="replicas=4"):
-        EngineOptions("scripted").check("mixed")
-
-
-def test_replicas_never_enter_the_fingerprint():
-    assert (EngineOptions("hf", device="cpu", replicas=3).fingerprint()
-            == EngineOptions("hf", device="cpu").fingerprint())
 
 
 @pytest.fixture(scope="module")

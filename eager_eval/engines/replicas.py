@@ -158,12 +158,13 @@ def local_resources() -> dict[str, float]:
 def check_replicas(options: Any) -> None:
     """What can be checked before anything loads: Ray is installed, a RAY_ADDRESS answers,
     and (for a local Ray) this machine has the GPUs the replicas ask for."""
-    import_ray(options.replicas)
     address = os.environ.get("RAY_ADDRESS", "").strip()
+    running = sys.modules.get("ray")
+    if not address and not (running is not None and running.is_initialized()):
+        replica_shape(options, options.replicas, local_resources(), where="this machine")
+    import_ray(options.replicas)
     if address:
         _probe(address)
-    elif not sys.modules["ray"].is_initialized():
-        replica_shape(options, options.replicas, local_resources(), where="this machine")
 
 
 def replica_shape(options: Any, replicas: int, resources: Mapping[str, float],
