@@ -246,9 +246,9 @@ class TreeWorker:
         del self._trees[key]
         for book in (self._shown, self._n_finished, self._texts_sent):
             book.pop(key, None)
-        for seq in tree.seqs:
-            self._seq_of.pop(seq.seq_id, None)
-            del seq.tokens[:]
+        for seq in tree.seqs:  # and break the tree <-> sequence cycles: freed now, not at
+            self._seq_of.pop(seq.seq_id, None)  # the collector's next full pass
+            seq.tree = None
 
     @property
     def live(self) -> int:
