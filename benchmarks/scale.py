@@ -30,7 +30,8 @@ of the replicas' batches; not the replicas' work). Then:
     RATIO wall_r{R}_vs_r1_<mode>        R replicas' wall / one replica's (target <= 0.3 at R=4)
     RATIO adapt_wall_vs_fp_r{R}         eager_adapt wall / full_parallel wall on R replicas
     RATIO adapt_wall_over_tokens_r{R}   that / adapt_tokens_vs_fp (target <= 1.1)
-    RATIO driver_us_per_token_r{R}      the worst mode's driver CPU per token (target <= 1 at R=8)
+    RATIO driver_us_per_token_r{R}      the worst mode's driver CPU per token with Ray's transport
+                                        of every batch (measured here) added (target <= 1 at R=8)
 
 `--memory`: the runner's memory per generated token (tracemalloc's peak over run(), a process
 per mode), split into the texts it returns and the rest (token ids, trees, results):
@@ -289,7 +290,40 @@ def run_fleet(mode: str, replicas: int, args: argparse.Namespace) -> dict[str, A
         "sim_wall_s": fleet.wall, "driver_cpu_s": driver,
         "driver_us_per_token": 1e6 * driver / max(tokens, 1),
         "preemptions": sum(b.preemptions for b in backends), "cpu_s": cpu, "wall_s": wall,
+        "batches": fleet.batches,
     }
+
+
+def ray_batch_cost(batches: int = 2000) -> float | None:
+    """The driver's CPU microseconds per batch a Ray replica sends back (ray.wait, ray.get of
+    a Batch, the next call), measured here on two actors; None without Ray."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    from eager_eval.core.worker import Batch, TreeState
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+
+    class Replica:
+        def advance(self, commands: Any, seconds: float) -> Any:
+            return Batch([TreeState(1, 0, True, False, 12, True)], 1000, 50, False)
+
+    actors = [ray.remote(num_cpus=1)(Replica).remote() for _ in range(2)]
+    ray.get([a.advance.remote([], 0.0) for a in actors])
+    in_flight = {a.advance.remote([], 0.0): i for i, a in enumerate(actors)}
+    done = 0
+    cpu0 = time.process_time()
+    while done < batches:
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            index = in_flight.pop(ref)
+            ray.get(ref)
+            done += 1
+            in_flight[actors[index].advance.remote([], 0.0)] = index
+    cost = 1e6 * (time.process_time() - cpu0) / done
+    ray.shutdown()
+    return cost
 
 
 def measure_memory(mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -385,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the runner's bytes per generated token (tracemalloc)")
     parser.add_argument("--fleet", type=int, default=None, help=argparse.SUPPRESS)  # child
     parser.add_argument("--mem-one", help=argparse.SUPPRESS)  # child process: memory of a mode
+    parser.add_argument("--ray-cost", action="store_true", help=argparse.SUPPRESS)  # child
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one mode, JSON out
     parser.add_argument("--profile", metavar="MODE", help="cProfile one mode in this process")
     args = parser.parse_args(argv)
@@ -398,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.mem_one:
         print(json.dumps(measure_memory(args.mem_one, args)))
+        return 0
+    if args.ray_cost:
+        print(json.dumps({"us_per_batch": ray_batch_cost()}))
         return 0
     if args.profile:
         profile_mode(args.profile, args)
@@ -424,21 +462,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = sorted({1, *(int(r) for r in args.replicas.split(","))})
         fleet = {(mode, r): child("--one", mode, "--fleet", str(r))
                  for mode in args.modes.split(",") for r in counts}
-        report_fleet(fleet, counts, args)
+        report_fleet(fleet, counts, args, child("--ray-cost")["us_per_batch"])
     if args.memory:
         report_memory({mode: child("--mem-one", mode) for mode in args.modes.split(",")})
     return 0
 
 
+def with_ray(row: dict[str, Any], us_per_batch: float | None) -> float:
+    """The driver's CPU per token on Ray: its own (measured) plus the transport of every
+    batch: those that carried states, and at most one per replica per time slice
+    (replicas.SLICE_SECONDS) of the simulated wall."""
+    from eager_eval.engines.replicas import SLICE_SECONDS
+
+    if us_per_batch is None:
+        return row["driver_us_per_token"]
+    batches = row["batches"] + row["replicas"] * row["sim_wall_s"] / SLICE_SECONDS
+    return row["driver_us_per_token"] + us_per_batch * batches / max(row["tokens"], 1)
+
+
 def report_fleet(rows: dict[tuple[str, int], dict[str, Any]], counts: list[int],
-                 args: argparse.Namespace) -> None:
+                 args: argparse.Namespace, us_per_batch: float | None) -> None:
     print(f"\n## simulated replicas: {step_cost(args).describe()}")
+    shown = f"{us_per_batch:.0f} us per batch, measured now" if us_per_batch else "no Ray here"
+    print(f"driver us/tok: the planner's own CPU; +Ray: plus Ray's transport ({shown})")
     print(f"{'mode':<14}{'R':>3}{'#T':>10}{'seqs':>7}{'rounds':>7}{'steps':>7}{'wall s':>9}"
-          f"{'driver us/tok':>14}{'preempt':>8}  steps per replica")
+          f"{'driver us/tok':>14}{'+Ray':>7}{'batches':>8}{'preempt':>8}  steps per replica")
     for r in rows.values():
         print(f"{r['mode']:<14}{r['replicas']:>3}{r['tokens']:>10}{r['sequences']:>7}"
               f"{r['rounds']:>7}{r['steps']:>7}{r['sim_wall_s']:>9.1f}"
-              f"{r['driver_us_per_token']:>14.3f}{r['preemptions']:>8}  {r['steps_all']}")
+              f"{r['driver_us_per_token']:>14.3f}{with_ray(r, us_per_batch):>7.3f}"
+              f"{r['batches']:>8}{r['preemptions']:>8}  {r['steps_all']}")
     modes = sorted({m for m, _ in rows})
     for r in counts[1:]:
         for mode in modes:
@@ -452,7 +505,7 @@ def report_fleet(rows: dict[tuple[str, int], dict[str, Any]], counts: list[int],
             print(f"RATIO adapt_wall_vs_fp_r{r} {wall_ratio:.3f}")
             print(f"RATIO adapt_wall_over_tokens_r{r} {wall_ratio / token_ratio:.3f}")
     for r in counts:
-        worst = max(row["driver_us_per_token"] for (m, n), row in rows.items() if n == r)
+        worst = max(with_ray(row, us_per_batch) for (m, n), row in rows.items() if n == r)
         print(f"RATIO driver_us_per_token_r{r} {worst:.3f}")
 
 

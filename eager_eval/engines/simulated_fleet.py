@@ -139,6 +139,9 @@ class SimulatedFleet:
         pickling of their batches): what the driver's own share is measured against."""
         self.placement = Placement(replicas)
         self.late_forks = False
+        self.batches = 0
+        """Batches that carried states back to the driver (a Ray replica returns one each time
+        a tree's state changes)."""
 
     # --- FleetFactory -----------------------------------------------------------------------
     def open_fleet(self, prompts: Sequence[PromptInput], *, texts: bool) -> "SimulatedFleet":
@@ -200,6 +203,7 @@ class SimulatedFleet:
         p.received(index, batch)
         if batch.states:
             self.wall = max(self.wall, self.clocks[index])
+            self.batches += 1
         return batch.states
 
 
