@@ -278,7 +278,9 @@ def run_fleet(mode: str, replicas: int, args: argparse.Namespace) -> dict[str, A
                                          kv_capacity=cost.kv_capacity))
         return backends[-1]
 
-    fleet = SimulatedFleet(new_backend, replicas, config, cost)
+    from eager_eval.engines.replicas import SLICE_SECONDS
+
+    fleet = SimulatedFleet(new_backend, replicas, config, cost, slice_seconds=SLICE_SECONDS)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = run(prompts, fleet, config, verifier=_verifier(mode, args.prompts))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -290,7 +292,7 @@ def run_fleet(mode: str, replicas: int, args: argparse.Namespace) -> dict[str, A
         "sim_wall_s": fleet.wall, "driver_cpu_s": driver,
         "driver_us_per_token": 1e6 * driver / max(tokens, 1),
         "preemptions": sum(b.preemptions for b in backends), "cpu_s": cpu, "wall_s": wall,
-        "batches": fleet.batches,
+        "batches": fleet.batches, "slices": fleet.slices,
     }
 
 
@@ -470,13 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def with_ray(row: dict[str, Any], us_per_batch: float | None) -> float:
     """The driver's CPU per token on Ray: its own (measured) plus the transport of every
-    batch: those that carried states, and at most one per replica per time slice
-    (replicas.SLICE_SECONDS) of the simulated wall."""
-    from eager_eval.engines.replicas import SLICE_SECONDS
-
+    batch: those that carried states, and the empty ones a replica returns after a time slice
+    (replicas.SLICE_SECONDS of simulated time) without a state change."""
     if us_per_batch is None:
         return row["driver_us_per_token"]
-    batches = row["batches"] + row["replicas"] * row["sim_wall_s"] / SLICE_SECONDS
+    batches = row["batches"] + row["slices"]
     return row["driver_us_per_token"] + us_per_batch * batches / max(row["tokens"], 1)
 
 
@@ -486,12 +486,13 @@ def report_fleet(rows: dict[tuple[str, int], dict[str, Any]], counts: list[int],
     shown = f"{us_per_batch:.0f} us per batch, measured now" if us_per_batch else "no Ray here"
     print(f"driver us/tok: the planner's own CPU; +Ray: plus Ray's transport ({shown})")
     print(f"{'mode':<14}{'R':>3}{'#T':>10}{'seqs':>7}{'rounds':>7}{'steps':>7}{'wall s':>9}"
-          f"{'driver us/tok':>14}{'+Ray':>7}{'batches':>8}{'preempt':>8}  steps per replica")
+          f"{'driver us/tok':>14}{'+Ray':>7}{'batches':>8}{'slices':>7}{'preempt':>8}"
+          f"  steps per replica")
     for r in rows.values():
         print(f"{r['mode']:<14}{r['replicas']:>3}{r['tokens']:>10}{r['sequences']:>7}"
               f"{r['rounds']:>7}{r['steps']:>7}{r['sim_wall_s']:>9.1f}"
               f"{r['driver_us_per_token']:>14.3f}{with_ray(r, us_per_batch):>7.3f}"
-              f"{r['batches']:>8}{r['preemptions']:>8}  {r['steps_all']}")
+              f"{r['batches']:>8}{r['slices']:>7}{r['preemptions']:>8}  {r['steps_all']}")
     modes = sorted({m for m, _ in rows})
     for r in counts[1:]:
         for mode in modes:

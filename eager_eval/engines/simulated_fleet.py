@@ -122,7 +122,8 @@ class SimulatedFleet:
     second} drops replicas mid-run."""
 
     def __init__(self, new_backend: Callable[[], Backend], replicas: int, config: EagerConfig,
-                 cost: StepCost | None = None, *, lose: dict[int, float] | None = None) -> None:
+                 cost: StepCost | None = None, *, lose: dict[int, float] | None = None,
+                 slice_seconds: float | None = None) -> None:
         self.new_backend = new_backend
         self.replicas = replicas
         self.config = config
@@ -142,6 +143,11 @@ class SimulatedFleet:
         self.batches = 0
         """Batches that carried states back to the driver (a Ray replica returns one each time
         a tree's state changes)."""
+        self.slice_seconds = slice_seconds
+        self.slices = 0
+        """Empty batches: a Ray replica also returns when `slice_seconds` passed without a
+        state change (replicas.SLICE_SECONDS), so that commands reach it."""
+        self._returned = [0.0] * replicas
 
     # --- FleetFactory -----------------------------------------------------------------------
     def open_fleet(self, prompts: Sequence[PromptInput], *, texts: bool) -> "SimulatedFleet":
@@ -196,11 +202,15 @@ class SimulatedFleet:
             self._idle[index] = idle and not states
             if states or idle:
                 break
+            if self.slice_seconds and self.clocks[index] - self._returned[index] >= self.slice_seconds:
+                self.slices += 1  # (an empty batch: nothing for the planner to read)
+                self._returned[index] = self.clocks[index]
         batch = Batch(states, 0, worker.live, self._idle[index])
         blob = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         self.worker_cpu += time.process_time() - started
         batch = pickle.loads(blob)  # the driver's share: what Ray hands it
         p.received(index, batch)
+        self._returned[index] = self.clocks[index]
         if batch.states:
             self.wall = max(self.wall, self.clocks[index])
             self.batches += 1
