@@ -156,6 +156,19 @@ def test_when_every_replica_is_gone_one_clear_error_and_a_rerun_resumes(replicat
     assert len(generated) == n_trees - kept, "stored trees are not generated again"
 
 
+def test_progress_counts_the_replicas_tokens(replicated):
+    from eager_eval.pipeline.progress import RunCounts
+
+    cfg = config("eager_adapt")
+    seen = {}
+    for engine in (load_engine("mixed", EngineOptions("scripted")), replicated[2]):
+        counts = RunCounts(5)
+        backend = counts.watch(engine.new_backend(cfg))
+        run(_inputs(engine, 5), backend, cfg, on_tree_done=counts.tree_done)
+        seen[engine is replicated[2]] = (counts.round0, counts.later, counts.tokens_reported)
+    assert seen[True] == seen[False] and seen[True][2] > 0
+
+
 def test_theta_auto_is_measured_on_a_replica_as_on_one_engine(replicated):
     cfg = config("eager_adapt", theta="auto")
     one_options = EngineOptions("scripted")
