@@ -19,6 +19,28 @@ run() minus the engine's own), peak RSS. Then:
     python benchmarks/scale.py --quick          # N=8, M=8, L=512 (seconds)
     python benchmarks/scale.py --length 8192
     python benchmarks/scale.py --profile eager_adapt   # cProfile of one mode, top functions
+
+Replicas (`--replicas 4,8`): each mode runs again on 1 and on R simulated replicas
+(engines/simulated_fleet.py: the real planner, placement and worker events, each replica's
+steps priced by the roofline of `--model-shape` on `--gpu`, its KV cache bounded by what that
+GPU holds beside the weights), and the table gives simulated wall seconds beside tokens and
+steps, and the driver's own CPU per generated token (the planner, placement and unpickling
+of the replicas' batches; not the replicas' work). Then:
+
+    RATIO wall_r{R}_vs_r1_<mode>        R replicas' wall / one replica's (target <= 0.3 at R=4)
+    RATIO adapt_wall_vs_fp_r{R}         eager_adapt wall / full_parallel wall on R replicas
+    RATIO adapt_wall_over_tokens_r{R}   that / adapt_tokens_vs_fp (target <= 1.1)
+    RATIO driver_us_per_token_r{R}      the worst mode's driver CPU per token with Ray's transport
+                                        of every batch (measured here) added (target <= 1 at R=8)
+
+`--memory`: the runner's memory per generated token (tracemalloc's peak over run(), a process
+per mode), split into the texts it returns and the rest (token ids, trees, results):
+
+    RATIO runner_bytes_per_token        the worst mode's, texts excluded (target <= 8)
+    RATIO text_bytes_per_token          the texts' (about one byte per character written)
+
+    python benchmarks/scale.py --replicas 4,8 --modes full_parallel,eager_adapt --backends none
+    python benchmarks/scale.py --memory --backends none
 """
 
 from __future__ import annotations
@@ -214,6 +236,127 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _config_and_prompts(mode: str, args: argparse.Namespace) -> tuple[Any, Any, list, Any]:
+    from eager_eval.core.config import EagerConfig
+    from eager_eval.core.tree import PromptInput
+    from eager_eval.engines.simulated import TraceProfile
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    profile = TraceProfile(length=args.length)
+    config = EagerConfig(mode=mode, theta=args.theta, max_seqs=args.max_seqs,
+                         max_new_tokens=args.length, think_end=profile.think_end, seed=args.seed)
+    words = tokenizer.encode(" Find the number of ordered pairs of integers such that",
+                             add_special_tokens=False)
+    prompts = [PromptInput(tuple(words) + (1000 + i,), stop=(profile.stop,), opens_thinking=True)
+               for i in range(args.prompts)]
+    return tokenizer, profile, prompts, config
+
+
+def _verifier(mode: str, n: int) -> Any:
+    labels = {i: i % 4 == 0 for i in range(n)}  # full EAGer: a quarter solved
+    return (lambda p, text: labels[p] and len(text) % 3 == 0) if mode == "eager" else None
+
+
+def step_cost(args: argparse.Namespace) -> Any:
+    from eager_eval.engines.simulated_fleet import GPUS, MODELS, StepCost
+
+    return StepCost(GPUS[args.gpu], MODELS[args.model_shape])
+
+
+def run_fleet(mode: str, replicas: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One mode on `replicas` simulated replicas: simulated wall, steps, driver CPU."""
+    from eager_eval.core.runner import run
+    from eager_eval.engines.simulated import SimulatedBackend
+    from eager_eval.engines.simulated_fleet import SimulatedFleet
+
+    tokenizer, profile, prompts, config = _config_and_prompts(mode, args)
+    cost = step_cost(args)
+    backends: list[Any] = []
+
+    def new_backend() -> Any:
+        backends.append(SimulatedBackend(tokenizer, profile, logprobs=config.is_branching,
+                                         kv_capacity=cost.kv_capacity))
+        return backends[-1]
+
+    from eager_eval.engines.replicas import SLICE_SECONDS
+
+    fleet = SimulatedFleet(new_backend, replicas, config, cost, slice_seconds=SLICE_SECONDS)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = run(prompts, fleet, config, verifier=_verifier(mode, args.prompts))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    tokens = result.tokens_generated
+    driver = cpu - fleet.worker_cpu
+    return {
+        "mode": mode, "replicas": replicas, "tokens": tokens, "sequences": result.n_sequences,
+        "rounds": len(result.rounds), "steps": max(fleet.steps), "steps_all": fleet.steps,
+        "sim_wall_s": fleet.wall, "driver_cpu_s": driver,
+        "driver_us_per_token": 1e6 * driver / max(tokens, 1),
+        "preemptions": sum(b.preemptions for b in backends), "cpu_s": cpu, "wall_s": wall,
+        "batches": fleet.batches, "slices": fleet.slices,
+    }
+
+
+def ray_batch_cost(batches: int = 2000) -> float | None:
+    """The driver's CPU microseconds per batch a Ray replica sends back (ray.wait, ray.get of
+    a Batch, the next call), measured here on two actors; None without Ray."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    from eager_eval.core.worker import Batch, TreeState
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+
+    class Replica:
+        def advance(self, commands: Any, seconds: float) -> Any:
+            return Batch([TreeState(1, 0, True, False, 12, True)], 1000, 50, False)
+
+    actors = [ray.remote(num_cpus=1)(Replica).remote() for _ in range(2)]
+    ray.get([a.advance.remote([], 0.0) for a in actors])
+    in_flight = {a.advance.remote([], 0.0): i for i, a in enumerate(actors)}
+    done = 0
+    cpu0 = time.process_time()
+    while done < batches:
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            index = in_flight.pop(ref)
+            ray.get(ref)
+            done += 1
+            in_flight[actors[index].advance.remote([], 0.0)] = index
+    cost = 1e6 * (time.process_time() - cpu0) / done
+    ray.shutdown()
+    return cost
+
+
+def measure_memory(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """tracemalloc's peak over one run() on one SimulatedBackend, per generated token; the
+    texts the results hold, per generated token (the engine keeps nothing once a sequence
+    ends, so the peak is the runner's)."""
+    import gc
+    import tracemalloc
+
+    from eager_eval.core.runner import run
+    from eager_eval.engines.simulated import SimulatedBackend
+
+    tokenizer, profile, prompts, config = _config_and_prompts(mode, args)
+    backend = SimulatedBackend(tokenizer, profile, logprobs=config.is_branching)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    result = run(prompts, backend, config, verifier=_verifier(mode, args.prompts))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tokens = result.tokens_generated
+    seqs = [s for p in result.prompts for s in p.sequences]
+    texts = sum(sys.getsizeof(s.text) for s in seqs)
+    ids = sum(sys.getsizeof(s.tokens) for s in seqs)
+    total = (peak - base) / max(tokens, 1)
+    return {"mode": mode, "tokens": tokens, "stored_tokens": sum(len(s.tokens) for s in seqs),
+            "total_bytes_per_token": total, "text_bytes_per_token": texts / max(tokens, 1),
+            "token_id_bytes_per_token": ids / max(tokens, 1),
+            "runner_bytes_per_token": total - texts / max(tokens, 1)}
+
+
 def profile_mode(mode: str, args: argparse.Namespace) -> None:
     import cProfile
     import pstats
@@ -270,13 +413,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, metavar="DIR",
                         help="tokenizer directory (default: the embedded SmolLM2's)")
     parser.add_argument("--quick", action="store_true", help="N=8, M=8, L=512")
+    parser.add_argument("--replicas", default=None, metavar="R[,R...]",
+                        help="also run each mode on 1 and on R simulated replicas (wall seconds)")
+    parser.add_argument("--gpu", default="h100", help="the replicas' GPU: h100, h200, a100")
+    parser.add_argument("--model-shape", default="8b", help="the priced model: 8b, 4b, 32b")
+    parser.add_argument("--memory", action="store_true",
+                        help="the runner's bytes per generated token (tracemalloc)")
+    parser.add_argument("--fleet", type=int, default=None, help=argparse.SUPPRESS)  # child
+    parser.add_argument("--mem-one", help=argparse.SUPPRESS)  # child process: memory of a mode
+    parser.add_argument("--ray-cost", action="store_true", help=argparse.SUPPRESS)  # child
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one mode, JSON out
     parser.add_argument("--profile", metavar="MODE", help="cProfile one mode in this process")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts, args.max_seqs, args.length = 8, 8, 512
+    if args.one and args.fleet:
+        print(json.dumps(run_fleet(args.one, args.fleet, args)))
+        return 0
     if args.one:
         print(json.dumps(run_mode(args.one, args)))
+        return 0
+    if args.mem_one:
+        print(json.dumps(measure_memory(args.mem_one, args)))
+        return 0
+    if args.ray_cost:
+        print(json.dumps({"us_per_batch": ray_batch_cost()}))
         return 0
     if args.profile:
         profile_mode(args.profile, args)
@@ -284,20 +445,81 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"# scale.py: N={args.prompts} M={args.max_seqs} L={args.length} theta={args.theta} "
           f"seed={args.seed}; think_end and a stop string set; {machine()}")
-    for backend in args.backends.split(","):
-        rows = {}
-        for mode in args.modes.split(","):
-            cmd = [sys.executable, __file__, "--one", mode, "--backend", backend,
-                   "--prompts", str(args.prompts), "--max-seqs", str(args.max_seqs),
-                   "--length", str(args.length), "--theta", str(args.theta),
-                   "--seed", str(args.seed)]
-            if args.tokenizer:
-                cmd += ["--tokenizer", args.tokenizer]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    common = ["--prompts", str(args.prompts), "--max-seqs", str(args.max_seqs),
+              "--length", str(args.length), "--theta", str(args.theta), "--seed", str(args.seed),
+              "--gpu", args.gpu, "--model-shape", args.model_shape]
+    if args.tokenizer:
+        common += ["--tokenizer", args.tokenizer]
+
+    def child(*extra: str) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, __file__, *extra, *common], check=True,
+                             capture_output=True, text=True,
+                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for backend in [b for b in args.backends.split(",") if b and b != "none"]:
+        rows = {mode: child("--one", mode, "--backend", backend) for mode in args.modes.split(",")}
         report(backend, rows)
+    if args.replicas:
+        counts = sorted({1, *(int(r) for r in args.replicas.split(","))})
+        fleet = {(mode, r): child("--one", mode, "--fleet", str(r))
+                 for mode in args.modes.split(",") for r in counts}
+        report_fleet(fleet, counts, args, child("--ray-cost")["us_per_batch"])
+    if args.memory:
+        report_memory({mode: child("--mem-one", mode) for mode in args.modes.split(",")})
     return 0
+
+
+def with_ray(row: dict[str, Any], us_per_batch: float | None) -> float:
+    """The driver's CPU per token on Ray: its own (measured) plus the transport of every
+    batch: those that carried states, and the empty ones a replica returns after a time slice
+    (replicas.SLICE_SECONDS of simulated time) without a state change."""
+    if us_per_batch is None:
+        return row["driver_us_per_token"]
+    batches = row["batches"] + row["slices"]
+    return row["driver_us_per_token"] + us_per_batch * batches / max(row["tokens"], 1)
+
+
+def report_fleet(rows: dict[tuple[str, int], dict[str, Any]], counts: list[int],
+                 args: argparse.Namespace, us_per_batch: float | None) -> None:
+    print(f"\n## simulated replicas: {step_cost(args).describe()}")
+    shown = f"{us_per_batch:.0f} us per batch, measured now" if us_per_batch else "no Ray here"
+    print(f"driver us/tok: the planner's own CPU; +Ray: plus Ray's transport ({shown})")
+    print(f"{'mode':<14}{'R':>3}{'#T':>10}{'seqs':>7}{'rounds':>7}{'steps':>7}{'wall s':>9}"
+          f"{'driver us/tok':>14}{'+Ray':>7}{'batches':>8}{'slices':>7}{'preempt':>8}"
+          f"  steps per replica")
+    for r in rows.values():
+        print(f"{r['mode']:<14}{r['replicas']:>3}{r['tokens']:>10}{r['sequences']:>7}"
+              f"{r['rounds']:>7}{r['steps']:>7}{r['sim_wall_s']:>9.1f}"
+              f"{r['driver_us_per_token']:>14.3f}{with_ray(r, us_per_batch):>7.3f}"
+              f"{r['batches']:>8}{r['slices']:>7}{r['preemptions']:>8}  {r['steps_all']}")
+    modes = sorted({m for m, _ in rows})
+    for r in counts[1:]:
+        for mode in modes:
+            print(f"RATIO wall_r{r}_vs_r1_{mode} "
+                  f"{rows[mode, r]['sim_wall_s'] / rows[mode, 1]['sim_wall_s']:.3f}")
+    if "full_parallel" in modes and "eager_adapt" in modes:
+        token_ratio = rows["eager_adapt", 1]["tokens"] / rows["full_parallel", 1]["tokens"]
+        print(f"RATIO adapt_tokens_vs_fp {token_ratio:.3f}")
+        for r in counts:
+            wall_ratio = rows["eager_adapt", r]["sim_wall_s"] / rows["full_parallel", r]["sim_wall_s"]
+            print(f"RATIO adapt_wall_vs_fp_r{r} {wall_ratio:.3f}")
+            print(f"RATIO adapt_wall_over_tokens_r{r} {wall_ratio / token_ratio:.3f}")
+    for r in counts:
+        worst = max(with_ray(row, us_per_batch) for (m, n), row in rows.items() if n == r)
+        print(f"RATIO driver_us_per_token_r{r} {worst:.3f}")
+
+
+def report_memory(rows: dict[str, dict[str, Any]]) -> None:
+    print("\n## runner memory per generated token (tracemalloc peak over run())")
+    print(f"{'mode':<14}{'#T':>10}{'stored':>10}{'total B':>9}{'texts B':>9}{'ids B':>7}"
+          f"{'runner B':>10}")
+    for r in rows.values():
+        print(f"{r['mode']:<14}{r['tokens']:>10}{r['stored_tokens']:>10}"
+              f"{r['total_bytes_per_token']:>9.2f}{r['text_bytes_per_token']:>9.2f}"
+              f"{r['token_id_bytes_per_token']:>7.2f}{r['runner_bytes_per_token']:>10.2f}")
+    print(f"RATIO runner_bytes_per_token {max(r['runner_bytes_per_token'] for r in rows.values()):.2f}")
+    print(f"RATIO text_bytes_per_token {max(r['text_bytes_per_token'] for r in rows.values()):.2f}")
 
 
 if __name__ == "__main__":

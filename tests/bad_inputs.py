@@ -537,6 +537,18 @@ CASES: list[Case] = [
     Case("run", "--engine-arg with the hf backend", run("--engine-arg", "enforce_eager=true"), 2,
          ("used with --backend vllm",)),
     Case("run", "--backend sglang", run("--backend", "sglang"), 2, ("invalid choice: 'sglang'",)),
+    # --- eager-eval run: replicas (docs/SCALE.md) ---
+    Case("run", "--replicas 0", run("--replicas", "0"), 2, ("--replicas", "must be an integer >= 1, got 0")),
+    Case("run", "--replicas 2 --device cuda on a machine without GPUs",
+         run("--replicas", "2", "--device", "cuda"), 2,
+         ("more replicas than GPUs", "replicas=2 needs 2 GPUs")),
+    Case("run", "--replicas 2 --device cuda:1 (one GPU for two replicas)",
+         run("--replicas", "2", "--device", "cuda:1"), 2, ("device=cuda:1 names one GPU",)),
+    Case("run", "--replicas 2 with a RAY_ADDRESS that does not answer", run("--replicas", "2"), 2,
+         ("RAY_ADDRESS=127.0.0.1:9 does not answer", "unset RAY_ADDRESS"),
+         env={"RAY_ADDRESS": "127.0.0.1:9"}),
+    Case("run", "one of several accelerate launch processes (WORLD_SIZE=2)", run(), 2,
+         ("launched as process 1 of 2", "replicas=2"), env={"WORLD_SIZE": "2", "RANK": "1"}),
     # --- eager-eval run: the output directory ---
     Case("run", "--output names a file", run("--output", "{W}/a_file", drop=("--output",)), 2,
          ("a_file is a file",)),

@@ -79,7 +79,7 @@ def simulated_run(tokenizer: Any, mode: str, policy: str, percentile: float | No
 def digest(result: Any) -> str:
     trees = [[{
         "round": t.round, "cap": t.cap, "theta": repr(t.theta), "hit_cap": t.hit_cap,
-        "seqs": [(s.index, s.round, s.parent, s.fork_position, s.seed, s.tokens, s.text,
+        "seqs": [(s.index, s.round, s.parent, s.fork_position, s.seed, list(s.tokens), s.text,
                   s.finish_reason.value) for s in t.sequences],
         "events": [(e.position, e.parent, e.child, repr(e.entropy), repr(e.threshold),
                     e.parent_token, e.child_token) for e in t.branch_events],

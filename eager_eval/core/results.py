@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Iterable
 
 
 class FinishReason(str, Enum):
@@ -30,6 +31,44 @@ class BranchEvent:
     child_token: int | None
 
 
+class TokenIds(array):
+    """A sequence's token ids, 4 bytes each (a list of ints costs 8 per pointer plus 28 per
+    int object): what a run holds for every generated token until it returns. It compares
+    equal to a list or tuple of the same ids, prints like one, and slices into TokenIds;
+    `json_ready` writes it as a list."""
+
+    __slots__ = ()
+
+    def __new__(cls, values: Iterable[int] = ()) -> "TokenIds":
+        return super().__new__(cls, "i", values)
+
+    def __getitem__(self, index: Any) -> Any:
+        item = array.__getitem__(self, index)
+        return TokenIds(item) if isinstance(index, slice) else item
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and self.tolist() == list(other)
+        return array.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, like a list)
+
+    def __repr__(self) -> str:
+        return repr(self.tolist())
+
+    def __copy__(self) -> "TokenIds":
+        return TokenIds(self)
+
+    def __deepcopy__(self, memo: Any) -> "TokenIds":
+        return TokenIds(self)
+
+    def __reduce__(self) -> Any:
+        return TokenIds, (array("i", self),)
+
+
 @dataclass
 class SequenceResult:
     index: int
@@ -41,9 +80,14 @@ class SequenceResult:
     fork_position: int
     """Tokens before this position are shared with the parent (0 for a root)."""
     seed: int
-    tokens: list[int]
+    tokens: TokenIds
+    """Its token ids (given as any sequence of ints; kept as TokenIds, 4 bytes each)."""
     text: str
     finish_reason: FinishReason
+
+    def __post_init__(self) -> None:
+        if type(self.tokens) is not TokenIds:
+            self.tokens = TokenIds(self.tokens)
 
     @property
     def tokens_generated(self) -> int:
@@ -143,6 +187,8 @@ def json_ready(value: Any) -> Any:
     to strings, inf, -inf and nan to 'inf', '-inf' and 'nan' (JSON has no such numbers)."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, array):
+        return value.tolist()
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
     if isinstance(value, Enum):

@@ -5,7 +5,12 @@ are granted, and the reallocation rounds. The backend only advances sequences. E
 tree (tree.py) is decided position by position, and a position is decided only once every
 live sequence of that tree has reported it, so an engine that lets some sequences run ahead
 (vLLM) yields the same tree as a lockstep one (transformers). Rounds start as early as the
-same trees allow (schedule.py), in the same loop as the trees that are still decoding.
+same trees allow (schedule.py), while the trees before them are still decoding.
+
+Two halves (worker.py): a planner here (the schedule, the budget pool, the store, the
+results) and the trees' execution on a fleet of workers: on one backend, a `LocalFleet`
+stepped in this same loop; with engine replicas, workers in other processes. Either way the
+planner hears of a tree only when its state changes, never per token.
 """
 
 from __future__ import annotations
@@ -15,12 +20,19 @@ import gc
 import time
 from typing import Callable, Iterator, Protocol, Sequence
 
-from eager_eval.core.backend import Backend, NewTree, Root
+from eager_eval.core.backend import Backend
 from eager_eval.core.config import ConfigError, EagerConfig, Mode
 from eager_eval.core.results import PromptResult, RoundStats, RunResult, TreeResult
 from eager_eval.core.schedule import RoundSchedule, Start
-from eager_eval.core.text_watch import text_watch
-from eager_eval.core.tree import PromptInput, Seq, Tree
+from eager_eval.core.tree import PromptInput
+from eager_eval.core.worker import (
+    CapOrder,
+    Fleet,
+    FleetFactory,
+    LocalFleet,
+    TreeOrder,
+    TreeState,
+)
 
 Verifier = Callable[[int, str], bool]
 """(prompt_idx, generated text) -> is it correct? Full EAGer's labels."""
@@ -34,153 +46,132 @@ class TreeStore(Protocol):
     def put(self, tree: TreeResult) -> None: ...
 
 
-class _StoredTree:
-    """A tree read back from a TreeStore (resume): finished, nothing to generate."""
+class _TreeView:
+    """What the planner knows of one tree (schedule.TreeView): read back from a store, or
+    reported by the fleet (`TreeState`). What a state says is final stays so: a tree started
+    again after its worker was lost reports its early states a second time."""
 
-    def __init__(self, result: TreeResult) -> None:
-        self.stored = result
-        self.prompt_idx = result.prompt_idx
-        self.round = result.round
-        self.cap = result.cap
-        self.settled = True
-        self.is_done = True
-        self.n_sequences = len(result.sequences)
-        self.hit_cap = result.hit_cap
+    __slots__ = ("prompt_idx", "round", "cap", "settled", "is_done", "n_sequences", "hit_cap",
+                 "correct", "result")
 
-    def result(self) -> TreeResult:
-        return self.stored
+    def __init__(self, prompt_idx: int, round_idx: int, cap: int | None) -> None:
+        self.prompt_idx = prompt_idx
+        self.round = round_idx
+        self.cap = cap
+        self.settled = False
+        self.is_done = False
+        self.n_sequences = 0
+        self.hit_cap = False
+        self.correct = False
+        """Full EAGer: some finished sequence of the tree is correct."""
+        self.result: TreeResult | None = None
+
+    @classmethod
+    def stored(cls, result: TreeResult, correct: bool) -> "_TreeView":
+        view = cls(result.prompt_idx, result.round, result.cap)
+        view.settled = view.is_done = True
+        view.n_sequences = len(result.sequences)
+        view.hit_cap = result.hit_cap
+        view.correct = correct
+        view.result = result
+        return view
+
+    def update(self, state: TreeState) -> None:
+        if not self.settled:
+            self.n_sequences = max(self.n_sequences, state.n_sequences)
+            self.hit_cap = state.hit_cap
+            self.settled = state.settled
+        self.is_done = self.is_done or state.done
 
 
-class _Driver:
-    """Runs the trees of every round on one backend until every sequence has finished.
+class _Planner:
+    """Plans the rounds of every prompt and runs their trees on a fleet until all have finished.
 
-    One loop: the backend steps every live sequence; each tree decides the positions all its
-    live sequences have reported; trees that settled or finished let the schedule start the
-    next round's trees (schedule.py), while the earlier ones decode on.
+    One loop: the fleet runs trees (worker.py) and reports the ones whose state changed; each
+    such report lets the schedule start the next round's trees and give final caps
+    (schedule.py), while the earlier ones decode on.
     """
 
-    def __init__(self, backend: Backend, config: EagerConfig, prompts: Sequence[PromptInput],
-                 schedule: RoundSchedule, store: "TreeStore | None",
-                 on_tree_done: Callable[[TreeResult], None] | None,
+    def __init__(self, fleet: Fleet, config: EagerConfig, schedule: RoundSchedule,
+                 store: "TreeStore | None", on_tree_done: Callable[[TreeResult], None] | None,
                  verifier: "Verifier | None") -> None:
-        self.backend = backend
+        self.fleet = fleet
         self.config = config
-        self.prompts = prompts
         self.schedule = schedule
         self.store = store
         self.on_tree_done = on_tree_done
         self.verifier = verifier
-        self.eos_token_ids = backend.eos_token_ids
-        self.watch = text_watch(backend, config.think_end)
-        self._stop_topk = getattr(backend, "stop_topk", None)
-        self._next_id = 0
-        self._next_tree = 0  # backend tree ids: one per tree of every round of the run
-        self._seq_of: dict[int, Seq] = {}
-        self._changed = False  # a tree settled or finished: the schedule may move on
-        self._open: dict[int, Tree] = {}  # id(tree) -> live tree, until its result is built
+        self.views: dict[tuple[int, int], _TreeView] = {}
         self.results: dict[tuple[int, int], TreeResult] = {}
-        self._correct: dict[int, bool] = {}  # backend seq id -> verifier's verdict
+        self._running = 0  # trees sent to the fleet whose result has not come back
+        self._changed = False  # a tree's state changed: the schedule may move on
 
-    def new_seq_id(self) -> int:
-        self._next_id += 1
-        return self._next_id - 1
-
-    def register(self, seq: Seq) -> None:
-        self._seq_of[seq.seq_id] = seq
-
-    def seq_of(self, seq_id: int) -> Seq:
-        return self._seq_of[seq_id]
-
-    def tree_settled(self, tree: Tree) -> None:
-        self._changed = True
-
-    def stop_topk(self, seq_ids: list[int]) -> None:
-        """Their tree can no longer branch: a backend that can may stop preparing their top-K."""
-        if seq_ids and self._stop_topk is not None:
-            self._stop_topk(seq_ids)
-
-    # --- trees ---------------------------------------------------------------------------
     def start(self, starts: Sequence[Start], n_roots: int) -> None:
-        """Create the trees (or read them from the store) and queue their roots."""
-        new: list[NewTree] = []
+        """Send the trees to the fleet (or read them from the store)."""
+        orders = []
         for s in starts:
             stored = self.store.get(s.prompt_idx, s.round) if self.store is not None else None
             if stored is not None:
-                view = _StoredTree(stored)
+                correct = self.verifier is not None and self.config.mode is Mode.EAGER and any(
+                    self.verifier(s.prompt_idx, seq.text) for seq in stored.sequences)
+                view = _TreeView.stored(stored, correct)
                 self.results[(s.prompt_idx, s.round)] = stored
-                self.schedule.add_tree(view)
-                self._changed = True
-                continue
-            tree = Tree(self, s.prompt_idx, s.round, self.prompts[s.prompt_idx], cap=s.cap,
-                        theta=s.theta, n_roots=n_roots, floor=s.floor, tree_id=self._next_tree)
-            self._next_tree += 1
-            self._open[id(tree)] = tree
-            self.schedule.add_tree(tree)
-            new.append(NewTree(tree.tree_id, tree.prompt.tokens,
-                               tuple(Root(seq.seq_id, seq.seed) for seq in tree.roots),
-                               tree.max_new_tokens, s.upper))
-        if new:
-            self.backend.add(new)
+            else:
+                view = _TreeView(s.prompt_idx, s.round, s.cap)
+                orders.append(TreeOrder(s, n_roots))
+                self._running += 1
+            self.views[(s.prompt_idx, s.round)] = view
+            self.schedule.add_tree(view)
+            self._changed = True
+        if orders:
+            self.fleet.start(orders)
 
     def _plan(self) -> None:
         """Let the schedule start trees and give final caps until it has nothing new."""
         while self._changed:
             self._changed = False
-            while True:
-                starts, caps = self.schedule.update()
-                if not starts and not caps:
-                    break
-                self.start(starts, n_roots=1)
-                for tree in self._open.values():
-                    if tree.round == self.schedule.next_round - 1 and tree.prompt_idx in caps \
-                            and tree.cap is None:
-                        tree.set_cap(caps[tree.prompt_idx])
-            self._collect_done()
+            starts, caps = self.schedule.update()
+            if not starts and not caps:
+                break
+            self._changed = True
+            self.start(starts, n_roots=1)
+            k = self.schedule.next_round - 1  # the round just planned
+            for p, cap in caps.items():
+                view = self.views[(p, k)]
+                if view.cap is None:
+                    view.cap = cap
+                    self.fleet.set_cap(CapOrder(p, k, cap))
 
-    def _collect_done(self) -> None:
-        for key, tree in list(self._open.items()):
-            if tree.is_done and tree.cap is not None:
-                del self._open[key]
-                result = tree.result()
-                self.results[(tree.prompt_idx, tree.round)] = result
-                if self.on_tree_done is not None:
-                    self.on_tree_done(result)
+    def _take(self, state: TreeState) -> None:
+        key = (state.prompt_idx, state.round)
+        view = self.views[key]
+        if view.result is not None:
+            return  # a restarted tree's late report
+        for _, text in state.finished:
+            if not view.correct and self.verifier is not None:
+                view.correct = bool(self.verifier(state.prompt_idx, text))
+        view.update(state)
+        if state.result is not None:
+            view.result = state.result
+            self.results[key] = state.result
+            self._running -= 1
+            if self.on_tree_done is not None:
+                self.on_tree_done(state.result)
+        self._changed = True
 
-    def grade(self, tree: "Tree | _StoredTree") -> bool | None:
+    def grade(self, view: "_TreeView") -> bool | None:
         """Full EAGer: True if a finished sequence is correct, False if all finished and none
-        is, None while unknown. Each sequence is graded once."""
-        if isinstance(tree, _StoredTree):
-            return any(self.verifier(tree.prompt_idx, s.text) for s in tree.stored.sequences)
-        for seq in tree.seqs:
-            if seq.finish_reason is None:
-                continue
-            if seq.seq_id not in self._correct:
-                self._correct[seq.seq_id] = self.verifier(tree.prompt_idx, tree.text_of(seq))
-            if self._correct[seq.seq_id]:
-                return True
-        return False if tree.is_done else None
+        is, None while unknown. Each sequence is graded once, when it finishes."""
+        if view.correct:
+            return True
+        return False if view.is_done else None
 
-    # --- the loop ------------------------------------------------------------------------
     def run(self, round0: Sequence[Start], n_roots: int) -> None:
         self.start(round0, n_roots)
         self._plan()
-        open_trees = self._open
-        seq_of = self._seq_of
-        while open_trees or not self.schedule.done_planning:
-            steps = self.backend.step()
-            if not steps and not self.backend.has_unfinished():
-                raise RuntimeError("the backend has no sequences left but some trees are unfinished")
-            touched: dict[int, Tree] = {}
-            for step in steps:
-                seq = seq_of[step.seq_id]
-                tree = seq.tree
-                tree.receive(seq, step)
-                touched[id(tree)] = tree
-            for tree in touched.values():
-                was_done = tree.is_done
-                tree.advance()
-                if tree.is_done and not was_done:
-                    self._changed = True
+        while self._running or not self.schedule.done_planning:
+            for state in self.fleet.wait():
+                self._take(state)
             if self._changed:
                 self._plan()
 
@@ -206,7 +197,7 @@ def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: 
 
 def run(
     prompts: Sequence[PromptInput],
-    backend: Backend,
+    backend: "Backend | FleetFactory",
     config: EagerConfig,
     *,
     verifier: Verifier | None = None,
@@ -216,9 +207,12 @@ def run(
 ) -> RunResult:
     """Generate for every prompt with `config.mode`; the budget pool spans all `prompts`.
 
-    `overlap_rounds=False` runs the reallocation rounds one after another (each starts when
-    every tree of the one before it has finished), as the paper describes them; the default
-    starts them as early as the same trees allow (schedule.py). Both give identical results.
+    `backend`: a Backend (the trees run in this loop), or a FleetFactory, e.g. an engine's
+    replicas (engines/replicas.py): the trees then run on its workers, and this process only
+    plans (worker.py). `overlap_rounds=False` runs the reallocation rounds one after another
+    (each starts when every tree of the one before it has finished), as the paper describes
+    them; the default starts them as early as the same trees allow (schedule.py). Both give
+    identical results, and so does any number of workers.
     """
     validate_run(prompts, config, verifier)
     started = time.perf_counter()
@@ -230,16 +224,25 @@ def run(
             on_tree_done(tree)
 
     n, m = len(prompts), config.max_seqs
-    schedule = RoundSchedule(config, n, overlap=overlap_rounds,
-                             speculate=overlap_rounds and bool(getattr(backend, "late_forks", False)))
-    driver = _Driver(backend, config, prompts, schedule, store, tree_done, verifier)
-    schedule.grade = driver.grade
-    n_roots = m if config.mode is Mode.FULL_PARALLEL else 1
+    texts = config.mode is Mode.EAGER  # its candidates are graded while it plans
+    open_fleet = getattr(backend, "open_fleet", None)
     with _frozen_heap():
-        driver.run([Start(p, 0, config.theta, m, m, m) for p in range(n)], n_roots)
+        fleet: Fleet = (open_fleet(prompts, texts=texts) if open_fleet is not None
+                        else LocalFleet(backend, config, prompts, texts=texts))
+        schedule = RoundSchedule(config, n, overlap=overlap_rounds,
+                                 speculate=overlap_rounds and fleet.late_forks)
+        planner = _Planner(fleet, config, schedule, store, tree_done, verifier)
+        schedule.grade = planner.grade
+        n_roots = m if config.mode is Mode.FULL_PARALLEL else 1
+        try:
+            planner.run([Start(p, 0, config.theta, m, m, m) for p in range(n)], n_roots)
+        finally:
+            close = getattr(fleet, "close", None)
+            if close is not None:
+                close()
 
     results = [PromptResult(i) for i in range(n)]
-    for (p, _), tree in sorted(driver.results.items(), key=lambda item: item[0][1]):
+    for (p, _), tree in sorted(planner.results.items(), key=lambda item: item[0][1]):
         results[p].trees.append(tree)
     rounds = [_round_stats(0, m * n, {p: m for p in range(n)}, results)]
     rounds += [_round_stats(plan.round, plan.budget, plan.caps, results)

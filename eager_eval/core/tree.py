@@ -15,6 +15,7 @@ the meantime; what it reported past the held position is buffered, like any engi
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -68,7 +69,7 @@ class Seq:
                  "pending", "deferred", "event", "text")
 
     def __init__(self, seq_id: int, tree: "Tree", creation: int, parent: int | None,
-                 fork_position: int, seed: int, tokens: list[int]) -> None:
+                 fork_position: int, seed: int, tokens: "array[int]") -> None:
         self.seq_id = seq_id
         self.tree = tree
         self.creation = creation
@@ -76,6 +77,7 @@ class Seq:
         self.fork_position = fork_position
         self.seed = seed
         self.tokens = tokens
+        """Its token ids so far: an array('i'), 4 bytes each (a run holds every token)."""
         self.finish_reason: FinishReason | None = None
         self.think_closed_at: int | None = None
         self.opened_at: int | None = None
@@ -122,7 +124,7 @@ class Tree:
         self.held: tuple[Any, ...] | None = None
         """(t, tested, observed, steps) of a position that waits for the final cap."""
         self._settled = False
-        self.roots = [self._new_seq(None, 0, []) for _ in range(n_roots)]
+        self.roots = [self._new_seq(None, 0, array("i")) for _ in range(n_roots)]
         self._check_settled(-1)
 
     @property
@@ -141,7 +143,7 @@ class Tree:
     def hit_cap(self) -> bool:
         return self.controller.hit_cap
 
-    def _new_seq(self, parent: int | None, fork_position: int, tokens: list[int]) -> Seq:
+    def _new_seq(self, parent: int | None, fork_position: int, tokens: "array[int]") -> Seq:
         creation = len(self.seqs)
         seed = branch_seed(self.driver.config.seed, self.prompt_idx, creation, self.round)
         seq = Seq(self.driver.new_seq_id(), self, creation, parent, fork_position, seed, tokens)
@@ -309,7 +311,7 @@ class Tree:
         if self.cap is None:
             raise RuntimeError("a tree's result needs its final cap")
         sequences = [SequenceResult(s.creation, self.round, s.parent, s.fork_position, s.seed,
-                                    list(s.tokens), self.text_of(s), s.finish_reason)
+                                    s.tokens, self.text_of(s), s.finish_reason)
                      for s in self.seqs]
         return TreeResult(self.prompt_idx, self.round, self.cap, self.theta, sequences,
                           list(self.events), hit_cap=self.controller.hit_cap)

@@ -1,11 +1,12 @@
 """Engines: one options object, one registry, one way to load a model.
 
 Every front end (CLI, lm-eval models, Inspect provider, sweep) describes how to load a model
-with one frozen `EngineOptions` (engine name, device, dtype, max_rows, threads, engine args),
-validated once at construction, and loads it with `load_engine(model, options, config)`, which
-looks the engine up in `ENGINES` (name -> a lazy "module:function" target, so torch or vLLM
-load only when that engine is used). An `Engine` holds the weights; each run asks it for a
-fresh `Backend` (`new_backend(config)`), the core's only seam.
+with one frozen `EngineOptions` (engine name, device, dtype, max_rows, threads, engine args,
+replicas), validated once at construction, and loads it with `load_engine(model, options,
+config)`, which looks the engine up in `ENGINES` (name -> a lazy "module:function" target, so
+torch or vLLM load only when that engine is used; with replicas > 1, N of them on Ray:
+replicas.py). An `Engine` holds the weights; each run asks it for a fresh `Backend`
+(`new_backend(config)`), the core's only seam.
 
 Adding an engine is one module with a `load(model, options, config) -> Engine` function and
 one `EngineSpec` line below (docs/ARCHITECTURE.md has the recipe).
@@ -35,7 +36,8 @@ class Engine(Protocol):
     tokenizer: Any
 
     def new_backend(self, config: EagerConfig) -> Backend:
-        """A backend for one run; raises ConfigError first if `verify` does."""
+        """A backend for one run; raises ConfigError first if `verify` does. Engine replicas
+        (replicas.py) give a FleetFactory instead, which `runner.run` takes in its place."""
         ...
 
     def verify(self, config: EagerConfig) -> None:
@@ -120,6 +122,9 @@ class EngineOptions:
     own default (the CLI's default is auto)."""
     engine_args: Mapping[str, Any] = field(default_factory=dict)
     """vllm: keyword arguments for the engine (gpu_memory_utilization, tensor_parallel_size...)."""
+    replicas: int = 1
+    """Engine replicas, each a Ray actor with its own engine (its own GPU, or tensor-parallel
+    GPUs), under one budget pool (engines/replicas.py, docs/SCALE.md). Never changes a tree."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -138,6 +143,8 @@ class EngineOptions:
         if not isinstance(self.engine_args, Mapping):
             raise ConfigError("engine_args", self.engine_args, "a mapping of engine keyword arguments")
         set_("engine_args", dict(self.engine_args))
+        set_("replicas", positive_int(self.replicas, "replicas",
+                                      "(engine replicas on Ray, one budget pool over them)"))
         if self.engine_args and "engine_args" not in self.spec.options:
             raise ConfigError("engine_args", self.engine_args, (
                 f"used with --backend vllm (the {self.backend} backend takes "
@@ -172,15 +179,28 @@ class EngineOptions:
 
     def check(self, model: str | None = None) -> None:
         """What can be checked before a model loads: the model name (and a GGUF file's
-        magic), the device exists (dtype and the rest were checked at construction)."""
+        magic), the device exists (dtype and the rest were checked at construction). With
+        replicas, the devices are the Ray cluster's: checked when the replicas start."""
+        from eager_eval.engines.replicas import check_replicas, check_single_launch
+
+        check_single_launch()
         if model is not None:
             _target(self.spec.check_model)(model)
-        self.resolved_device()
+        if self.replicas > 1:
+            check_replicas(self)  # Ray installed, RAY_ADDRESS answers, the GPUs are there
+        else:
+            self.resolved_device()
 
     def fingerprint(self) -> dict[str, Any]:
-        """What of these options changes the trees (a resume or trees=DIR must match it)."""
+        """What of these options changes the trees (a resume or trees=DIR must match it):
+        not `replicas` (a tree is the same on any replica) nor the rows and threads."""
         if "device" not in self.spec.options:
             return {"backend": self.backend, "dtype": self.dtype}
+        if self.replicas > 1:  # the cluster's devices: auto as this machine resolves it
+            from eager_eval.engines.devices import resolve_device
+
+            return {"backend": self.backend, "dtype": self.dtype,
+                    "device": resolve_device(self.device).split(":")[0]}
         device = self.resolved_device().split(":")[0]
         return {"backend": self.backend, "dtype": self.dtype, "device": device}
 
@@ -195,6 +215,11 @@ def load_engine(model: str, options: EngineOptions | None = None,
         options = EngineOptions(**option_values)
     elif option_values:
         raise TypeError("pass options or option keywords, not both")
+    from eager_eval.engines.replicas import check_single_launch, load_replicas
+
+    check_single_launch()
+    if options.replicas > 1:
+        return load_replicas(model, options, config or EagerConfig())
     return _target(options.spec.target)(model, options, config or EagerConfig())
 
 

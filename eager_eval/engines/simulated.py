@@ -14,6 +14,15 @@ A child forked at p keeps the parent's tokens before p and writes its own stream
 seed) after it, with its marker after p. Like the ScriptedBackend, a top2 fork that changes the
 parent's token at p makes the parent re-report its positions after p. The tokenizer is only
 used to find token ids and to decode: this module imports no torch.
+
+For a GPU's time (engines/simulated_fleet.py) each step leaves what it cost in `last_step`
+(rows decoded, KV tokens read, prompt tokens prefilled), and `kv_capacity` bounds the KV cache
+as vLLM's scheduler does: a tree holds its prompt once plus each sequence's own tokens (a
+forked prefix is shared, as with prefix caching, and stays while a descendant reads it); when
+the next step does not fit, the most recently admitted tree is preempted (its KV freed, its
+sequences paused) and later re-admitted first, prefilling all it held again (vLLM's recompute
+preemption, at the granularity of a whole tree). Which step a token comes out in never changes
+the tokens (the runner decides on positions, not steps).
 """
 
 from __future__ import annotations
@@ -64,6 +73,41 @@ class _Seq:
     think_at: int = 0
     stop_end: bool = False
     wants_topk: bool = True
+    tree: "_Tree | None" = None
+    parent: "_Seq | None" = None
+    children: list["_Seq"] = field(default_factory=list)
+    live: bool = True
+
+
+@dataclass
+class _Tree:
+    """A tree as the KV cache sees it (kv_capacity): its sequences and whether it runs."""
+
+    order: int
+    prompt_len: int
+    seqs: list[_Seq] = field(default_factory=list)
+    running: bool = False
+    dead_kv: int = 0
+    """KV its finished sequences still hold (prefixes that live descendants read)."""
+
+    def kv(self) -> int:
+        return self.prompt_len + self.dead_kv + sum(
+            len(s.tokens) - s.fork_position for s in self.seqs if s.live)
+
+    def rows(self) -> int:
+        return sum(1 for s in self.seqs if s.live)
+
+
+@dataclass
+class StepLoad:
+    """What one engine step did: the inputs of a step-cost model."""
+
+    rows: int = 0
+    """Tokens decoded (one per running sequence)."""
+    context: int = 0
+    """KV tokens read by attention (each decoded row reads its prompt and tokens so far)."""
+    prefill: int = 0
+    """Tokens prefilled (new trees' prompts; what preempted trees held, recomputed)."""
 
 
 class SimulatedBackend:
@@ -76,10 +120,21 @@ class SimulatedBackend:
     """
 
     def __init__(self, tokenizer: Any, profile: TraceProfile | None = None, *, shapes: int = 256,
-                 vocab_seed: int = 0, logprobs: bool = True) -> None:
+                 vocab_seed: int = 0, logprobs: bool = True,
+                 kv_capacity: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.profile = profile or TraceProfile()
         self.logprobs = logprobs
+        self.kv_capacity = kv_capacity
+        """KV-cache tokens (None: unbounded); see the module docstring."""
+        self.kv_used = 0
+        self.preemptions = 0
+        self.last_step = StepLoad()
+        self._prefill = 0
+        self._trees: list[_Tree] = []
+        """Trees in the KV cache's books (kv_capacity), in arrival order, until all ended."""
+        self._waiting: list[_Tree] = []
+        self._added = 0
         """False: report no top-K (a run that never branches), as the real backends do."""
         self.eos_token_ids = frozenset({tokenizer.eos_token_id})
         self.token_pieces = token_pieces(tokenizer)
@@ -103,43 +158,123 @@ class SimulatedBackend:
 
     def add(self, trees: Sequence[NewTree]) -> None:
         for tree in trees:
+            if self.kv_capacity is None:  # nothing to account: every tree runs
+                kv_tree = _UNBOUNDED
+                self._prefill += len(tree.prompt)
+            else:
+                self._added += 1
+                kv_tree = _Tree(self._added, len(tree.prompt))
+                self._trees.append(kv_tree)
+                self._waiting.append(kv_tree)
             for root in tree.roots:
-                self._live[root.seq_id] = self._new_seq(root.seed, tree.prompt, 0,
-                                                        tree.max_new_tokens, [])
+                seq = self._new_seq(root.seed, tree.prompt, 0, tree.max_new_tokens, [])
+                seq.tree = kv_tree
+                if self.kv_capacity is not None:
+                    kv_tree.seqs.append(seq)
+                self._live[root.seq_id] = seq
 
     def step(self) -> list[TokenStep]:
         self.steps_taken += 1
+        if self.kv_capacity is not None:
+            self._schedule()
         out = []
+        context = 0
         for seq_id, seq in self._live.items():
             position = len(seq.tokens)
             if position >= seq.max_new_tokens or (position >= seq.length and not seq.stop_end):
                 continue  # an engine stops at EOS itself; stop strings are the runner's
+            if not seq.tree.running:
+                continue  # preempted, or waiting for room in the KV cache
             token, ids, logprobs, entropy = self._next(seq, position)
             seq.tokens.append(token)
+            context += position + len(seq.prompt)
             if seq.wants_topk:
                 out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy))
             else:
                 out.append(TokenStep(seq_id, position, token, (), ()))
+        self.kv_used += len(out) if self.kv_capacity is not None else 0
+        self.last_step = StepLoad(len(out), context, self._prefill)
+        self._prefill = 0
         return out
+
+    # ---- the KV cache (kv_capacity) ----------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Preempt the latest running trees while the next step does not fit; then admit
+        waiting trees (preempted ones first) while they fit."""
+        cap = self.kv_capacity
+        running = [t for t in self._trees if t.running]
+        rows = sum(t.rows() for t in running)
+        while len(running) > 1 and self.kv_used + rows > cap:
+            victim = running.pop()  # the latest admitted (trees are in arrival order)
+            victim.running = False
+            self.kv_used -= victim.kv()
+            rows -= victim.rows()
+            bisect.insort(self._waiting, victim, key=lambda t: t.order)  # first come, first back
+            self.preemptions += 1
+        while self._waiting:
+            tree = self._waiting[0]
+            size, need = tree.kv(), tree.rows()
+            if running and self.kv_used + size + need > cap:
+                break
+            self._waiting.pop(0)
+            tree.running = True
+            running.append(tree)
+            self.kv_used += size
+            rows += need
+            self._prefill += size
+
+    def _free(self, seq: _Seq) -> None:
+        """`seq` finished: its own tokens leave the cache, but a prefix a live descendant
+        reads stays."""
+        tree = seq.tree
+        if tree is None or not seq.live:
+            return
+        seq.live = False
+        if self.kv_capacity is None:
+            return
+        before = tree.dead_kv + (len(seq.tokens) - seq.fork_position)
+        tree.dead_kv = sum(_retained(s) for s in tree.seqs if not s.live)
+        if tree.running:
+            self.kv_used += tree.dead_kv - before
+        if not any(s.live for s in tree.seqs):  # the tree ended: out of the books
+            if tree.running:
+                self.kv_used -= tree.prompt_len + tree.dead_kv
+            tree.running = False
+            self._trees.remove(tree)
+            if tree in self._waiting:
+                self._waiting.remove(tree)
 
     def fork(self, fork: Fork) -> int | None:
         parent = self._live[fork.parent]
         t = fork.position
         if parent.tokens[t] != fork.parent_token:
+            dropped = len(parent.tokens) - t - 1
             del parent.tokens[t:]  # later tokens were written after the replaced one: stale
             parent.tokens.append(fork.parent_token)
+            if parent.tree is not None and parent.tree.running and self.kv_capacity is not None:
+                self.kv_used -= dropped
         child = self._new_seq(fork.child_seed, parent.prompt, t, parent.max_new_tokens,
                               parent.tokens[:t])
+        child.tree = parent.tree
+        if self.kv_capacity is not None:
+            child.parent = parent
+            parent.children.append(child)
+            parent.tree.seqs.append(child)
         self._live[fork.child] = child
         if fork.child_token is not None:
-            child.tokens.append(fork.child_token)
-            return fork.child_token
-        token = self._next(child, t)[0]
+            token = fork.child_token
+        else:
+            token = self._next(child, t)[0]
         child.tokens.append(token)
+        if parent.tree is not None and parent.tree.running and self.kv_capacity is not None:
+            self.kv_used += 1
         return token
 
     def finish(self, seq_id: int) -> None:
-        self._live.pop(seq_id, None)
+        seq = self._live.pop(seq_id, None)
+        if seq is not None:
+            self._free(seq)
 
     def has_unfinished(self) -> bool:
         return bool(self._live)
@@ -192,6 +327,22 @@ class SimulatedBackend:
         if not self.logprobs:
             return token, (), (), None
         return token, ids, logprobs, entropy
+
+
+_UNBOUNDED = _Tree(0, 0, running=True)
+"""The one tree every sequence belongs to when the KV cache is unbounded (no books kept)."""
+
+
+def _needed(seq: _Seq) -> bool:
+    """A live sequence, or one whose prefix a live descendant reads."""
+    return seq.live or any(_needed(c) for c in seq.children)
+
+
+def _retained(seq: _Seq) -> int:
+    """KV a finished sequence still holds: its own tokens up to the last fork position a
+    needed child reads."""
+    reads = [c.fork_position for c in seq.children if _needed(c)]
+    return max(0, max(reads) - seq.fork_position) if reads else 0
 
 
 def _shape(rng: random.Random, k: int, *, high: bool) -> tuple[tuple[float, ...], list[float], float]:

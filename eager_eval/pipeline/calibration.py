@@ -162,6 +162,12 @@ def calibrate_theta(new_backend: Callable[[EagerConfig], Backend],
     )
 
 
+def calibrate_on_engine(engine: Any, prompts: Sequence[Sequence[int]],
+                        config: EagerConfig) -> Calibration:
+    """`calibrate_theta` on an Engine's backends (sent to a replica's process by reference)."""
+    return calibrate_theta(engine.new_backend, prompts, config)
+
+
 def branching_config(config: EagerConfig) -> EagerConfig:
     """The config a calibration backend is built from: full_parallel's backend may skip the
     top-K logprobs the warm-up reads, so it is asked for as eager_init."""
@@ -169,4 +175,4 @@ def branching_config(config: EagerConfig) -> EagerConfig:
 
 
 __all__ = ["AUTO", "RULE", "MIN_ENTROPIES", "Calibration", "target_quantile",
-           "warmup_entropies", "calibrate_theta", "branching_config"]
+           "warmup_entropies", "calibrate_theta", "calibrate_on_engine", "branching_config"]

@@ -30,7 +30,7 @@ from eager_eval.core.runner import run
 from eager_eval.core.tree import PromptInput
 from eager_eval.engines.registry import Engine, EngineOptions
 from eager_eval.pipeline.answers import AnswerType, labels_verifier
-from eager_eval.pipeline.calibration import Calibration, calibrate_theta
+from eager_eval.pipeline.calibration import Calibration, calibrate_on_engine, calibrate_theta
 from eager_eval.pipeline.progress import RunCounts
 from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings
 from eager_eval.pipeline.record import PromptRecord, build_record
@@ -149,8 +149,10 @@ def calibrate(engine: Engine, config: EagerConfig, prompts: Sequence[PoolPrompt]
     if not config.theta_is_auto:
         return config, None
     if calibration is None:
-        calibration = calibrate_theta(engine.new_backend, [p.input.tokens for p in prompts],
-                                      config)
+        tokens = [p.input.tokens for p in prompts]
+        on_replica = getattr(engine, "on_replica", None)  # replicas: the warm-up runs on one
+        calibration = (on_replica(calibrate_on_engine, tokens, config) if on_replica is not None
+                       else calibrate_theta(engine.new_backend, tokens, config))
         if calibration.caution is not None:
             (warn or logger.warning)(calibration.caution)
     return config.replace(theta=calibration.theta), calibration

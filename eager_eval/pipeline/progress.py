@@ -82,7 +82,12 @@ class RunCounts:
         """Tokens per second since the run started."""
         return self.tokens_reported / max(self.elapsed, 1e-9)
 
-    def watch(self, backend: Backend) -> CountingBackend:
+    def watch(self, backend: Backend) -> Backend:
+        """`backend` counted as it reports; engine replicas (a FleetFactory) count themselves
+        after each batch of steps and call `on_tokens`."""
+        if hasattr(backend, "open_fleet"):
+            backend.on_tokens = self.tokens  # type: ignore[attr-defined]
+            return backend
         return CountingBackend(backend, self.tokens)
 
     def tree_done(self, tree: TreeResult) -> None:

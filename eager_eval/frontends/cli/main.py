@@ -241,6 +241,10 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CPU threads for torch (default on a CPU: the CPUs not kept busy by "
                        "other processes, i.e. usable CPUs minus the 1-minute load average, at "
                        "least 1, at most torch's own default)")
+    group.add_argument("--replicas", type=_positive_int, default=1, metavar="N",
+                       help="engine replicas, each a Ray actor with its own engine (its own "
+                       "GPU, or CPU threads), under one budget pool; needs pip install "
+                       "'eager-eval[ray]'; RAY_ADDRESS joins a cluster (docs/SCALE.md)")
     group.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
                        help="apply the model's chat template (default: when it has one; --chat "
                        "requires one, --no-chat sends the plain text)")
@@ -260,8 +264,8 @@ def _add_output_arguments(parser: argparse.ArgumentParser, *, required: bool) ->
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
-    """The engine options of --backend, --device, --dtype, --max-rows, --threads and the
-    --engine-arg KEY=VALUE pairs (checked once, by EngineOptions)."""
+    """The engine options of --backend, --device, --dtype, --max-rows, --threads,
+    --replicas and the --engine-arg KEY=VALUE pairs (checked once, by EngineOptions)."""
     import yaml
 
     engine_args: dict[str, Any] = {}
@@ -274,7 +278,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         except yaml.YAMLError:
             engine_args[key.strip()] = value
     return EngineOptions(args.backend, args.device, args.dtype, args.max_rows,
-                         args.threads or "auto", engine_args)
+                         args.threads or "auto", engine_args, getattr(args, "replicas", 1))
 
 
 def _prompt_settings(args: argparse.Namespace) -> PromptSettings:

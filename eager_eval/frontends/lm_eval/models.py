@@ -380,6 +380,14 @@ class EagerLM(LM):
 
     # --- loglikelihood: lm-eval's own model, around the loaded weights ---------------------
 
+    def _local_weights(self) -> None:
+        """Loglikelihood scoring reads the weights in this process; replicas hold them on Ray."""
+        if self.options.replicas > 1:
+            raise SettingError("replicas", self.options.replicas, "", message=(
+                f"{self.MODEL_NAME} with replicas={self.options.replicas} generates on Ray "
+                f"actors, and a loglikelihood task needs the weights in this process: run "
+                f"loglikelihood tasks with replicas=1"))
+
     def loglikelihood_delegate(self) -> LM:
         raise SettingError("task", "loglikelihood", "", message=(
             f"{self.MODEL_NAME} generates with EAGer only: a loglikelihood task needs "
@@ -404,13 +412,13 @@ class EagerHFLM(EagerLM):
 
     `--model_args` take `pretrained=` (hub id, local dir, .gguf file or `smollm2-135m`), every
     EagerConfig name (mode, theta, max_seqs, seed, ...), the engine options `device` (default
-    auto), `dtype`, `max_rows`, `threads`, and `chat`, `enable_thinking`, `think_end_token`,
-    `trees`.
+    auto), `dtype`, `max_rows`, `threads`, `replicas` (engine replicas on Ray, one budget
+    pool: docs/SCALE.md), and `chat`, `enable_thinking`, `think_end_token`, `trees`.
     """
 
     MODEL_NAME = "eager-hf"
     BACKEND = "hf"
-    ENGINE_ARGS = frozenset({"device", "dtype", "max_rows", "threads"})
+    ENGINE_ARGS = frozenset({"device", "dtype", "max_rows", "threads", "replicas"})
 
     @property
     def device(self) -> Any:
@@ -420,6 +428,7 @@ class EagerHFLM(EagerLM):
         """lm-eval's HFLM around the loaded model and tokenizer (HFLM's public constructor)."""
         from lm_eval.models.huggingface import HFLM
 
+        self._local_weights()
         log.info("eager-eval: loglikelihood requests go to lm-eval's HFLM on the loaded weights")
         return HFLM(pretrained=self.engine.model, tokenizer=self.engine.tokenizer,
                     batch_size=self._batch_size, max_length=self.max_length)
@@ -445,20 +454,25 @@ class EagerVLLM(EagerLM):
         super().__init__(pretrained, engine, **model_args)
 
     def engine_options(self, own: dict[str, Any]) -> EngineOptions:
+        """`data_parallel_size=N` (lm-eval's vLLM spelling) is `replicas=N`: N engines as Ray
+        actors under one budget pool, each with `tensor_parallel_size` GPUs."""
         args = dict(own)
         args.pop("device", None)  # vLLM places itself (CUDA_VISIBLE_DEVICES)
-        dp = int(args.get("data_parallel_size", 1) or 1)
-        if dp > 1:
-            raise SettingError(
-                "data_parallel_size", dp, "1 for eager-vllm: it drives one engine step by "
-                "step; use tensor_parallel_size=N to use several GPUs")
+        replicas = args.pop("replicas", None)
+        dp = args.pop("data_parallel_size", None)
+        if replicas is not None and dp is not None and parse_value(replicas) != parse_value(dp):
+            raise SettingError("data_parallel_size", dp, "", message=(
+                f"replicas={replicas} and data_parallel_size={dp} disagree: they are the same "
+                f"setting (data_parallel_size is lm-eval's name for it); give one"))
         dtype = args.pop("dtype", None)
         args.setdefault("seed", self.eager_config.seed)
-        return EngineOptions(self.BACKEND, dtype=dtype, engine_args=args)
+        return EngineOptions(self.BACKEND, dtype=dtype, engine_args=args,
+                             replicas=replicas if replicas is not None else (dp or 1))
 
     def loglikelihood_delegate(self) -> LM:
         """The loaded engine scores them (prompt logprobs): no second engine on the GPU."""
         from eager_eval.frontends.lm_eval.vllm_scoring import VLLMScorer
 
+        self._local_weights()
         log.info("eager-eval: loglikelihood requests are scored by the loaded vLLM engine")
         return VLLMScorer(self.engine.llm, self.engine.tokenizer, self.max_length)
