@@ -713,18 +713,21 @@ def test_unloadable_model_is_named(fake_vllm):
         VLLMBackend.from_model("missing/model")
 
 
-# ---- runs that never branch ask for no logprobs ----------------------------------------------
+# ---- runs that never branch ask for no logprobs, unless for the confidence -----------------
 
 
-@pytest.mark.parametrize("mode, logprobs", [("full_parallel", None), ("eager_init", 5),
-                                            ("eager_adapt", 5), ("eager", 5)])
-def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
+@pytest.mark.parametrize("mode, confidence_k, logprobs", [
+    ("full_parallel", 0, None), ("full_parallel", None, 5), ("full_parallel", 8, 8),
+    ("eager_init", 0, 5), ("eager_adapt", None, 5), ("eager", 3, 5), ("eager", 8, 8)])
+def test_request_logprobs_follow_the_mode(fake_vllm, mode, confidence_k, logprobs):
+    """A run that never branches reads no top-K: it asks for logprobs only for the confidence
+    (k = entropy_k unless set); every run asks for max(entropy's K, confidence's k)."""
     from eager_eval.engines.vllm import load_llm
     from eager_eval.core.config import EagerConfig
 
-    config = EagerConfig(mode=mode, entropy_k=5)
-    assert config.sampling.logprobs is (logprobs is not None)
-    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config)
+    config = EagerConfig(mode=mode, entropy_k=5, confidence_k=confidence_k)
+    assert config.sampling.logprobs is (mode != "full_parallel")
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5, confidence_k=8), config)
     _, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
     assert params.logprobs == logprobs
 
@@ -735,7 +738,7 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode="full_parallel", max_seqs=3, entropy_k=5, think_end=None,
-                         max_new_tokens=12, seed=4, temperature=1.0)
+                         max_new_tokens=12, seed=4, temperature=1.0, confidence_k=0)
     prompts = [PromptInput(PROMPT), PromptInput((8, 9))]
 
     def sequences(settings):
@@ -755,14 +758,29 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     backend.add([NewTree.single(0, PROMPT, 3, 6)])
     steps = drain(backend)
     assert len(steps) == 6 and all(s.topk_ids == () == s.topk_logprobs for s in steps)
+    assert all(s.confidence is None for s in steps)
+
+    with_confidence, engine = sequences(config.replace(confidence_k=None))  # the default
+    assert all(o.outputs[0].logprobs is not None for o in engine.raw_outputs)
+    assert with_confidence == without  # the same tokens: logprobs only report
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config.replace(confidence_k=None))
+    backend.add([NewTree.single(0, PROMPT, 3, 6)])
+    steps = drain(backend)
+    assert all(s.topk_ids == () == s.topk_logprobs and s.entropy is None for s in steps)
+    assert all(s.confidence > 0 for s in steps)
 
 
 def test_engine_logprob_limits_apply_only_when_logprobs_are_requested():
-    settings = SamplingSettings(entropy_k=30, entropy_source="processed", logprobs=False)
+    settings = SamplingSettings(entropy_k=30, entropy_source="processed", logprobs=False,
+                                confidence_k=0)
     VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), settings,
                 request_builder=fake_builder(None))  # asks for none: any engine will do
     with pytest.raises(ValueError, match="max_logprobs=20"):
         VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), SamplingSettings(entropy_k=30),
+                    request_builder=fake_builder(30))
+    with pytest.raises(ValueError, match="confidence_k=30 exceeds the engine's max_logprobs=20"):
+        VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(),  # the confidence alone
+                    SamplingSettings(entropy_k=5, confidence_k=30, logprobs=False),
                     request_builder=fake_builder(30))
 
 

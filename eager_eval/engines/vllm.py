@@ -4,10 +4,12 @@ vLLM cannot copy a running request, so every sequence is one engine request and 
 only translates (ENGINES.md section 3; docs/VLLM.md has the long version):
 
 - **Requests.** One per sequence: `prompt = root prompt + the sequence's generated tokens so
-  far`, `SamplingParams(seed=<sequence seed>, logprobs=K, output_kind=DELTA, detokenize=False)`.
-  Each `step()` turns the deltas into `TokenStep`s, one per new token (a delta may hold several).
-  A full_parallel run never branches, so nothing reads the top-K: its requests ask for no
-  logprobs (`logprobs=None`) and its TokenSteps carry empty top-K tuples.
+  far`, `SamplingParams(seed=<sequence seed>, logprobs=max(K, k), output_kind=DELTA,
+  detokenize=False)` (K = entropy_k, k = confidence_k). Each `step()` turns the deltas into
+  `TokenStep`s, one per new token (a delta may hold several), with the token confidence of each.
+  A run that never branches (full_parallel, deepconf) reads no top-K: its TokenSteps carry
+  empty top-K tuples and only the confidence, and with confidence_k=0 its requests ask for no
+  logprobs at all (`logprobs=None`).
 - **Positions.** A request submitted with `n` generated tokens in its prompt produces absolute
   positions `n, n + 1, ...`; the backend keeps each sequence's reported tokens, so the next
   token's position is always `len(tokens)`.
@@ -45,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from eager_eval.common.errors import UserError
 from eager_eval.core.backend import Fork, NewTree, TokenStep
 from eager_eval.engines.tokens import end_token_ids, token_pieces
-from eager_eval.core.entropy import entropies_of_rows
-from eager_eval.core.sampling import SamplingSettings
+from eager_eval.core.entropy import rows_array, topk_confidences, topk_entropies
+from eager_eval.core.sampling import ConfigError, SamplingSettings
 from eager_eval.core.seeds import restart_seed
 from eager_eval.engines.registry import EngineOptions, verify_on
 
@@ -205,7 +207,8 @@ class VLLMBackend:
         settings = settings.sampling if settings is not None else SamplingSettings(**sampling)
         entropy_k = settings.entropy_k
         llm = load_llm(
-            model_path, entropy_k=entropy_k, entropy_source=settings.entropy_source.value,
+            model_path, entropy_k=entropy_k, confidence_k=settings.resolved_confidence_k,
+            entropy_source=settings.entropy_source.value,
             tensor_parallel_size=tensor_parallel_size, dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
             enforce_eager=enforce_eager, **engine_kwargs,
@@ -249,14 +252,17 @@ class VLLMBackend:
                 self._submit(seq, root.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
-        """Every engine output's new tokens as TokenSteps; entropies in one batch per step.
+        """Every engine output's new tokens as TokenSteps; entropies and confidences in one
+        batch per step.
 
         This loop runs once per generated token at a GPU engine's rate, so it does the least it
-        can per token: the usual DELTA output (one token, flat logprobs with ranks 1..K in
+        can per token: the usual DELTA output (one token, flat logprobs with ranks 1..k in
         order) takes a fast path, and all rows' logprobs go to numpy in one array.
         """
-        k = self.settings.entropy_k
-        want_logprobs = self.settings.logprobs
+        settings = self.settings
+        k = settings.logprobs_k  # what the requests ask for: max(entropy's K, confidence's k)
+        reads = settings.reads_logprobs
+        want_topk = settings.logprobs
         live, stats = self._live, self.stats
         seq_ids: list[int] = []
         positions: list[int] = []
@@ -285,13 +291,14 @@ class VLLMBackend:
                 positions.extend(range(position, position + n))
                 tokens.extend(token_ids)
                 seq.tokens.extend(token_ids)
-            if want_logprobs and not seq.wants_topk:  # its tree no longer branches
+            if reads and not seq.wants_topk and not settings.confidence:  # nothing to read
                 top_ids.extend(itertools.repeat((), n))
                 top_lps.extend(itertools.repeat((), n))
-            elif want_logprobs:
-                read.extend(range(len(top_ids), len(top_ids) + n))
+            elif reads:
+                if want_topk and seq.wants_topk:
+                    read.extend(range(len(top_ids), len(top_ids) + n))
                 flat = completion.logprobs
-                # the usual DELTA output: one position of FlatLogprobs, ranks 1..K last
+                # the usual DELTA output: one position of FlatLogprobs, ranks 1..k last
                 hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
                 top = hi - k
                 if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
@@ -305,16 +312,38 @@ class VLLMBackend:
             stats.reported_tokens += n
             if out.finished:
                 self._ended(out, seq, completion)
-        if not want_logprobs:  # full_parallel: the runner never reads the top-K
+        if not reads:  # a run that never branches and records no confidence
             empty = itertools.repeat(())
             return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
-        if len(read) == len(top_lps):
-            entropies = entropies_of_rows(top_lps)
-        else:
-            entropies = [None] * len(top_lps)
-            for i, entropy in zip(read, entropies_of_rows([top_lps[i] for i in read])):
+        return self._steps(seq_ids, positions, tokens, top_ids, top_lps, read)
+
+    def _steps(self, seq_ids: list[int], positions: list[int], tokens: list[int],
+               top_ids: list[Sequence[int]], top_lps: list[Sequence[float]],
+               read: list[int]) -> list[TokenStep]:
+        """The step's TokenSteps: one numpy array of every row's log-probabilities gives the
+        entropies of the rows the runner reads (their top-K, K = entropy_k) and every row's
+        confidence (its first confidence_k); rows it does not read carry no top-K."""
+        settings = self.settings
+        confidences: Sequence[float | None] = itertools.repeat(None)
+        if settings.confidence and top_lps:
+            k = settings.resolved_confidence_k
+            confidences = topk_confidences(rows_array(top_lps), k).tolist()
+        entropies: list[float | None] = [None] * len(top_lps)
+        if read:
+            K = settings.entropy_k
+            rows = rows_array([top_lps[i] for i in read])[:, :K]
+            for i, entropy in zip(read, topk_entropies(rows).tolist()):
                 entropies[i] = entropy
-        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies))
+            if settings.logprobs_k > K:  # the top-K reported is the entropy's K
+                for i in read:
+                    top_ids[i], top_lps[i] = top_ids[i][:K], top_lps[i][:K]
+        if len(read) < len(top_lps):
+            kept = set(read)
+            for i in range(len(top_lps)):
+                if i not in kept:
+                    top_ids[i] = top_lps[i] = ()
+        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies,
+                        confidences))
 
     def _ended(self, out: Any, seq: _Seq, completion: Any) -> None:
         """vLLM ended the request itself (EOS or length) and already freed it."""
@@ -501,6 +530,7 @@ def load_llm(
     *,
     entropy_k: int = 20,
     entropy_source: str = "raw",
+    confidence_k: int = 20,
     tensor_parallel_size: int = 1,
     dtype: str | None = "auto",
     gpu_memory_utilization: float = 0.9,
@@ -508,12 +538,13 @@ def load_llm(
     enforce_eager: bool = False,
     **engine_kwargs: Any,
 ) -> Any:
-    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, entropy_k)`, and the
-    `logprobs_mode` of `entropy_source` (both fixed per engine). Other kwargs go to vllm.LLM."""
+    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, entropy_k,
+    confidence_k)`, and the `logprobs_mode` of `entropy_source` (both fixed per engine). Other
+    kwargs go to vllm.LLM."""
     mode = SamplingSettings(entropy_k=entropy_k, entropy_source=entropy_source).logprobs_mode
     vllm = import_vllm()
     engine_kwargs.setdefault("enable_prefix_caching", True)  # forks rely on it for speed
-    engine_kwargs.setdefault("max_logprobs", max(20, entropy_k))
+    engine_kwargs.setdefault("max_logprobs", max(20, entropy_k, confidence_k))
     engine_kwargs.setdefault("logprobs_mode", mode)
     try:
         return vllm.LLM(
@@ -549,7 +580,7 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
         top_p=settings.top_p,
         top_k=settings.top_k if settings.top_k > 0 else defaults.top_k,  # 0 or -1: off
         min_p=settings.min_p,
-        logprobs=settings.entropy_k if settings.logprobs else None,
+        logprobs=settings.logprobs_k if settings.reads_logprobs else None,
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
         # Stop at exactly the backend's EOS set, the one the runner finishes on.
@@ -569,16 +600,17 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
 def _check_engine(engine: Any, settings: SamplingSettings) -> None:
     """Engine-level limits a request cannot change (read only where the engine exposes them).
     Both concern logprobs only: a run that requests none runs on any engine."""
-    if not settings.logprobs:
+    if not settings.reads_logprobs:
         return
     model_config = getattr(engine, "model_config", None)
     max_logprobs = getattr(model_config, "max_logprobs", None)
-    if isinstance(max_logprobs, int) and max_logprobs != -1 and settings.entropy_k > max_logprobs:
-        raise ValueError(
-            f"entropy_k={settings.entropy_k} exceeds the engine's max_logprobs={max_logprobs}: "
-            f"build the engine with max_logprobs >= {settings.entropy_k} "
-            f"(load_llm(..., entropy_k={settings.entropy_k}) does)"
-        )
+    k = settings.logprobs_k
+    if isinstance(max_logprobs, int) and max_logprobs != -1 and k > max_logprobs:
+        name = "entropy_k" if settings.logprobs and k == settings.entropy_k else "confidence_k"
+        raise ConfigError(name, k, "", message=(
+            f"{name}={k} exceeds the engine's max_logprobs={max_logprobs}: build the engine "
+            f"with max_logprobs >= {k} (load_llm(..., entropy_k={settings.entropy_k}, "
+            f"confidence_k={settings.resolved_confidence_k}) does), or lower {name}"))
     mode = getattr(model_config, "logprobs_mode", None)
     if isinstance(mode, str) and mode != settings.logprobs_mode:
         raise ValueError(
@@ -652,6 +684,7 @@ def load(model: str, options: EngineOptions, config: EagerConfig) -> VLLMEngine:
     path = converted_model_dir(resolve_model(model))
     engine_args = dict(options.engine_args)
     llm = load_llm(path, dtype=options.dtype, entropy_k=config.entropy_k,
+                   confidence_k=config.resolved_confidence_k,
                    entropy_source=config.entropy_source.value, **engine_args)
     recorded = {"dtype": options.dtype, "entropy_k": config.entropy_k,
                 "entropy_source": config.entropy_source.value, **engine_args}
