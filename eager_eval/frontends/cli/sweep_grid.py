@@ -335,10 +335,10 @@ def expand_cells(sweep: SweepConfig, max_cells: int | None = MAX_CELLS) -> list[
         for task in sweep.tasks:
             for m in sweep.max_seqs:
                 for mode in sweep.modes:
-                    is_fp = mode is Mode.FULL_PARALLEL
+                    is_fp = mode in (Mode.FULL_PARALLEL, Mode.DEEPCONF)
                     for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
                         grid = {"mode": mode, "max_seqs": m}
-                        if not is_fp:  # Full Parallel never branches
+                        if not is_fp:  # Full Parallel and DeepConf never branch
                             grid["theta"] = theta
                         config = EagerConfig.from_mapping({**sweep.settings, **grid})
                         names = tuple(n for n in explicit if not (n == "theta" and is_fp))
