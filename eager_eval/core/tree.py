@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from eager_eval.core.backend import Backend, Fork, TokenStep
-from eager_eval.core.confidence import ConfidenceStats, ConfidenceTrack, TrackShape
+from eager_eval.core.confidence import FOLD_EVERY, ConfidenceStats, ConfidenceTrack, TrackShape
 from eager_eval.core.config import BranchPolicy, EagerConfig
 from eager_eval.core.controller import BranchController
 from eager_eval.core.entropy import topk_confidence, topk_entropy
@@ -243,12 +243,15 @@ class Tree:
             group = None
             if track is not None:
                 confidence = step.confidence
-                if confidence is None:
+                if confidence is None:  # None again: the backend reports no log-probabilities
                     confidence = self._confidence_of(seq, step)
                 if confidence is None:
-                    pass  # the backend reports no log-probabilities: no confidence recorded
-                elif stop is None:
-                    track.push(confidence)
+                    pass
+                elif stop is None:  # ConfidenceTrack.push, inlined: once per generated token
+                    pending = track.pending
+                    pending.append(confidence)
+                    if len(pending) >= FOLD_EVERY:
+                        track.fold()
                 else:
                     group = track.push_tested(confidence)
             self._check_finish(seq, t)

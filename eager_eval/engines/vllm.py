@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 
 import itertools
+import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from eager_eval.common.errors import UserError
 from eager_eval.core.backend import Fork, NewTree, TokenStep
 from eager_eval.engines.tokens import end_token_ids, token_pieces
-from eager_eval.core.entropy import rows_array, topk_confidences, topk_entropies
+from eager_eval.core.entropy import LOGPROB_FLOOR, rows_array, topk_confidences, topk_entropies
 from eager_eval.core.sampling import ConfigError, SamplingSettings
 from eager_eval.core.seeds import restart_seed
 from eager_eval.engines.registry import EngineOptions, verify_on
@@ -252,23 +253,28 @@ class VLLMBackend:
                 self._submit(seq, root.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
-        """Every engine output's new tokens as TokenSteps; entropies and confidences in one
-        batch per step.
+        """Every engine output's new tokens as TokenSteps, each with its confidence; the
+        entropies of the rows the runner reads, in one batch per step.
 
         This loop runs once per generated token at a GPU engine's rate, so it does the least it
         can per token: the usual DELTA output (one token, flat logprobs with ranks 1..k in
-        order) takes a fast path, and all rows' logprobs go to numpy in one array.
+        order) takes a fast path; the rows whose top-K the runner reads go to numpy in one
+        array (their entropies and confidences); a row that needs only its confidence (a run
+        that never branches, a tree that stopped branching) sums one list slice, which costs
+        less than its share of the array.
         """
         settings = self.settings
         k = settings.logprobs_k  # what the requests ask for: max(entropy's K, confidence's k)
         reads = settings.reads_logprobs
-        want_topk = settings.logprobs
+        want_topk, want_confidence = settings.logprobs, settings.confidence
+        conf_k = settings.resolved_confidence_k
         live, stats = self._live, self.stats
         seq_ids: list[int] = []
         positions: list[int] = []
         tokens: list[int] = []
         top_ids: list[Sequence[int]] = []
         top_lps: list[Sequence[float]] = []
+        confidences: list[float | None] = []
         read: list[int] = []  # rows whose top-K the runner still reads
         for out in self.engine.step():
             seq = live.get(out.request_id)
@@ -291,59 +297,69 @@ class VLLMBackend:
                 positions.extend(range(position, position + n))
                 tokens.extend(token_ids)
                 seq.tokens.extend(token_ids)
-            if reads and not seq.wants_topk and not settings.confidence:  # nothing to read
-                top_ids.extend(itertools.repeat((), n))
-                top_lps.extend(itertools.repeat((), n))
-            elif reads:
-                if want_topk and seq.wants_topk:
-                    read.extend(range(len(top_ids), len(top_ids) + n))
-                flat = completion.logprobs
-                # the usual DELTA output: one position of FlatLogprobs, ranks 1..k last
-                hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
-                top = hi - k
-                if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
-                        and flat.ranks[hi - 1] == k:
-                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
-                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
-                else:
-                    for ids, lps in topk_rows(flat, n, k):
-                        top_ids.append(ids)
-                        top_lps.append(lps)
             stats.reported_tokens += n
             if out.finished:
                 self._ended(out, seq, completion)
+            if not reads:
+                continue
+            topk = want_topk and seq.wants_topk
+            if not topk and not want_confidence:  # nothing to read
+                top_ids.extend(itertools.repeat((), n))
+                top_lps.extend(itertools.repeat((), n))
+                confidences.extend(itertools.repeat(None, n))
+                continue
+            flat = completion.logprobs
+            # the usual DELTA output: one position of FlatLogprobs, ranks 1..k last
+            hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
+            top = hi - k
+            if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
+                    and flat.ranks[hi - 1] == k:
+                if topk:
+                    read.append(len(top_ids))
+                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
+                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
+                    confidences.append(None)  # from the step's array, with the entropy
+                else:
+                    top_ids.append(())
+                    top_lps.append(())
+                    confidences.append(_confidence(flat.logprobs[top:top + conf_k], conf_k))
+                continue
+            for ids, lps in topk_rows(flat, n, k):
+                if topk:
+                    read.append(len(top_ids))
+                    top_ids.append(ids)
+                    top_lps.append(lps)
+                    confidences.append(None)
+                else:
+                    top_ids.append(())
+                    top_lps.append(())
+                    confidences.append(_confidence(lps[:conf_k], conf_k))
         if not reads:  # a run that never branches and records no confidence
             empty = itertools.repeat(())
             return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
-        return self._steps(seq_ids, positions, tokens, top_ids, top_lps, read)
-
-    def _steps(self, seq_ids: list[int], positions: list[int], tokens: list[int],
-               top_ids: list[Sequence[int]], top_lps: list[Sequence[float]],
-               read: list[int]) -> list[TokenStep]:
-        """The step's TokenSteps: one numpy array of every row's log-probabilities gives the
-        entropies of the rows the runner reads (their top-K, K = entropy_k) and every row's
-        confidence (its first confidence_k); rows it does not read carry no top-K."""
-        settings = self.settings
-        confidences: Sequence[float | None] = itertools.repeat(None)
-        if settings.confidence and top_lps:
-            k = settings.resolved_confidence_k
-            confidences = topk_confidences(rows_array(top_lps), k).tolist()
         entropies: list[float | None] = [None] * len(top_lps)
         if read:
-            K = settings.entropy_k
-            rows = rows_array([top_lps[i] for i in read])[:, :K]
-            for i, entropy in zip(read, topk_entropies(rows).tolist()):
-                entropies[i] = entropy
-            if settings.logprobs_k > K:  # the top-K reported is the entropy's K
-                for i in read:
-                    top_ids[i], top_lps[i] = top_ids[i][:K], top_lps[i][:K]
-        if len(read) < len(top_lps):
-            kept = set(read)
-            for i in range(len(top_lps)):
-                if i not in kept:
-                    top_ids[i] = top_lps[i] = ()
+            self._read_rows(read, top_ids, top_lps, entropies, confidences)
         return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies,
                         confidences))
+
+    def _read_rows(self, read: list[int], top_ids: list[Sequence[int]],
+                   top_lps: list[Sequence[float]], entropies: list[float | None],
+                   confidences: list[float | None]) -> None:
+        """The rows the runner reads, as one numpy array: their entropies (their first K =
+        entropy_k log-probabilities, the top-K they report) and confidences (their first k)."""
+        settings = self.settings
+        K = settings.entropy_k
+        rows = rows_array([top_lps[i] for i in read])
+        for i, entropy in zip(read, topk_entropies(rows[:, :K]).tolist()):
+            entropies[i] = entropy
+        if settings.confidence:
+            k = settings.resolved_confidence_k
+            for i, confidence in zip(read, topk_confidences(rows, k).tolist()):
+                confidences[i] = confidence
+        if settings.logprobs_k > K:  # the top-K reported is the entropy's K
+            for i in read:
+                top_ids[i], top_lps[i] = top_ids[i][:K], top_lps[i][:K]
 
     def _ended(self, out: Any, seq: _Seq, completion: Any) -> None:
         """vLLM ended the request itself (EOS or length) and already freed it."""
@@ -470,6 +486,15 @@ class VLLMBackend:
 
 
 # ---- logprobs ------------------------------------------------------------------------------
+
+
+def _confidence(logprobs: Sequence[float], k: int) -> float:
+    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token:
+    a plain sum (the floor is applied only when a masked -inf entry made it infinite)."""
+    total = sum(logprobs)
+    if total == -math.inf:
+        total = sum(max(v, LOGPROB_FLOOR) for v in logprobs)
+    return -total / len(logprobs) if len(logprobs) < k else -total / k
 
 
 def topk_rows(
