@@ -409,7 +409,8 @@ class VLLMBackend:
     def stop_topk(self, seq_ids: Sequence[int]) -> None:
         """The runner will not read these sequences' top-K again (their tree no longer
         branches): report them without it. vLLM still computes it (a running request's
-        SamplingParams cannot change), but nothing is converted per token here."""
+        SamplingParams cannot change); here only the confidence is read from it (one slice
+        summed per token), or nothing when the run records no confidence."""
         for seq_id in seq_ids:
             seq = self._seqs.get(seq_id)
             if seq is not None:
