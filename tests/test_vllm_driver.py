@@ -881,15 +881,18 @@ def test_engine_info_records_how_the_engine_ran():
 # ---- the token confidence --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("logprobs", [True, False])
 @pytest.mark.parametrize("flat, tokens_per_step", [(True, 1), (False, 1), (True, 3)])
-def test_steps_carry_the_confidence_of_their_k_and_the_top_k_of_theirs(flat, tokens_per_step):
+def test_steps_carry_the_confidence_of_their_k_and_the_top_k_of_theirs(flat, tokens_per_step,
+                                                                        logprobs):
     """Requests ask for max(K, k) logprobs; each step's confidence reads the k most probable,
     its top-K and entropy the K most probable (K = entropy_k 5, k = confidence_k 8), in one
-    batch per step; a sequence whose tree stopped branching still reports its confidence."""
+    batch per step; a sequence whose tree stopped branching, and every sequence of a run that
+    never branches (logprobs=False), reports its confidence alone."""
     from eager_eval.core.entropy import topk_confidence
 
     engine = FakeEngine(flat=flat, tokens_per_step=tokens_per_step)
-    settings = SamplingSettings(entropy_k=5, confidence_k=8)
+    settings = SamplingSettings(entropy_k=5, confidence_k=8, logprobs=logprobs)
     backend = VLLMBackend(engine, FakeTokenizer(), settings, request_builder=fake_builder(8))
     backend.add([NewTree.single(0, PROMPT, 3, 12), NewTree.single(1, (9, 4), 4, 12)])
     prompts = {0: PROMPT, 1: (9, 4)}
@@ -902,7 +905,7 @@ def test_steps_carry_the_confidence_of_their_k_and_the_top_k_of_theirs(flat, tok
             dist = distribution(prompts[step.seq_id] + tuple(tokens[step.seq_id]))
             tokens[step.seq_id].append(step.token)
             assert step.confidence == pytest.approx(topk_confidence([lp for _, lp in dist], 8))
-            if step.seq_id == 1 and not first:
+            if not logprobs or (step.seq_id == 1 and not first):
                 assert step.topk_ids == () == step.topk_logprobs and step.entropy is None
             else:
                 assert list(step.topk_ids) == [t for t, _ in dist[:5]]

@@ -312,8 +312,18 @@ class VLLMBackend:
             # the usual DELTA output: one position of FlatLogprobs, ranks 1..k last
             hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
             top = hi - k
-            if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
-                    and flat.ranks[hi - 1] == k:
+            fast = (hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1
+                    and flat.ranks[hi - 1] == k)
+            if not want_topk:  # a run that never branches: the confidence alone
+                if fast:
+                    total = sum(flat.logprobs[top:top + conf_k])
+                    confidences.append(-total / conf_k if total != -math.inf
+                                       else _confidence(flat.logprobs[top:top + conf_k], conf_k))
+                else:
+                    confidences.extend(_confidence(lps[:conf_k], conf_k)
+                                       for _, lps in topk_rows(flat, n, k))
+                continue
+            if fast:
                 if topk:
                     read.append(len(top_ids))
                     top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
@@ -334,9 +344,12 @@ class VLLMBackend:
                     top_ids.append(())
                     top_lps.append(())
                     confidences.append(_confidence(lps[:conf_k], conf_k))
-        if not reads:  # a run that never branches and records no confidence
+        if not want_topk:  # a run that never branches: no top-K, the confidences if any
             empty = itertools.repeat(())
-            return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
+            if not reads:
+                return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
+            return list(map(TokenStep, seq_ids, positions, tokens, empty, empty,
+                            itertools.repeat(None), confidences))
         entropies: list[float | None] = [None] * len(top_lps)
         if read:
             self._read_rows(read, top_ids, top_lps, entropies, confidences)
