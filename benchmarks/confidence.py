@@ -4,7 +4,8 @@ Every method runs in one process on the same demo problems, model, M, sampling s
 seeds (SmolLM2-135M on CPU, the demo's sizes): Full Parallel, EAGer-adapt, EAGer-adapt with
 `confidence_stop` (its reallocated sequences stop below the bar its EAGer-init tree sets),
 and DeepConf online at both of the paper's filters (percentile 90: DeepConf-low; 10:
-DeepConf-high). Per method and seed: #T, #S, Pass@k, Cons@k and the confidence-aware votes
+DeepConf-high). Per method and seed: #T, #S, the sequences stopped below their bar, Pass@k,
+Cons@k and the confidence-aware votes
 (pipeline/metrics.py); then per method the mean over seeds with the spread (min-max). Not a
 test; docs/CONFIDENCE.md says what the columns mean.
 
@@ -26,6 +27,7 @@ import time
 from typing import Any
 
 from eager_eval.core.config import EagerConfig
+from eager_eval.core.results import FinishReason
 from eager_eval.core.runner import PromptInput, run
 from eager_eval.engines.registry import load_engine
 from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_MODEL, DEMO_THREADS
@@ -42,8 +44,9 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 """What runs, by the name the table shows."""
 
-COLUMNS = ("tokens", "seqs", "pass_at_k", "cons_at_k", "conf_cons_at_k", "top10_cons_at_k",
-           "top90_cons_at_k")
+COLUMNS = ("tokens", "seqs", "stopped", "pass_at_k", "cons_at_k", "conf_cons_at_k",
+           "top10_cons_at_k", "top90_cons_at_k")
+"""stopped: sequences that ended below their bar (finish reason `confidence`), all prompts."""
 
 
 def main() -> None:
@@ -88,7 +91,10 @@ def main() -> None:
                                     "deepconf_warmup": warmup})
             result = run(prompts, engine.new_backend(config), config)
             _, m = score_run(result.prompts, targets, "math")
-            row = {"tokens": m.tokens_generated, "seqs": m.seqs_mean, "pass_at_k": m.pass_at_k,
+            stopped = sum(s.finish_reason is FinishReason.CONFIDENCE
+                          for p in result.prompts for s in p.sequences)
+            row = {"tokens": m.tokens_generated, "seqs": m.seqs_mean, "stopped": stopped,
+                   "pass_at_k": m.pass_at_k,
                    "cons_at_k": m.cons_at_k, "conf_cons_at_k": m.conf_cons_at_k,
                    "top10_cons_at_k": m.top10_cons_at_k, "top90_cons_at_k": m.top90_cons_at_k}
             rows.setdefault(name, []).append(row)
@@ -111,7 +117,7 @@ def main() -> None:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 else f"{value:.3f}"
+    return f"{value:.0f}" if value >= 10 or float(value).is_integer() else f"{value:.3f}"
 
 
 if __name__ == "__main__":
