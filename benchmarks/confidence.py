@@ -117,7 +117,7 @@ def main() -> None:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.0f}" if value >= 10 or float(value).is_integer() else f"{value:.3f}"
+    return f"{value:.0f}" if value >= 10 else f"{value:.3f}"
 
 
 if __name__ == "__main__":
