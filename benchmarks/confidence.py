@@ -28,12 +28,12 @@ from typing import Any
 
 from eager_eval.core.config import EagerConfig
 from eager_eval.core.results import FinishReason
-from eager_eval.core.runner import PromptInput, run
+from eager_eval.core.runner import run
 from eager_eval.engines.registry import load_engine
 from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_MODEL, DEMO_THREADS
 from eager_eval.pipeline.demo_problems import demo_problems
 from eager_eval.pipeline.metrics import score_run
-from eager_eval.pipeline.prompts import chat_token_ids
+from eager_eval.pipeline.prompts import Prompt, PromptEncoder
 
 METHODS: dict[str, dict[str, Any]] = {
     "full_parallel": {"mode": "full_parallel"},
@@ -75,7 +75,8 @@ def main() -> None:
     started = time.perf_counter()
     engine = load_engine(args.model)
     problems = demo_problems(args.limit)
-    prompts = [PromptInput(tuple(chat_token_ids(engine.tokenizer, p.problem))) for p in problems]
+    encoder = PromptEncoder.for_engine(engine)
+    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
     targets = [p.answer for p in problems]
     print(f"{args.model}: {len(prompts)} demo problems, M={args.max_seqs}, max_new_tokens="
           f"{args.max_new_tokens}, theta={args.theta}, confidence window "

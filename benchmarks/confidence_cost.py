@@ -23,10 +23,10 @@ import os
 import time
 
 from eager_eval.core.config import EagerConfig
-from eager_eval.core.runner import PromptInput, run
+from eager_eval.core.runner import run
 from eager_eval.engines.registry import EngineOptions, load_engine
 from eager_eval.pipeline.demo_problems import demo_problems
-from eager_eval.pipeline.prompts import chat_token_ids
+from eager_eval.pipeline.prompts import Prompt, PromptEncoder
 
 
 def main() -> None:
@@ -56,7 +56,8 @@ def main() -> None:
                        theta=args.theta, think_end=None, seed=0)
     engine = load_engine(args.model, options, base)
     problems = demo_problems(args.prompts)
-    prompts = [PromptInput(tuple(chat_token_ids(engine.tokenizer, p.problem))) for p in problems]
+    encoder = PromptEncoder.for_engine(engine)
+    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
     print(f"{args.model} on {args.backend}: {len(prompts)} prompts x M={args.max_seqs}, "
           f"{args.max_new_tokens} new tokens, theta {args.theta}, {args.repeats} rounds, load "
           f"{os.getloadavg()[0]:.2f}")
