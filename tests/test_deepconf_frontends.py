@@ -113,3 +113,21 @@ def test_inspect_minus_m_runs_deepconf(tmp_path):
     assert 0 <= metrics["conf_cons_at_k"] <= 1 and metrics["n_sequences"] == 4
     record = PromptRecord.from_dict(log.samples[0].output.metadata)
     assert record.settings["mode"] == "deepconf" and [t.round for t in record.trees] == [0, 1]
+
+
+def test_a_sweep_gives_deepconf_one_cell_per_model_task_and_m(tmp_path):
+    """DeepConf never branches: like Full Parallel, one cell whatever the thetas, its settings
+    from the sweep's keys."""
+    from eager_eval.frontends.cli.sweep_grid import expand_cells, grid_size, parse_sweep_config
+
+    sweep = parse_sweep_config({"models": ["m"], "tasks": ["demo"], "theta": [1.5, 2.0],
+                                "modes": ["full_parallel", "deepconf", "eager_adapt"],
+                                "max_seqs": [4], "deepconf_warmup": 2, "confidence_window": 16,
+                                "output": str(tmp_path / "sweep")})
+    cells = expand_cells(sweep)
+    names = [c.output_dir.name for c in cells]
+    assert names == ["full_parallel-M4", "deepconf-M4", "eager_adapt-theta1.5-M4",
+                     "eager_adapt-theta2-M4"]
+    assert grid_size(sweep)[0] == len(cells)
+    dc = cells[1].config
+    assert (dc.deepconf_warmup, dc.confidence_window) == (2, 16) and "theta" not in cells[1].explicit
