@@ -229,3 +229,34 @@ def test_every_front_end_takes_the_settings_by_name():
             c.deepconf_consensus, c.confidence_measure.value) == (3, 10.0, 16, 20, 0.95, "tail")
     assert not c.is_branching and c.stops_on_confidence
     assert EagerConfig.from_mapping({"mode": "eager", "confidence_stop": "true"}).confidence_stop
+
+
+@pytest.mark.parametrize("changes", [dict(mode="deepconf", deepconf_percentile=70),
+                                     dict(mode="eager_adapt", confidence_stop=True,
+                                          deepconf_percentile=50, theta=1.0, max_seqs=4)])
+def test_stops_are_the_same_on_any_number_of_workers(changes):
+    """DeepConf's bar travels with its tree (Start.stop), so the trees are those of one backend
+    on a fleet of in-process workers, a lost one included (engines/simulated_fleet.py)."""
+    from eager_eval.engines.simulated_fleet import SimulatedFleet
+
+    prompts = [PromptInput((1, 2, 3 + i)) for i in range(6)]
+    c = config(**changes)
+
+    def new_backend():
+        return ScriptedBackend(mixed_script(salt=5), vocab=VOCAB, greedy=False,
+                               tokens_per_step=lambda i, s: 1 + (i + s) % 2)
+
+    expected = trees_of(run(prompts, new_backend(), c))
+    assert any(s[4] is FinishReason.CONFIDENCE for p in expected for t in p for s in t[3])
+    for replicas, lose in ((2, None), (3, {1: 4.0})):
+        assert trees_of(run(prompts, SimulatedFleet(new_backend, replicas, c, lose=lose), c)) \
+            == expected
+
+
+def test_consensus_needs_one_engine_for_now():
+    from eager_eval.engines.simulated_fleet import SimulatedFleet
+
+    c = config("deepconf", deepconf_consensus=0.9)
+    fleet = SimulatedFleet(lambda: backend(), 2, c)
+    with pytest.raises(ConfigError, match="deepconf_consensus runs on one engine only"):
+        run(PROMPTS, fleet, c, consensus=lambda p, votes: 1.0)
