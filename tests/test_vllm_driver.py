@@ -914,3 +914,37 @@ def test_steps_carry_the_confidence_of_their_k_and_the_top_k_of_theirs(flat, tok
             backend.stop_topk([1])  # its tree can no longer branch
             first = False
     assert all(tokens.values())
+
+
+@pytest.mark.parametrize("row", [[-0.01, -4.0, -150.0, -160.0], [-0.01, -4.0, -150.0, -float("inf")]])
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_a_confidence_counts_improbable_and_masked_entries_at_the_floor_on_every_path(logprobs,
+                                                                                     row):
+    """Entries below entropy.LOGPROB_FLOOR (a huge logit gap, or -inf: a token the processed
+    distribution masks) count at the floor, in the per-token path of a run that never branches
+    as in the batched one: the same number as `topk_confidence`."""
+    from eager_eval.core.entropy import topk_confidence
+
+    class OneStepEngine:
+        model_config = SimpleNamespace(max_logprobs=20, logprobs_mode="raw_logprobs")
+
+        def __init__(self):
+            self.ids: list[str] = []
+
+        def add_request(self, request_id, prompt, params):
+            self.ids.append(request_id)
+
+        def abort_request(self, ids):
+            pass
+
+        def step(self):
+            flat = FlatLogprobs()
+            flat.append([(7, row[0], 1), (8, row[1], 2), (9, row[2], 3), (10, row[3], 4)])
+            return [RequestOutput(self.ids[0], [CompletionOutput(0, [7], flat)], False)]
+
+    settings = SamplingSettings(entropy_k=4, logprobs=logprobs)
+    backend = VLLMBackend(OneStepEngine(), FakeTokenizer(), settings, request_builder=fake_builder(4))
+    backend.add([NewTree.single(0, PROMPT, 3, 12)])
+    (step,) = backend.step()
+    assert step.confidence == pytest.approx(topk_confidence(row, 4))
+    assert step.confidence == pytest.approx((0.01 + 4.0 + 100.0 + 100.0) / 4)

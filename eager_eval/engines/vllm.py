@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 
 import itertools
-import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -315,10 +314,10 @@ class VLLMBackend:
             fast = (hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1
                     and flat.ranks[hi - 1] == k)
             if not want_topk:  # a run that never branches: the confidence alone
-                if fast:
-                    total = sum(flat.logprobs[top:top + conf_k])
-                    confidences.append(-total / conf_k if total != -math.inf
-                                       else _confidence(flat.logprobs[top:top + conf_k], conf_k))
+                if fast:  # ranks 1..k in order: the last is the least probable
+                    lps = flat.logprobs[top:top + conf_k]
+                    confidences.append(-sum(lps) / conf_k if lps[-1] >= LOGPROB_FLOOR
+                                       else _confidence(lps, conf_k))
                 else:
                     confidences.extend(_confidence(lps[:conf_k], conf_k)
                                        for _, lps in topk_rows(flat, n, k))
@@ -503,12 +502,9 @@ class VLLMBackend:
 
 
 def _confidence(logprobs: Sequence[float], k: int) -> float:
-    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token:
-    a plain sum (the floor is applied only when a masked -inf entry made it infinite)."""
-    total = sum(logprobs)
-    if total == -math.inf:
-        total = sum(max(v, LOGPROB_FLOOR) for v in logprobs)
-    return -total / len(logprobs) if len(logprobs) < k else -total / k
+    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token
+    (each below the floor counted at it; fewer than k given: the mean of those)."""
+    return -sum(max(v, LOGPROB_FLOOR) for v in logprobs) / max(1, min(len(logprobs), k))
 
 
 def topk_rows(
