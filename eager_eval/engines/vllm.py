@@ -502,9 +502,14 @@ class VLLMBackend:
 
 
 def _confidence(logprobs: Sequence[float], k: int) -> float:
-    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token
-    (each below the floor counted at it; fewer than k given: the mean of those)."""
-    return -sum(max(v, LOGPROB_FLOOR) for v in logprobs) / max(1, min(len(logprobs), k))
+    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token:
+    those below the floor (the last ones) count at it; fewer than k given: the mean of those."""
+    n = len(logprobs)
+    kept = n
+    while kept and logprobs[kept - 1] < LOGPROB_FLOOR:
+        kept -= 1
+    total = sum(logprobs[:kept]) if kept < n else sum(logprobs)
+    return -(total + LOGPROB_FLOOR * (n - kept)) / max(1, min(n, k))
 
 
 def topk_rows(
