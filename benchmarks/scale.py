@@ -15,6 +15,11 @@ run() minus the engine's own), peak RSS. Then:
     RATIO adapt_steps_vs_fp     eager_adapt engine steps / full_parallel's (target <= 2.0)
     RATIO adapt_tokens_vs_fp    eager_adapt #T / full_parallel's
 
+With --compare-confidence every mode runs twice, without the token confidence
+(--confidence-k 0) and with it (the default), side by side:
+
+    RATIO confidence_cost_<backend>   the worst mode's (runner + backend) CPU with / without
+
     python benchmarks/scale.py                  # N=30, M=32, L=2048 (a few minutes)
     python benchmarks/scale.py --quick          # N=8, M=8, L=512 (seconds)
     python benchmarks/scale.py --length 8192
@@ -41,6 +46,7 @@ per mode), split into the texts it returns and the rest (token ids, trees, resul
 
     python benchmarks/scale.py --replicas 4,8 --modes full_parallel,eager_adapt --backends none
     python benchmarks/scale.py --memory --backends none
+    python benchmarks/scale.py --compare-confidence --modes full_parallel,eager_adapt,deepconf
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-MODES = ("full_parallel", "eager_init", "eager_adapt", "eager")
+MODES = ("full_parallel", "eager_init", "eager_adapt", "eager", "deepconf")
 
 
 class TimedBackend:
@@ -140,7 +146,7 @@ class SimulatedVLLMEngine:
         start = time.process_time()
         ns, eos, outs = self._ns, self.sim.eos_token_ids, []
         for request_id, (seq, k) in list(self.requests.items()):
-            token, ids, logprobs, _ = self.sim._next(seq, len(seq.tokens))
+            token, ids, logprobs, *_ = self.sim._next(seq, len(seq.tokens))
             seq.tokens.append(token)
             finished = token in eos or len(seq.tokens) >= seq.max_new_tokens
             flat = _FlatLogprobs(ids, logprobs) if k else None
@@ -162,7 +168,7 @@ def simulated_vllm_backend(sim: Any, tokenizer: Any, config: Any, root_len: int)
     from eager_eval.engines.vllm import VLLMBackend
 
     engine = SimulatedVLLMEngine(sim, root_len)
-    k = config.entropy_k if config.is_branching else None
+    k = config.sampling.logprobs_k if config.sampling.reads_logprobs else None
 
     def build(spec: Any) -> tuple[Any, Any]:
         return spec.prompt_token_ids, {"seed": spec.seed, "max_tokens": spec.max_tokens, "logprobs": k}
@@ -192,14 +198,18 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = load_tokenizer(args.tokenizer)
     profile = TraceProfile(length=args.length)
     config = EagerConfig(mode=mode, theta=args.theta, max_seqs=args.max_seqs,
-                         max_new_tokens=args.length, think_end=profile.think_end, seed=args.seed)
+                         max_new_tokens=args.length, think_end=profile.think_end, seed=args.seed,
+                         confidence_k=args.confidence_k, confidence_window=args.confidence_window,
+                         deepconf_warmup=max(1, args.max_seqs // 2))
     prompt_words = tokenizer.encode(" Find the number of ordered pairs of integers such that",
                                     add_special_tokens=False)
     prompts = [PromptInput(tuple(prompt_words) + (1000 + i,), stop=(profile.stop,),
                            opens_thinking=True) for i in range(args.prompts)]
-    sim = SimulatedBackend(tokenizer, profile, logprobs=config.is_branching)
+    k = config.resolved_confidence_k
+    sim = SimulatedBackend(tokenizer, profile, logprobs=config.is_branching, confidence_k=k)
     engine = None
-    if args.backend == "vllm-sim":
+    if args.backend == "vllm-sim":  # the engine writes logprobs whenever they are asked for
+        sim = SimulatedBackend(tokenizer, profile, logprobs=True, confidence_k=k)
         inner, engine = simulated_vllm_backend(sim, tokenizer, config, len(prompts[0].tokens))
     else:
         inner = sim
@@ -424,6 +434,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ray-cost", action="store_true", help=argparse.SUPPRESS)  # child
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one mode, JSON out
     parser.add_argument("--profile", metavar="MODE", help="cProfile one mode in this process")
+    parser.add_argument("--confidence-k", type=int, default=None,
+                        help="k of the token confidence (default: entropy_k's; 0: off)")
+    parser.add_argument("--confidence-window", type=int, default=2048)
+    parser.add_argument("--compare-confidence", action="store_true",
+                        help="every mode without and with the confidence, side by side")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --compare-confidence: runs per side, alternating (least CPU)")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts, args.max_seqs, args.length = 8, 8, 512
@@ -444,10 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     print(f"# scale.py: N={args.prompts} M={args.max_seqs} L={args.length} theta={args.theta} "
-          f"seed={args.seed}; think_end and a stop string set; {machine()}")
+          f"seed={args.seed} confidence window={args.confidence_window}; think_end and a stop "
+          f"string set; {machine()}; load {os.getloadavg()[0]:.2f}")
     common = ["--prompts", str(args.prompts), "--max-seqs", str(args.max_seqs),
               "--length", str(args.length), "--theta", str(args.theta), "--seed", str(args.seed),
-              "--gpu", args.gpu, "--model-shape", args.model_shape]
+              "--gpu", args.gpu, "--model-shape", args.model_shape,
+              "--confidence-window", str(args.confidence_window)]
     if args.tokenizer:
         common += ["--tokenizer", args.tokenizer]
 
@@ -457,8 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    confidence = [] if args.confidence_k is None else ["--confidence-k", str(args.confidence_k)]
     for backend in [b for b in args.backends.split(",") if b and b != "none"]:
-        rows = {mode: child("--one", mode, "--backend", backend) for mode in args.modes.split(",")}
+        if args.compare_confidence:
+            compare_confidence(backend, args, child, confidence)
+            continue
+        rows = {mode: child("--one", mode, "--backend", backend, *confidence)
+                for mode in args.modes.split(",")}
         report(backend, rows)
     if args.replicas:
         counts = sorted({1, *(int(r) for r in args.replicas.split(","))})
@@ -468,6 +492,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.memory:
         report_memory({mode: child("--mem-one", mode) for mode in args.modes.split(",")})
     return 0
+
+
+def compare_confidence(backend: str, args: argparse.Namespace, child: Any,
+                       confidence: list[str]) -> None:
+    """Every mode without the confidence (--confidence-k 0) and with it, alternating, the
+    least CPU of --repeats runs per side (deepconf, which cannot run without it, on one)."""
+    off: dict[str, dict] = {}
+    on: dict[str, dict] = {}
+    for mode in args.modes.split(","):  # alternate: a busy spell hits both sides
+        for _ in range(args.repeats):  # the least CPU of each side: the cost, not the noise
+            if mode != "deepconf":
+                off[mode] = _least(off.get(mode), child("--one", mode, "--backend", backend,
+                                                        "--confidence-k", "0"))
+            on[mode] = _least(on.get(mode), child("--one", mode, "--backend", backend,
+                                                  *confidence))
+    report(backend + " (confidence off)", off)
+    report(backend + " (confidence on)", on)
+    confidence_report(backend, off, on)
+
+
+def _least(kept: dict | None, new: dict) -> dict:
+    """The run whose CPU outside the engine was least (the same trees: only the time differs)."""
+    def cpu(r: dict) -> float:
+        return r["runner_cpu_s"] + r.get("vllm_backend_cpu_s", 0.0)
+
+    return new if kept is None or cpu(new) < cpu(kept) else kept
+
+
+def confidence_report(backend: str, off: dict[str, dict], on: dict[str, dict]) -> None:
+    """Per mode: the CPU per token the run spent outside the engine (runner, plus VLLMBackend's
+    own on vllm-sim) without and with the confidence, on the same trees. deepconf has no run
+    without it (its stop reads it): its row shows its own cost beside Full Parallel's without."""
+    def per_token(r: dict) -> float:
+        return 1e6 * (r["runner_cpu_s"] + r.get("vllm_backend_cpu_s", 0.0)) / max(r["tokens"], 1)
+
+    print(f"{'mode':<14}{'#T off':>10}{'#T on':>10}{'us/tok off':>11}{'us/tok on':>10}{'ratio':>7}")
+    worst = 0.0
+    for mode, b in on.items():
+        a = off.get(mode, off.get("full_parallel"))
+        if a is None:
+            continue
+        ratio = per_token(b) / per_token(a)
+        if mode in off:
+            worst = max(worst, ratio)
+        name = mode if mode in off else f"{mode} (vs FP)"
+        print(f"{name:<14}{a['tokens']:>10}{b['tokens']:>10}{per_token(a):>11.2f}"
+              f"{per_token(b):>10.2f}{ratio:>7.3f}")
+    print(f"RATIO confidence_cost_{backend} {worst:.3f}")
 
 
 def with_ray(row: dict[str, Any], us_per_batch: float | None) -> float:

@@ -11,9 +11,13 @@ ignored) on both sides; prefill is included in both timings. Not a test: prints 
         # random-weight model of DIR's config.json (no weights need to travel), 960 rows
     python benchmarks/throughput.py ... --rows-sweep 32,128,512,960   # ms per decode step
 
-Each backend side runs twice: as a run that never branches gets it (no top-K, `logprobs=False`)
-and as a branching run gets it (top-K logprobs and entropies every step): `RATIO
-topk_cost` is their time ratio, what EAGer's uncertainty signal costs the engine.
+Each backend side runs four ways: as a run that never branches gets it (no top-K,
+`logprobs=False`), without and with the token confidence (`confidence_k` 0 and 20: what a
+Full Parallel run computes by default, docs/CONFIDENCE.md), and as a branching run gets it
+(top-K logprobs and entropies every step), without and with the confidence. `RATIO topk_cost`
+is what EAGer's uncertainty signal costs the engine (both without the confidence); `RATIO
+confidence_cost_full_parallel` and `RATIO confidence_cost_branching` what the confidence
+adds (target <= 1.05).
 """
 
 from __future__ import annotations
@@ -103,12 +107,13 @@ def _tiny():
 
 
 def run_backend(
-    model, tokenizer, prompts, m: int, t: int, temperature: float, logprobs: bool = False
+    model, tokenizer, prompts, m: int, t: int, temperature: float, logprobs: bool = False,
+    confidence_k: int = 0,
 ) -> tuple[float, float]:
     """(seconds for every row to reach `t` tokens, seconds of the first step = prefill + token 0).
     The runner's finishing is done by hand."""
     backend = HFBackend(model, tokenizer, temperature=temperature, top_p=1.0, top_k=0,
-                        logprobs=logprobs, max_rows=len(prompts) * m)
+                        logprobs=logprobs, confidence_k=confidence_k, max_rows=len(prompts) * m)
     _sync(model)
     start = time.perf_counter()
     backend.add([NewTree(i, tuple(p), tuple(Root(i * m + j, 1000 + i * m + j) for j in range(m)), t)
@@ -203,19 +208,25 @@ def main() -> None:
         f"M={m} T={t} rows={len(prompts) * m}"
     )
     run_backend(model, tokenizer, prompts, 2, 2, args.temperature)  # warm-up: first-call costs
-    run_backend(model, tokenizer, prompts, 2, 2, args.temperature, logprobs=True)
+    run_backend(model, tokenizer, prompts, 2, 2, args.temperature, logprobs=True, confidence_k=20)
     run_generate(model, prompts, 2, 2, args.temperature)
     eager = generate = eager_first = generate_first = topk = float("inf")
+    conf = topk_conf = float("inf")
     for r in range(args.repeats):  # alternate, so a busy spell on a shared machine hits both sides
         e, e_first = run_backend(model, tokenizer, prompts, m, t, args.temperature)
+        c, _ = run_backend(model, tokenizer, prompts, m, t, args.temperature, confidence_k=20)
         k, _ = run_backend(model, tokenizer, prompts, m, t, args.temperature, logprobs=True)
+        kc, _ = run_backend(model, tokenizer, prompts, m, t, args.temperature, logprobs=True,
+                            confidence_k=20)
         g = run_generate(model, prompts, m, t, args.temperature)
         g_first = run_generate(model, prompts, m, 1, args.temperature)  # prefill + token 0
         print(
-            f"round {r}: eager {e:.2f} s (first step {e_first:.2f}; with top-K {k:.2f}), "
+            f"round {r}: eager {e:.2f} s (first step {e_first:.2f}; with the confidence {c:.2f}; "
+            f"with top-K {k:.2f}, and the confidence {kc:.2f}), "
             f"generate {g:.2f} s (T=1: {g_first:.2f}), load {os.getloadavg()[0]:.2f}"
         )
         eager, generate, topk = min(eager, e), min(generate, g), min(topk, k)
+        conf, topk_conf = min(conf, c), min(topk_conf, kc)
         eager_first, generate_first = min(eager_first, e_first), min(generate_first, g_first)
     # The backend prefills each distinct prompt once; generate() prefills all M copies. The
     # decode-only rate (after the first token) compares the step loops alone.
@@ -227,13 +238,17 @@ def main() -> None:
 
     print(f"eager    {eager:7.2f} s  {tokens / eager:8.1f} tok/s  "
           f"(prefill+first {eager_first:.2f} s, decode {rate(eager_decode)})")
+    print(f"eager+C  {conf:7.2f} s  {tokens / conf:8.1f} tok/s  (the token confidence)")
     print(f"eager+K  {topk:7.2f} s  {tokens / topk:8.1f} tok/s  (top-K logprobs and entropies)")
+    print(f"eager+KC {topk_conf:7.2f} s  {tokens / topk_conf:8.1f} tok/s  (top-K and confidence)")
     print(f"generate {generate:7.2f} s  {tokens / generate:8.1f} tok/s  "
           f"(prefill+first {generate_first:.2f} s, decode {rate(generate_decode)})")
     if eager_decode > 0 and generate_decode > 0:
         print(f"RATIO eager_vs_generate_decode_only {generate_decode / eager_decode:.3f}")
     print(f"RATIO eager_vs_generate {generate / eager:.3f}")
     print(f"RATIO topk_cost {topk / eager:.3f}")
+    print(f"RATIO confidence_cost_full_parallel {conf / eager:.3f}")
+    print(f"RATIO confidence_cost_branching {topk_conf / topk:.3f}")
 
 
 if __name__ == "__main__":

@@ -843,6 +843,19 @@ CASES: list[Case] = [
     lm_eval("a data file with two rows of one id (EAGER_EVAL_DATA_DIR)", "pretrained={chatmodel}",
             ("aime25.jsonl:2: row 2 has the id 'a1' of row 1",),
             env={"EAGER_EVAL_DATA_DIR": "{W}/more/aime-dup"}, in_suite=True),
+    # --- eager-eval run: confidence and DeepConf (docs/CONFIDENCE.md); last, so the numbers
+    # of the cases above (docs/RELIABILITY.md) stay ---
+    Case("run", "--mode deepconf with a warm-up that leaves no budget", run("--mode", "deepconf"), 2,
+         ("deepconf_warmup=16 leaves no budget", "max_seqs=2")),
+    Case("run", "--deepconf-percentile 100", run("--deepconf-percentile", "100"), 2,
+         ("deepconf_percentile must be in (0, 100)",)),
+    Case("run", "--confidence-window 0", run("--confidence-window", "0"), 2,
+         ("confidence_window must be an integer >= 1",)),
+    Case("run", "--confidence-k larger than the vocabulary (10 words)", run("--confidence-k", "11"),
+         2, ("confidence_k must be 0 (off) or <= the model's vocabulary size (10 tokens)", "11")),
+    Case("run", "--confidence-stop true without reallocation rounds",
+         run("--mode", "eager_init", "--confidence-stop", "true"), 2,
+         ("confidence_stop applies to the reallocation rounds",)),
 ]
 for _number, _case in enumerate(CASES, 1):
     object.__setattr__(_case, "id", f"{_number:02d}-{_case.surface}-" +

@@ -211,7 +211,8 @@ def test_run_writes_results_and_samples(capsys, math_file, tmp_path, tiny_model_
     assert ea["metrics"]["pass_at_k"] == sum(r.n_correct > 0 for r in records) / 4
     seq = lines[0]["sequences"][0]
     assert set(seq) == {"index", "round", "parent", "fork_position", "seed", "finish_reason",
-                        "n_tokens", "text", "tokens", "answer", "correct"}
+                        "n_tokens", "text", "tokens", "answer", "correct", "confidence"}
+    assert set(seq["confidence"]) == {"mean", "tail", "lowest_group", "bottom_10"}
     assert len(seq["tokens"]) > 0 and lines[0]["settings"] == ea["settings"]
     assert lines[0]["pool"]["budget"] == 12 and lines[0]["versions"]["eager_eval"]
 

@@ -224,7 +224,11 @@ def test_log_metrics_are_the_core_metrics_over_every_choice(tmp_path):
     _, expected = score_run(core.prompts, [targets[i] for i in order], AnswerType.MATH)
     metrics = {name: m.value for name, m in log.results.scores[0].metrics.items()}
     assert list(metrics) == ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate",
-                             "tokens_generated", "n_sequences"]
+                             "tokens_generated", "n_sequences", "conf_cons_at_k",
+                             "top10_cons_at_k", "top90_cons_at_k"]
+    assert metrics["conf_cons_at_k"] == pytest.approx(expected.conf_cons_at_k)
+    assert metrics["top10_cons_at_k"] == pytest.approx(expected.top10_cons_at_k)
+    assert metrics["top90_cons_at_k"] == pytest.approx(expected.top90_cons_at_k)
     assert metrics["pass_at_k"] == pytest.approx(expected.pass_at_k)
     assert 0 < expected.pass_at_k < 1
     assert metrics["pass_at_1"] == pytest.approx(expected.pass_at_1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ pytest.importorskip("datasets")
 
 from eager_eval.pipeline.datasets import DATA_DIR_ENV, DataFileError, load_aime25  # noqa: E402
 from eager_eval.frontends.lm_eval import tasks  # noqa: E402
+from eager_eval.pipeline.metrics import CONFIDENCE_VOTES  # noqa: E402
 from eager_eval.pipeline.record import PromptRecord, build_record  # noqa: E402
 from eager_eval.core.results import (  # noqa: E402
     BranchEvent,
@@ -59,8 +61,10 @@ def test_filter_hands_metrics_every_sequence_the_adapter_kept():
     assert records[1]["sequences"][0]["tokens"] is None and records[1]["target"] is None
 
     metrics = tasks.process_math(doc, [records[0]])
-    assert metrics == {"pass_at_k": 1.0, "pass_at_1": 0.5, "cons_at_k": 0.0, "pass_rate": 0.5,
-                       "tokens_generated": 6 + 3 * 4, "n_sequences": 4}
+    recorded = {k: v for k, v in metrics.items() if k not in CONFIDENCE_VOTES}
+    assert recorded == {"pass_at_k": 1.0, "pass_at_1": 0.5, "cons_at_k": 0.0, "pass_rate": 0.5,
+                        "tokens_generated": 6 + 3 * 4, "n_sequences": 4}
+    assert all(math.isnan(metrics[k]) for k in CONFIDENCE_VOTES)  # no confidence recorded
     assert set(metrics) == set(tasks.METRICS)
 
 
@@ -120,9 +124,11 @@ def test_metrics_without_the_filter_read_slot_strings():
 
 
 def test_metrics_of_a_prompt_with_no_sequence():
-    assert tasks.process_math({"answer": "3"}, [[tasks.NO_SEQUENCE]]) == {
+    metrics = tasks.process_math({"answer": "3"}, [[tasks.NO_SEQUENCE]])
+    assert {k: v for k, v in metrics.items() if k not in CONFIDENCE_VOTES} == {
         "pass_at_k": 0.0, "pass_at_1": 0.0, "cons_at_k": 0.0, "pass_rate": 0.0,
         "tokens_generated": 0, "n_sequences": 0}
+    assert all(math.isnan(metrics[k]) for k in CONFIDENCE_VOTES)
 
 
 def test_total_sums():

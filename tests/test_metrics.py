@@ -192,7 +192,9 @@ def test_to_dict_is_flat_with_exact_keys():
     assert set(flat) == {
         "n_prompts", "pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated",
         "tokens_in_outputs", "seqs_mean", "seqs_min", "seqs_max", "pass@2", "pass@8",
+        "conf_cons_at_k", "top10_cons_at_k", "top90_cons_at_k",
     }  # fmt: skip
+    assert flat["conf_cons_at_k"] is None  # no prompt recorded a confidence
     assert flat["pass@2"] == pytest.approx(5 / 9)
     assert flat["pass@8"] is None  # no prompt has 8 sequences: JSON null, not NaN
 

@@ -169,11 +169,13 @@ def test_markdown_shows_missing_values_as_dash_and_settings(report):
     md = (out / "leaderboard.md").read_text()
     line = next(l for l in md.splitlines() if "SmolLM3-3B" in l and "EAGer-init" in l)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    # Model Task Method θ M Temp Seed Pass@k pass@1 Cons@k PR #T #S Savings pass@4 Prompts Front Source
+    # Model Task Method θ M Temp Seed Pass@k pass@1 Cons@k ConfCons@k Top10 Top90 PR #T #S
+    # Savings pass@4 Prompts Front Source
     assert cells[:8] == ["HuggingFaceTB/SmolLM3-3B", "aime25", "EAGer-init", "2", "4", "0.6", MISSING, "50.0"]
-    assert cells[8] == MISSING and cells[10] == MISSING  # pass@1 and Pass Rate not recorded
-    assert cells[9] == "25.0" and cells[11] == "3,000" and cells[12] == "2.50 (1–4)"
-    assert cells[13] == "50.0"
+    assert cells[8] == MISSING and cells[13] == MISSING  # pass@1 and Pass Rate not recorded
+    assert cells[10:13] == [MISSING] * 3  # no confidence recorded: the votes are blank
+    assert cells[9] == "25.0" and cells[14] == "3,000" and cells[15] == "2.50 (1–4)"
+    assert cells[16] == "50.0"
     fp_line = next(l for l in md.splitlines() if "Qwen3-4B" in l and "Full Parallel" in l)
     assert "baseline" in fp_line
     assert md.rstrip().endswith("None.")  # the Warnings section, empty

@@ -713,18 +713,21 @@ def test_unloadable_model_is_named(fake_vllm):
         VLLMBackend.from_model("missing/model")
 
 
-# ---- runs that never branch ask for no logprobs ----------------------------------------------
+# ---- runs that never branch ask for no logprobs, unless for the confidence -----------------
 
 
-@pytest.mark.parametrize("mode, logprobs", [("full_parallel", None), ("eager_init", 5),
-                                            ("eager_adapt", 5), ("eager", 5)])
-def test_request_logprobs_follow_the_mode(fake_vllm, mode, logprobs):
+@pytest.mark.parametrize("mode, confidence_k, logprobs", [
+    ("full_parallel", 0, None), ("full_parallel", None, 5), ("full_parallel", 8, 8),
+    ("eager_init", 0, 5), ("eager_adapt", None, 5), ("eager", 3, 5), ("eager", 8, 8)])
+def test_request_logprobs_follow_the_mode(fake_vllm, mode, confidence_k, logprobs):
+    """A run that never branches reads no top-K: it asks for logprobs only for the confidence
+    (k = entropy_k unless set); every run asks for max(entropy's K, confidence's k)."""
     from eager_eval.engines.vllm import load_llm
     from eager_eval.core.config import EagerConfig
 
-    config = EagerConfig(mode=mode, entropy_k=5)
-    assert config.sampling.logprobs is (logprobs is not None)
-    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config)
+    config = EagerConfig(mode=mode, entropy_k=5, confidence_k=confidence_k)
+    assert config.sampling.logprobs is (mode != "full_parallel")
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5, confidence_k=8), config)
     _, params = backend._build(RequestSpec("r", [1, 2], 8, 4))
     assert params.logprobs == logprobs
 
@@ -735,7 +738,7 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     from eager_eval.core.runner import PromptInput, run
 
     config = EagerConfig(mode="full_parallel", max_seqs=3, entropy_k=5, think_end=None,
-                         max_new_tokens=12, seed=4, temperature=1.0)
+                         max_new_tokens=12, seed=4, temperature=1.0, confidence_k=0)
     prompts = [PromptInput(PROMPT), PromptInput((8, 9))]
 
     def sequences(settings):
@@ -755,14 +758,29 @@ def test_full_parallel_skips_logprobs_and_samples_the_same_tokens(fake_vllm):
     backend.add([NewTree.single(0, PROMPT, 3, 6)])
     steps = drain(backend)
     assert len(steps) == 6 and all(s.topk_ids == () == s.topk_logprobs for s in steps)
+    assert all(s.confidence is None for s in steps)
+
+    with_confidence, engine = sequences(config.replace(confidence_k=None))  # the default
+    assert all(o.outputs[0].logprobs is not None for o in engine.raw_outputs)
+    assert with_confidence == without  # the same tokens: logprobs only report
+    backend = VLLMBackend.from_llm(load_llm("tiny/model", entropy_k=5), config.replace(confidence_k=None))
+    backend.add([NewTree.single(0, PROMPT, 3, 6)])
+    steps = drain(backend)
+    assert all(s.topk_ids == () == s.topk_logprobs and s.entropy is None for s in steps)
+    assert all(s.confidence > 0 for s in steps)
 
 
 def test_engine_logprob_limits_apply_only_when_logprobs_are_requested():
-    settings = SamplingSettings(entropy_k=30, entropy_source="processed", logprobs=False)
+    settings = SamplingSettings(entropy_k=30, entropy_source="processed", logprobs=False,
+                                confidence_k=0)
     VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), settings,
                 request_builder=fake_builder(None))  # asks for none: any engine will do
     with pytest.raises(ValueError, match="max_logprobs=20"):
         VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(), SamplingSettings(entropy_k=30),
+                    request_builder=fake_builder(30))
+    with pytest.raises(ValueError, match="confidence_k=30 exceeds the engine's max_logprobs=20"):
+        VLLMBackend(FakeEngine(max_logprobs=20), FakeTokenizer(),  # the confidence alone
+                    SamplingSettings(entropy_k=5, confidence_k=30, logprobs=False),
                     request_builder=fake_builder(30))
 
 
@@ -858,3 +876,75 @@ def test_engine_info_records_how_the_engine_ran():
     info = VLLMEngine("m", llm(InprocClient(), True), None).info()
     assert info["runtime"] == {"engine_core": "in-process", "async_scheduling": True}
     assert VLLMEngine("m", SimpleNamespace(), None).info()["runtime"] == {}
+
+
+# ---- the token confidence --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("logprobs", [True, False])
+@pytest.mark.parametrize("flat, tokens_per_step", [(True, 1), (False, 1), (True, 3)])
+def test_steps_carry_the_confidence_of_their_k_and_the_top_k_of_theirs(flat, tokens_per_step,
+                                                                        logprobs):
+    """Requests ask for max(K, k) logprobs; each step's confidence reads the k most probable,
+    its top-K and entropy the K most probable (K = entropy_k 5, k = confidence_k 8), in one
+    batch per step; a sequence whose tree stopped branching, and every sequence of a run that
+    never branches (logprobs=False), reports its confidence alone."""
+    from eager_eval.core.entropy import topk_confidence
+
+    engine = FakeEngine(flat=flat, tokens_per_step=tokens_per_step)
+    settings = SamplingSettings(entropy_k=5, confidence_k=8, logprobs=logprobs)
+    backend = VLLMBackend(engine, FakeTokenizer(), settings, request_builder=fake_builder(8))
+    backend.add([NewTree.single(0, PROMPT, 3, 12), NewTree.single(1, (9, 4), 4, 12)])
+    prompts = {0: PROMPT, 1: (9, 4)}
+    tokens: dict[int, list[int]] = {0: [], 1: []}
+    first = True
+    for _ in range(100):
+        if not backend.has_unfinished():
+            break
+        for step in backend.step():
+            dist = distribution(prompts[step.seq_id] + tuple(tokens[step.seq_id]))
+            tokens[step.seq_id].append(step.token)
+            assert step.confidence == pytest.approx(topk_confidence([lp for _, lp in dist], 8))
+            if not logprobs or (step.seq_id == 1 and not first):
+                assert step.topk_ids == () == step.topk_logprobs and step.entropy is None
+            else:
+                assert list(step.topk_ids) == [t for t, _ in dist[:5]]
+                assert step.entropy == pytest.approx(topk_entropy([lp for _, lp in dist[:5]]))
+        if first:
+            backend.stop_topk([1])  # its tree can no longer branch
+            first = False
+    assert all(tokens.values())
+
+
+@pytest.mark.parametrize("row", [[-0.01, -4.0, -150.0, -160.0], [-0.01, -4.0, -150.0, -float("inf")]])
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_a_confidence_counts_improbable_and_masked_entries_at_the_floor_on_every_path(logprobs,
+                                                                                     row):
+    """Entries below entropy.LOGPROB_FLOOR (a huge logit gap, or -inf: a token the processed
+    distribution masks) count at the floor, in the per-token path of a run that never branches
+    as in the batched one: the same number as `topk_confidence`."""
+    from eager_eval.core.entropy import topk_confidence
+
+    class OneStepEngine:
+        model_config = SimpleNamespace(max_logprobs=20, logprobs_mode="raw_logprobs")
+
+        def __init__(self):
+            self.ids: list[str] = []
+
+        def add_request(self, request_id, prompt, params):
+            self.ids.append(request_id)
+
+        def abort_request(self, ids):
+            pass
+
+        def step(self):
+            flat = FlatLogprobs()
+            flat.append([(7, row[0], 1), (8, row[1], 2), (9, row[2], 3), (10, row[3], 4)])
+            return [RequestOutput(self.ids[0], [CompletionOutput(0, [7], flat)], False)]
+
+    settings = SamplingSettings(entropy_k=4, logprobs=logprobs)
+    backend = VLLMBackend(OneStepEngine(), FakeTokenizer(), settings, request_builder=fake_builder(4))
+    backend.add([NewTree.single(0, PROMPT, 3, 12)])
+    (step,) = backend.step()
+    assert step.confidence == pytest.approx(topk_confidence(row, 4))
+    assert step.confidence == pytest.approx((0.01 + 4.0 + 100.0 + 100.0) / 4)

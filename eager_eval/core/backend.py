@@ -64,9 +64,10 @@ class TokenStep(NamedTuple):
     """One sequence advanced by one token at generated position `position` (0-based).
 
     `topk_ids`/`topk_logprobs` (tuples or lists: read-only) are the K most probable next
-    tokens at that position, most probable first, as log-probabilities of the distribution the entropy is read from (raw by
-    default). A backend told the run never branches (full_parallel) may leave both empty: the
-    runner reads them only while a tree can branch. `token` is what the backend sampled there
+    tokens at that position, most probable first, as log-probabilities of the distribution the
+    entropy is read from (raw by default). A backend told the run never branches
+    (full_parallel, deepconf) may leave both empty: the runner reads them only while a tree can
+    branch. `token` is what the backend sampled there
     with the sequence's own seed.
 
     A NamedTuple, not a dataclass: one is made per generated token, and at a GPU engine's rate
@@ -81,6 +82,11 @@ class TokenStep(NamedTuple):
     entropy: float | None = None
     """The top-K entropy of `topk_logprobs` when the backend computed it (batched, once per
     step for all rows: `entropy.topk_entropies`); None: the runner computes it."""
+    confidence: float | None = None
+    """The token confidence at `position` (`entropy.topk_confidence` of the k = confidence_k
+    largest log-probabilities), batched like the entropy, reported even when the top-K is not
+    (a run that never branches); None: the runner computes it from `topk_logprobs`, or records
+    no confidence for the sequence when those are empty too."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from eager_eval.common.settings import (
     renamed_settings,
     unknown_setting_error,
 )
+from eager_eval.core.confidence import ConfidenceMeasure
 from eager_eval.core.seeds import MAX_SEED
 from eager_eval.core.sampling import (
     NOT_A_SETTING,
@@ -56,6 +57,10 @@ class Mode(str, Enum):
     """Algorithm 1, then the unspent budget goes to prompts that hit M (no labels needed)."""
     EAGER = "eager"
     """Algorithm 1, then the unspent budget goes to prompts with no correct sequence (labels)."""
+    DEEPCONF = "deepconf"
+    """DeepConf online (Fu et al. 2025): per prompt, `deepconf_warmup` sequences set a stop bar
+    from their lowest group confidences; the other M - warm-up stop once their group
+    confidence falls below it (docs/CONFIDENCE.md)."""
 
 
 class BranchPolicy(str, Enum):
@@ -100,6 +105,27 @@ class EagerConfig(SamplingSettings):
     """Full EAGer: a prompt that stayed under M retries with theta * decay**attempt."""
     max_rounds: int | None = None
     """Upper bound on reallocation rounds; None = until the budget or the candidates run out."""
+    confidence_window: int = 2048
+    """w: tokens per group of the group confidences (sliding windows) and of the tail
+    confidence; a shorter sequence is one group (the paper's 2,048). docs/CONFIDENCE.md."""
+    confidence_measure: ConfidenceMeasure = ConfidenceMeasure.BOTTOM_10
+    """Which confidence weighs the confidence-aware votes: mean, tail, lowest_group or
+    bottom_10 (the reference's filtered vote). Scoring only: it never changes a tree."""
+    deepconf_warmup: int = 16
+    """deepconf: warm-up sequences per prompt (the paper's 16); the other M - warm-up may stop
+    early. Must leave budget: < max_seqs."""
+    deepconf_percentile: float = 90.0
+    """deepconf (and confidence_stop): the stop bar is this percentile of the warm-up
+    sequences' lowest group confidences, in (0, 100): 90 keeps about the top 10% (the paper's
+    DeepConf-low, the reference script's 90), 10 the top 90% (DeepConf-high)."""
+    deepconf_consensus: float | None = None
+    """deepconf: stop a prompt's live sequences once the confidence-weighted vote of its
+    finished ones gives one answer at least this share, in (0, 1] (the paper's tau = 0.95);
+    None = off, as in the reference script."""
+    confidence_stop: bool = False
+    """eager_adapt / eager: a reallocation round's sequence stops once its group confidence
+    falls below its prompt's bar (deepconf_percentile of its EAGer-init sequences' lowest group
+    confidences), and its sequence goes back to the budget pool. docs/CONFIDENCE.md."""
     topk: InitVar[int | None] = None
     """The old name of `entropy_k`: EagerConfig(topk=5) still works, with a DeprecationWarning
     (settings.RENAMED); never stored."""
@@ -140,13 +166,53 @@ class EagerConfig(SamplingSettings):
                 raise ConfigError(name, value, "in (0, 1]")
         if self.max_rounds is not None:
             self._check_int("max_rounds", 0)
+        self._check_confidence()
+
+    def _check_confidence(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        self._check_int("confidence_window", 1)
+        set_("confidence_measure", as_enum(ConfidenceMeasure, "confidence_measure",
+                                           self.confidence_measure))
+        self._check_int("deepconf_warmup", 1)
+        q = self.deepconf_percentile
+        if not is_number(q) or not (0 < q < 100):
+            raise ConfigError("deepconf_percentile", q, "in (0, 100): 90 keeps about the top 10% "
+                              "of sequences (DeepConf-low), 10 the top 90% (DeepConf-high)")
+        set_("deepconf_percentile", float(q))
+        tau = self.deepconf_consensus
+        if tau is not None:
+            if not is_number(tau) or not (0 < tau <= 1):
+                raise ConfigError("deepconf_consensus", tau, "in (0, 1] (the paper's 0.95), or "
+                                  "none (off)")
+            set_("deepconf_consensus", float(tau))
+        if not isinstance(self.confidence_stop, bool):
+            raise ConfigError("confidence_stop", self.confidence_stop, "true or false")
+        if self.confidence_stop and self.mode not in (Mode.EAGER_ADAPT, Mode.EAGER):
+            raise ConfigError("confidence_stop", True, "", message=(
+                f"confidence_stop applies to the reallocation rounds of eager_adapt and eager, "
+                f"not to mode {self.mode.value} (deepconf always stops; use mode=deepconf)"))
+        stops = self.mode is Mode.DEEPCONF or self.confidence_stop
+        if stops and not self.confidence:
+            what = "mode deepconf" if self.mode is Mode.DEEPCONF else "confidence_stop"
+            raise ConfigError("confidence_k", self.confidence_k, f"an integer >= 1 (or none: "
+                              f"entropy_k) with {what} (its stop reads the token confidence)")
+        if self.mode is Mode.DEEPCONF and self.deepconf_warmup >= self.max_seqs:
+            raise ConfigError("deepconf_warmup", self.deepconf_warmup, "", message=(
+                f"deepconf_warmup={self.deepconf_warmup} leaves no budget: with "
+                f"max_seqs={self.max_seqs} sequences per prompt, the warm-up must be smaller "
+                f"(e.g. deepconf_warmup={max(1, self.max_seqs // 2)}), or raise max_seqs"))
 
     def _check_int(self, name: str, minimum: int) -> None:
         object.__setattr__(self, name, int_at_least(getattr(self, name), name, minimum))
 
     @property
     def is_branching(self) -> bool:
-        return self.mode is not Mode.FULL_PARALLEL
+        return self.mode not in (Mode.FULL_PARALLEL, Mode.DEEPCONF)
+
+    @property
+    def stops_on_confidence(self) -> bool:
+        """Some sequences stop once their group confidence falls below a bar."""
+        return self.mode is Mode.DEEPCONF or self.confidence_stop
 
     @property
     def theta_is_auto(self) -> bool:
@@ -169,6 +235,8 @@ class EagerConfig(SamplingSettings):
                 value = value.value
             elif isinstance(value, float) and math.isinf(value):
                 value = "inf"
+            elif f.name == "confidence_k":
+                value = self.resolved_confidence_k  # what ran: None means entropy_k's value
             out[f.name] = value
         return out
 
@@ -204,13 +272,18 @@ class EagerConfig(SamplingSettings):
 
     def verify_model(self, *, vocab_size: int | None, encode: Any = None) -> None:
         """Checks needing the model (the second stage of validation, as vLLM's
-        `SamplingParams.verify`): K of the entropy and the sampling top_k must fit its
+        `SamplingParams.verify`): K of the entropy, k of the confidence and the sampling top_k
+        must fit its
         vocabulary (a larger K was silently clamped, recording a K that never ran; a larger
         top_k failed inside torch), and the end-of-thinking marker must encode."""
         if vocab_size is not None:
             if self.entropy_k > vocab_size:
                 raise ConfigError("entropy_k", self.entropy_k, f"<= the model's vocabulary size "
                                   f"({vocab_size} tokens): K of the top-K entropy")
+            if self.resolved_confidence_k > vocab_size:
+                raise ConfigError("confidence_k", self.confidence_k, f"0 (off) or <= the "
+                                  f"model's vocabulary size ({vocab_size} tokens): k of the "
+                                  "token confidence")
             if self.top_k > vocab_size:
                 raise ConfigError("top_k", self.top_k, f"0 (off) or <= the model's vocabulary "
                                   f"size ({vocab_size} tokens)")
@@ -224,5 +297,10 @@ def total_budget(max_seqs: int, n_prompts: int) -> int:
     return int(max_seqs) * int(n_prompts)
 
 
+SCORING_SETTINGS = frozenset({"confidence_measure"})
+"""Settings that change only how the outputs are scored, never a tree: left out of the tree
+stores' fingerprints (a resume under another one is the same generation)."""
+
 __all__ = ["THETA_AUTO", "is_auto", "Mode", "BranchPolicy", "EntropySource", "ConfigError",
+           "ConfidenceMeasure", "SCORING_SETTINGS",
            "EagerConfig", "total_budget", "NOT_A_SETTING", "RENAMED"]

@@ -1,4 +1,5 @@
-"""Top-K entropy (METHOD.md section 2): the uncertainty signal that decides a fork."""
+"""Top-K entropy (METHOD.md section 2), the uncertainty signal that decides a fork, and
+DeepConf's token confidence (docs/CONFIDENCE.md), read from the same top-K log-probabilities."""
 
 from __future__ import annotations
 
@@ -46,24 +47,62 @@ def topk_entropies(logprobs: "np.ndarray") -> "np.ndarray":
     return -terms.sum(axis=1)
 
 
-def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
-    """`topk_entropy` of each row of log-probabilities (rows may differ in length), batched."""
+LOGPROB_FLOOR = -100.0
+"""A log-probability below this counts as this in the token confidence: a top-K entry the
+sampler masked (entropy_source=processed gives it -inf) keeps the confidence finite. e^-100 is
+below float32's smallest normal number, so no probability a model computes is raised."""
+
+
+def topk_confidence(logprobs: Sequence[float], k: int | None = None) -> float:
+    """DeepConf's token confidence C = -(1/k) * sum of the k largest log-probabilities.
+
+    Fu et al. 2025 (arXiv 2508.15260), eq. 2: high when the distribution is peaked (the tokens
+    after the first are improbable), low when it is flat. `k` None: all of `logprobs`; fewer
+    than k given (a distribution whose whole support is smaller, as the scripted engine's):
+    the mean over those given.
+    """
+    values = sorted(logprobs, reverse=True)[:k] if k is not None else list(logprobs)
+    if not values:
+        raise ValueError("topk_confidence needs at least one log-probability, got none")
+    return -sum(max(v, LOGPROB_FLOOR) for v in values) / len(values)
+
+
+def topk_confidences(logprobs: "np.ndarray", k: int | None = None) -> "np.ndarray":
+    """`topk_confidence` of every row of a [rows, K] array, most probable first, at once:
+    the mean over the first k columns (all when k is None or K < k), in float64."""
     import numpy as np
 
-    if not rows:
-        return []
+    values = np.asarray(logprobs, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"topk_confidences needs a [rows, K >= 1] array, got shape {values.shape}")
+    if k is not None:
+        values = values[:, :k]
+    return -np.maximum(values, LOGPROB_FLOOR).mean(axis=1)
+
+
+def rows_array(rows: Sequence[Sequence[float]]) -> "np.ndarray":
+    """Rows of log-probabilities as one float64 [rows, width] array; shorter rows padded with
+    -inf (zero probability: no share of the entropy). At least one row, one value."""
+    import numpy as np
+
     width = len(rows[0])
     if width and all(len(r) == width for r in rows):  # the usual case: one flat array
-        values = np.fromiter(itertools.chain.from_iterable(rows), np.float64,
-                             width * len(rows)).reshape(len(rows), width)
-    else:  # pad with -inf: zero probability, no share of the entropy
-        width = max(len(r) for r in rows)
-        if width == 0:
-            raise ValueError("entropies_of_rows got rows without log-probabilities")
-        values = np.full((len(rows), width), -np.inf)
-        for i, r in enumerate(rows):
-            values[i, : len(r)] = r
-    return topk_entropies(values).tolist()
+        return np.fromiter(itertools.chain.from_iterable(rows), np.float64,
+                           width * len(rows)).reshape(len(rows), width)
+    width = max(len(r) for r in rows)
+    if width == 0:
+        raise ValueError("entropies_of_rows got rows without log-probabilities")
+    values = np.full((len(rows), width), -np.inf)
+    for i, r in enumerate(rows):
+        values[i, : len(r)] = r
+    return values
+
+
+def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
+    """`topk_entropy` of each row of log-probabilities (rows may differ in length), batched."""
+    if not rows:
+        return []
+    return topk_entropies(rows_array(rows)).tolist()
 
 
 class EntropyHistory:

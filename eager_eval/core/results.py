@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Iterable
 
+from eager_eval.core.confidence import ConfidenceStats
+
 
 class FinishReason(str, Enum):
     EOS = "eos"
@@ -16,6 +18,18 @@ class FinishReason(str, Enum):
     """A stop string appeared (never inside an open thinking block)."""
     LENGTH = "length"
     """max_new_tokens was reached."""
+    CONFIDENCE = "confidence"
+    """Its group confidence fell below its prompt's stop bar (deepconf, confidence_stop): an
+    abandoned trace, which never votes."""
+    CONSENSUS = "consensus"
+    """Stopped unfinished because its prompt's finished sequences reached the consensus
+    (deepconf_consensus): it never votes."""
+
+    @property
+    def votes(self) -> bool:
+        """A sequence that ended this way votes in the Cons@k-style votes (METHOD.md s. 8;
+        docs/CONFIDENCE.md): one that was stopped for confidence or consensus does not."""
+        return self not in (FinishReason.CONFIDENCE, FinishReason.CONSENSUS)
 
 
 @dataclass
@@ -84,6 +98,8 @@ class SequenceResult:
     """Its token ids (given as any sequence of ints; kept as TokenIds, 4 bytes each)."""
     text: str
     finish_reason: FinishReason
+    confidence: ConfidenceStats | None = None
+    """Its confidences (docs/CONFIDENCE.md); None when the run recorded none (confidence_k=0)."""
 
     def __post_init__(self) -> None:
         if type(self.tokens) is not TokenIds:
@@ -107,18 +123,28 @@ class TreeResult:
     branch_events: list[BranchEvent]
     hit_cap: bool
     """The tree forked up to its cap, or wanted a fork the cap refused (EAGer-adapt's test)."""
+    confidence_bar: float | None = None
+    """The group confidence its sequences stopped below (deepconf's later sequences,
+    confidence_stop's rounds); None: none of them could stop."""
+
+    @property
+    def n_counted(self) -> int:
+        """Sequences the budget pool counts: a confidence-stopped one went back to it."""
+        return sum(s.finish_reason is not FinishReason.CONFIDENCE for s in self.sequences)
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TreeResult":
-        seqs = [SequenceResult(**{**s, "finish_reason": FinishReason(s["finish_reason"])})
+        seqs = [SequenceResult(**{**s, "finish_reason": FinishReason(s["finish_reason"]),
+                                  "confidence": ConfidenceStats.from_dict(s.get("confidence"))})
                 for s in data["sequences"]]
         events = [BranchEvent(**e) for e in data["branch_events"]]
         theta = float(data["theta"])
+        bar = data.get("confidence_bar")
         return cls(data["prompt_idx"], data["round"], data["cap"], theta, seqs, events,
-                   data["hit_cap"])
+                   data["hit_cap"], None if bar is None else float(bar))
 
 
 @dataclass

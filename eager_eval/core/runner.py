@@ -37,6 +37,10 @@ from eager_eval.core.worker import (
 Verifier = Callable[[int, str], bool]
 """(prompt_idx, generated text) -> is it correct? Full EAGer's labels."""
 
+Consensus = Callable[[int, Sequence[tuple[str, float]]], float]
+"""(prompt_idx, [(finished text, weight)]) -> the share of the weight the leading answer holds:
+deepconf_consensus's test (the pipeline extracts and compares the answers)."""
+
 
 class TreeStore(Protocol):
     """Finished trees kept outside the run (resume): a stored tree is not generated again."""
@@ -76,6 +80,12 @@ class _TreeView:
         view.result = result
         return view
 
+    @property
+    def n_counted(self) -> int:
+        """Sequences the budget pool counts: a confidence-stopped one went back to it (known
+        once the tree has finished; a tree that can still stop settles only then)."""
+        return self.result.n_counted if self.result is not None else self.n_sequences
+
     def update(self, state: TreeState) -> None:
         if not self.settled:
             self.n_sequences = max(self.n_sequences, state.n_sequences)
@@ -106,7 +116,7 @@ class _Planner:
         self._running = 0  # trees sent to the fleet whose result has not come back
         self._changed = False  # a tree's state changed: the schedule may move on
 
-    def start(self, starts: Sequence[Start], n_roots: int) -> None:
+    def start(self, starts: Sequence[Start]) -> None:
         """Send the trees to the fleet (or read them from the store)."""
         orders = []
         for s in starts:
@@ -118,7 +128,7 @@ class _Planner:
                 self.results[(s.prompt_idx, s.round)] = stored
             else:
                 view = _TreeView(s.prompt_idx, s.round, s.cap)
-                orders.append(TreeOrder(s, n_roots))
+                orders.append(TreeOrder(s, s.roots))
                 self._running += 1
             self.views[(s.prompt_idx, s.round)] = view
             self.schedule.add_tree(view)
@@ -134,7 +144,7 @@ class _Planner:
             if not starts and not caps:
                 break
             self._changed = True
-            self.start(starts, n_roots=1)
+            self.start(starts)
             k = self.schedule.next_round - 1  # the round just planned
             for p, cap in caps.items():
                 view = self.views[(p, k)]
@@ -166,8 +176,8 @@ class _Planner:
             return True
         return False if view.is_done else None
 
-    def run(self, round0: Sequence[Start], n_roots: int) -> None:
-        self.start(round0, n_roots)
+    def run(self, round0: Sequence[Start]) -> None:
+        self.start(round0)
         self._plan()
         while self._running or not self.schedule.done_planning:
             for state in self.fleet.wait():
@@ -176,7 +186,8 @@ class _Planner:
                 self._plan()
 
 
-def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: Verifier | None) -> None:
+def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: Verifier | None,
+                 consensus: "Consensus | None" = None) -> None:
     if not prompts:
         raise ValueError("run() got an empty prompt list: pass at least one prompt")
     if config.theta_is_auto:
@@ -188,6 +199,10 @@ def validate_run(prompts: Sequence[PromptInput], config: EagerConfig, verifier: 
             "used with labels: full EAGer needs a verifier (gold answers); "
             "without labels use mode=eager_adapt",
         )
+    if config.mode is Mode.DEEPCONF and config.deepconf_consensus is not None and consensus is None:
+        raise ConfigError("deepconf_consensus", config.deepconf_consensus,
+                          "used with a consensus test (run(..., consensus=...): the pipeline's "
+                          "answers), or none")
     for i, p in enumerate(prompts):
         if not p.tokens:
             raise ValueError(f"prompt {i} has no tokens: every prompt needs at least one token")
@@ -204,6 +219,7 @@ def run(
     store: TreeStore | None = None,
     on_tree_done: Callable[[TreeResult], None] | None = None,
     overlap_rounds: bool = True,
+    consensus: Consensus | None = None,
 ) -> RunResult:
     """Generate for every prompt with `config.mode`; the budget pool spans all `prompts`.
 
@@ -212,9 +228,10 @@ def run(
     plans (worker.py). `overlap_rounds=False` runs the reallocation rounds one after another
     (each starts when every tree of the one before it has finished), as the paper describes
     them; the default starts them as early as the same trees allow (schedule.py). Both give
-    identical results, and so does any number of workers.
+    identical results, and so does any number of workers. `consensus`: deepconf_consensus's
+    answer vote (`Consensus`; on one backend only for now).
     """
-    validate_run(prompts, config, verifier)
+    validate_run(prompts, config, verifier, consensus)
     started = time.perf_counter()
 
     def tree_done(tree: TreeResult) -> None:
@@ -226,16 +243,22 @@ def run(
     n, m = len(prompts), config.max_seqs
     texts = config.mode is Mode.EAGER  # its candidates are graded while it plans
     open_fleet = getattr(backend, "open_fleet", None)
+    if open_fleet is not None and consensus is not None and config.deepconf_consensus is not None:
+        raise ConfigError("deepconf_consensus", config.deepconf_consensus, "", message=(
+            "deepconf_consensus runs on one engine only for now: give replicas=1, or leave "
+            "deepconf_consensus none (DeepConf's early stop itself runs on replicas)"))
     with _frozen_heap():
         fleet: Fleet = (open_fleet(prompts, texts=texts) if open_fleet is not None
-                        else LocalFleet(backend, config, prompts, texts=texts))
+                        else LocalFleet(backend, config, prompts, texts=texts,
+                                        consensus=consensus))
         schedule = RoundSchedule(config, n, overlap=overlap_rounds,
                                  speculate=overlap_rounds and fleet.late_forks)
         planner = _Planner(fleet, config, schedule, store, tree_done, verifier)
         schedule.grade = planner.grade
-        n_roots = m if config.mode is Mode.FULL_PARALLEL else 1
+        roots = {Mode.FULL_PARALLEL: m, Mode.DEEPCONF: config.deepconf_warmup}.get(config.mode, 1)
+        cap = roots if config.mode is Mode.DEEPCONF else m  # a deepconf warm-up holds its roots
         try:
-            planner.run([Start(p, 0, config.theta, m, m, m) for p in range(n)], n_roots)
+            planner.run([Start(p, 0, config.theta, cap, cap, cap, roots=roots) for p in range(n)])
         finally:
             close = getattr(fleet, "close", None)
             if close is not None:
@@ -244,7 +267,7 @@ def run(
     results = [PromptResult(i) for i in range(n)]
     for (p, _), tree in sorted(planner.results.items(), key=lambda item: item[0][1]):
         results[p].trees.append(tree)
-    rounds = [_round_stats(0, m * n, {p: m for p in range(n)}, results)]
+    rounds = [_round_stats(0, m * n, {p: cap for p in range(n)}, results)]
     rounds += [_round_stats(plan.round, plan.budget, plan.caps, results)
                for plan in schedule.plans if plan.caps]
     return RunResult(

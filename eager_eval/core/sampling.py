@@ -67,9 +67,15 @@ class SamplingSettings:
     min_p: float = 0.0
     """0 = off. Drop tokens whose probability is below min_p x the top token's (after
     temperature), as transformers' MinPLogitsWarper and vLLM's min_p do."""
+    confidence_k: int | None = None
+    """k of DeepConf's token confidence, C = -(1/k) x the sum of the k largest log-probabilities
+    (from the distribution the entropy is read from). None: entropy_k (20 by default, the
+    paper's k; then it costs no extra log-probabilities). 0 = off: no confidence recorded, and a
+    run that never branches asks the engine for no logprobs at all. docs/CONFIDENCE.md."""
     logprobs: bool = field(default=True, metadata=NOT_A_SETTING)
-    """Report the top-K. False only for runs that never branch (full_parallel): nothing reads
-    it there, and on a GPU it costs a top-K over the vocabulary per row per step."""
+    """Report the top-K ids and log-probabilities. False only for runs that never branch
+    (full_parallel, deepconf): nothing reads them there, and on a GPU they cost a top-K over the
+    vocabulary per row per step. The confidence (`confidence_k`) is reported either way."""
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -88,10 +94,34 @@ class SamplingSettings:
         set_("top_k", int_at_least(self.top_k, "top_k", 0))
         if not is_number(self.min_p) or not (0 <= self.min_p < 1):
             raise ConfigError("min_p", self.min_p, "in [0, 1) (0 = off)")
+        if self.confidence_k is not None:
+            set_("confidence_k", int_at_least(self.confidence_k, "confidence_k", 0))
 
     @property
     def processed_entropy(self) -> bool:
         return self.entropy_source is EntropySource.PROCESSED
+
+    @property
+    def resolved_confidence_k(self) -> int:
+        """The k the token confidence is computed with: confidence_k, or entropy_k when None
+        (0: off)."""
+        return self.entropy_k if self.confidence_k is None else self.confidence_k
+
+    @property
+    def confidence(self) -> bool:
+        """Every token's confidence is reported (its k > 0)."""
+        return self.resolved_confidence_k > 0
+
+    @property
+    def reads_logprobs(self) -> bool:
+        """The engine must return log-probabilities: for the top-K, the confidence, or both."""
+        return self.logprobs or self.confidence
+
+    @property
+    def logprobs_k(self) -> int:
+        """How many log-probabilities per position a backend asks its engine for: the larger
+        of the entropy's K (when it reports the top-K) and the confidence's k."""
+        return max(self.entropy_k if self.logprobs else 0, self.resolved_confidence_k)
 
     @property
     def logprobs_mode(self) -> str:

@@ -22,6 +22,13 @@ plan needs far less than its trees' last tokens:
 
 Either way every tree gets the cap, theta and seeds it gets when rounds run one after another,
 so the trees, seeds and metrics are the same (tests/test_schedule.py).
+
+With `confidence_stop`, a round's sequences stop below their prompt's bar, read from its
+EAGer-init tree's finished sequences, and a stopped sequence goes back to the pool: a round
+then waits for every earlier tree to finish (neither shortcut above holds), and the rounds end
+when one spends nothing (so they always end). DeepConf (`mode=deepconf`) has two rounds per
+prompt: the warm-up tree, then, once it has finished, the tree of the other M - warm-up
+sequences with the bar it set; no prompt waits for another.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 from eager_eval.core.budget import BudgetPool, PromptState
+from eager_eval.core.confidence import ConfidenceStats, percentile
 from eager_eval.core.config import EagerConfig, Mode
+from eager_eval.core.results import TreeResult
+from eager_eval.core.tree import StopBar
 
 
 class TreeView(Protocol):
@@ -53,6 +63,12 @@ class TreeView(Protocol):
 
     @property
     def hit_cap(self) -> bool: ...
+
+    @property
+    def n_counted(self) -> int: ...
+
+    result: TreeResult | None
+    """Set once the tree has finished (with its final cap)."""
 
 
 Grade = Callable[[TreeView], "bool | None"]
@@ -80,6 +96,9 @@ class Start:
     cap: int | None
     floor: int
     upper: int
+    roots: int = 1
+    stop: StopBar | None = None
+    """Its confidence stop (deepconf's later sequences, confidence_stop's rounds)."""
 
 
 class RoundSchedule:
@@ -88,18 +107,23 @@ class RoundSchedule:
     def __init__(self, config: EagerConfig, n_prompts: int, *, overlap: bool = True,
                  speculate: bool = False, grade: Grade | None = None) -> None:
         self.config = config
-        self.overlap = overlap
-        """False: plan a round only once every earlier tree has finished (rounds in sequence)."""
+        self.overlap = overlap and not config.confidence_stop
+        """False: plan a round only once every earlier tree has finished (rounds in sequence;
+        always with confidence_stop: its bar and its refunds need finished trees)."""
         self.n_prompts = n_prompts
         self.pool = BudgetPool(config, n_prompts) if config.mode in (Mode.EAGER_ADAPT, Mode.EAGER) else None
-        self.speculate = speculate
+        self.speculate = speculate and not config.confidence_stop
+        self.deepconf = config.mode is Mode.DEEPCONF
         self.grade = grade
         self.trees: list[list[TreeView]] = [[] for _ in range(n_prompts)]
         """Each prompt's trees in round order (a round's speculative trees included)."""
         self.plans: list[RoundPlan] = []
         """Final plans of rounds 1, 2, ... (index = round - 1)."""
-        self.done_planning = self.pool is None
+        self.done_planning = self.pool is None and not self.deepconf
         self._started: set[tuple[int, int]] = set()
+        if self.deepconf:  # round 1 is known from the start: M - warm-up for every prompt
+            rest = config.max_seqs - config.deepconf_warmup
+            self.plans.append(RoundPlan(1, rest * n_prompts, {p: rest for p in range(n_prompts)}))
 
     @property
     def next_round(self) -> int:
@@ -115,9 +139,14 @@ class RoundSchedule:
         (`add_tree`), and call again until it returns nothing."""
         if self.done_planning:
             return [], {}
+        if self.deepconf:
+            return self._deepconf_starts(), {}
         k = self.next_round
         if self.config.max_rounds is not None and k > self.config.max_rounds:
             self.done_planning = True
+            return [], {}
+        if k >= 2 and self._spent_nothing(k - 1):
+            self.done_planning = True  # every sequence of the last round went back: stop here
             return [], {}
         states = self._final_states(k)
         if states is None:
@@ -131,12 +160,53 @@ class RoundSchedule:
             raise AssertionError(f"prompts {sorted(stray)} started in round {k} without an allotment")
         if not plans:
             self.done_planning = True
-        starts = [Start(p, k, plan.thetas[p], cap, cap, cap)
+        starts = [Start(p, k, plan.thetas[p], cap, cap, cap, stop=self._stop_bar(p))
                   for p, cap in plan.caps.items() if (p, k) not in self._started]
         final_caps = {p: cap for p, cap in plan.caps.items() if (p, k) in self._started}
         for start in starts:
             self._started.add((start.prompt_idx, k))
         return starts, final_caps
+
+    # --- confidence stops -----------------------------------------------------------------
+    def _deepconf_starts(self) -> list[Start]:
+        """The later sequences of each prompt whose warm-up tree has finished."""
+        c = self.config
+        rest = c.max_seqs - c.deepconf_warmup
+        starts = []
+        for p in range(self.n_prompts):
+            trees = self.trees[p]
+            if (p, 1) in self._started or not trees or trees[0].result is None:
+                continue
+            starts.append(Start(p, 1, c.theta, rest, rest, rest, roots=rest,
+                                stop=self._stop_bar(p)))
+            self._started.add((p, 1))
+        if all((p, 1) in self._started for p in range(self.n_prompts)):
+            self.done_planning = True
+        return starts
+
+    def _stop_bar(self, p: int) -> StopBar | None:
+        """DeepConf's bar for prompt p: the deepconf_percentile-th percentile (linear
+        interpolation, numpy's default, as the reference) of the lowest group confidences of
+        its first tree's sequences (deepconf's warm-up, EAGer's init tree), which must have
+        finished. Their votes, weighted by that confidence, where it reaches the bar."""
+        c = self.config
+        if not c.stops_on_confidence:
+            return None
+        warmup = self.trees[p][0].result
+        stats = [s.confidence for s in warmup.sequences]
+        if not stats or any(not isinstance(x, ConfidenceStats) for x in stats):
+            raise RuntimeError(f"prompt {p}'s first tree has sequences without a confidence: "
+                               "it cannot set the stop bar (trees stored by an older eager-eval? "
+                               "start the run over)")
+        bar = percentile([x.lowest_group for x in stats], c.deepconf_percentile)
+        votes = tuple((s.text, s.confidence.lowest_group) for s in warmup.sequences
+                      if s.finish_reason.votes and s.confidence.lowest_group >= bar)
+        return StopBar(bar, votes, c.deepconf_consensus if self.deepconf else None)
+
+    def _spent_nothing(self, k: int) -> bool:
+        """Round k's trees kept no sequence (all went back to the pool for confidence)."""
+        trees = [t for per_prompt in self.trees for t in per_prompt if t.round == k]
+        return bool(trees) and all(t.is_done for t in trees) and not any(t.n_counted for t in trees)
 
     # --- states ---------------------------------------------------------------------------
     def _before(self, p: int, k: int) -> list[TreeView]:
@@ -160,7 +230,7 @@ class RoundSchedule:
                 has_correct = graded
             states.append(PromptState(
                 prompt_idx=p,
-                n_sequences=sum(t.n_sequences for t in trees),
+                n_sequences=sum(t.n_counted for t in trees),
                 init_hit_cap=trees[0].n_sequences >= self.config.max_seqs,
                 last_hit_cap=trees[-1].hit_cap,
                 retries=len(trees) - 1,

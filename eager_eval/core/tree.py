@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from eager_eval.core.backend import Backend, Fork, TokenStep
+from eager_eval.core.confidence import FOLD_EVERY, ConfidenceStats, ConfidenceTrack, TrackShape
 from eager_eval.core.config import BranchPolicy, EagerConfig
 from eager_eval.core.controller import BranchController
-from eager_eval.core.entropy import topk_entropy
+from eager_eval.core.entropy import topk_confidence, topk_entropy
 from eager_eval.core.results import BranchEvent, FinishReason, SequenceResult, TreeResult
 from eager_eval.core.seeds import branch_seed
 from eager_eval.core.text_watch import StopSet, TextWatch
@@ -60,13 +61,30 @@ class TreeHost(Protocol):
 
     def stop_topk(self, seq_ids: list[int]) -> None: ...
 
+    def consensus(self, prompt_idx: int, votes: Sequence[tuple[str, float]]) -> float: ...
+
+
+Vote = tuple[str, float]
+"""(a finished sequence's text, its vote's weight)."""
+
+
+@dataclass(frozen=True)
+class StopBar:
+    """A tree's confidence stop (docs/CONFIDENCE.md): its sequences stop once their group
+    confidence falls below `bar`; `votes` are the earlier votes the consensus counts."""
+
+    bar: float
+    votes: tuple[Vote, ...] = ()
+    consensus: float | None = None
+    """Stop the live sequences once one answer holds this share of the weighted vote."""
+
 
 class Seq:
     """One sequence of a tree: its tokens so far and what the text rules know of them."""
 
     __slots__ = ("seq_id", "tree", "creation", "parent", "fork_position", "seed", "tokens",
                  "finish_reason", "think_closed_at", "opened_at", "think_tail", "stop_tail",
-                 "pending", "deferred", "event", "text")
+                 "pending", "deferred", "event", "text", "conf")
 
     def __init__(self, seq_id: int, tree: "Tree", creation: int, parent: int | None,
                  fork_position: int, seed: int, tokens: "array[int]") -> None:
@@ -91,12 +109,15 @@ class Seq:
         """The fork that created this sequence."""
         self.text: str | None = None
         """Its final text, once finished and asked for."""
+        self.conf: ConfidenceTrack | ConfidenceStats | None = None
+        """Its confidence: a track while it decodes, its four numbers once finished; None when
+        the run records none."""
 
 
 class Tree:
     def __init__(self, driver: TreeHost, prompt_idx: int, round_idx: int, prompt: PromptInput,
                  *, cap: int | None, theta: float, n_roots: int, floor: int | None = None,
-                 tree_id: int = 0) -> None:
+                 tree_id: int = 0, stop: StopBar | None = None) -> None:
         c = driver.config
         if cap is None and (floor is None or floor < n_roots):
             raise ValueError(f"a tree without its final cap needs a floor >= its {n_roots} roots")
@@ -116,6 +137,12 @@ class Tree:
             n_created=n_roots, branching=c.is_branching,
         )
         self.policy = c.branch_policy
+        self.stop = stop
+        self.n_stopped = 0
+        """Sequences stopped for confidence (they go back to the budget pool)."""
+        self.confidence_k = c.resolved_confidence_k
+        self.track_shape = (TrackShape(c.confidence_window, self.max_new_tokens)
+                            if c.confidence else None)
         self.seqs: list[Seq] = []
         self.live: list[Seq] = []
         """Unfinished sequences, in creation order."""
@@ -140,6 +167,11 @@ class Tree:
         return len(self.seqs)
 
     @property
+    def n_counted(self) -> int:
+        """Sequences the budget pool counts (a confidence-stopped one went back to it)."""
+        return len(self.seqs) - self.n_stopped
+
+    @property
     def hit_cap(self) -> bool:
         return self.controller.hit_cap
 
@@ -149,6 +181,8 @@ class Tree:
         seq = Seq(self.driver.new_seq_id(), self, creation, parent, fork_position, seed, tokens)
         if self.prompt.opens_thinking:
             seq.opened_at = -1
+        if parent is None and self.track_shape is not None:
+            seq.conf = ConfidenceTrack(self.track_shape)
         self.seqs.append(seq)
         self.live.append(seq)
         self.driver.register(seq)
@@ -194,6 +228,7 @@ class Tree:
         observed: list[float] = []
         steps: dict[int, TokenStep] = {}
         ended = False
+        stop = self.stop
         for seq in self.live:  # creation order
             if len(seq.tokens) > t:
                 continue  # a child created at t holds its token; first tested at t + 1
@@ -204,7 +239,25 @@ class Tree:
                 entropy = step.entropy
                 if entropy is None:
                     entropy = topk_entropy(step.topk_logprobs)
+            track = seq.conf
+            group = None
+            if track is not None:
+                confidence = step.confidence
+                if confidence is None:  # None again: the backend reports no log-probabilities
+                    confidence = self._confidence_of(seq, step)
+                if confidence is None:
+                    pass
+                elif stop is None:  # ConfidenceTrack.push, inlined: once per generated token
+                    pending = track.pending
+                    pending.append(confidence)
+                    if len(pending) >= FOLD_EVERY:
+                        track.fold()
+                else:
+                    group = track.push_tested(confidence)
             self._check_finish(seq, t)
+            if group is not None and group < stop.bar and seq.finish_reason is None:
+                self._finish(seq, FinishReason.CONFIDENCE)  # DeepConf's early stop
+                self.n_stopped += 1
             if seq.finish_reason is not None:
                 ended = True
             if not branching:
@@ -215,6 +268,8 @@ class Tree:
                 tested.append((seq.seq_id, entropy))
         if ended:
             self._drop_finished()
+            if stop is not None and stop.consensus is not None and self.live:
+                self._check_consensus(stop)
         if branching:
             self._grant(t, tested, observed, steps)
         else:
@@ -238,6 +293,8 @@ class Tree:
         else:
             parent_token, child_token = step.token, None
         child = self._new_seq(parent.creation, t, parent.tokens[:t])
+        if isinstance(parent.conf, ConfidenceTrack):  # its state at t: the distribution at t is
+            child.conf = parent.conf.copy()           # the parent's, whichever token it takes
         child.think_closed_at, child.opened_at = parent.think_closed_at, parent.opened_at
         self.watch.restore(child, t, self.stops)  # its text state before t is its parent's
         got = self.driver.backend.fork(
@@ -273,9 +330,36 @@ class Tree:
             reason = FinishReason.LENGTH
         else:
             return
+        self._finish(seq, reason)
+
+    def _finish(self, seq: Seq, reason: FinishReason) -> None:
         seq.finish_reason = reason
         seq.pending.clear()
+        if isinstance(seq.conf, ConfidenceTrack):  # four numbers now; the buffers go
+            seq.conf = seq.conf.stats()
         self.driver.backend.finish(seq.seq_id)
+
+    def _confidence_of(self, seq: Seq, step: TokenStep) -> float | None:
+        """The runner's fallback when a backend reports no confidence: from the top-K it
+        reported (its first confidence_k, or all it has); None when it reported none."""
+        if not step.topk_logprobs:
+            seq.conf = None  # one token without it: the sequence records none
+            return None
+        return topk_confidence(step.topk_logprobs, self.confidence_k)
+
+    def _check_consensus(self, stop: StopBar) -> None:
+        """DeepConf's consensus stop: once one answer holds `stop.consensus` of the weighted
+        vote (the earlier votes and this tree's finished voters, each weighted by its lowest
+        group confidence, as the reference weighs its online vote), the live sequences stop."""
+        votes = list(stop.votes) + [
+            (self.text_of(s), s.conf.lowest_group) for s in self.seqs
+            if s.finish_reason is not None and s.finish_reason.votes
+            and isinstance(s.conf, ConfidenceStats)]
+        if not votes or self.driver.consensus(self.prompt_idx, votes) < stop.consensus:
+            return
+        for seq in self.live:
+            self._finish(seq, FinishReason.CONSENSUS)
+        self._drop_finished()
 
     def _drop_finished(self) -> None:
         self.live = [s for s in self.live if s.finish_reason is None]
@@ -283,8 +367,10 @@ class Tree:
     @property
     def settled(self) -> bool:
         """No sequence can fork any more, so its count and hit_cap are final: branching ended
-        (cap, window), every live sequence is past the end-of-thinking marker, or all ended."""
-        return self._settled or not self.live
+        (cap, window), every live sequence is past the end-of-thinking marker, or all ended.
+        A tree whose sequences may stop for confidence settles only when all have ended: a
+        stop gives a sequence back to the budget pool."""
+        return (self._settled and self.stop is None) or not self.live
 
     def _check_settled(self, t: int) -> None:
         if self._settled:
@@ -311,10 +397,12 @@ class Tree:
         if self.cap is None:
             raise RuntimeError("a tree's result needs its final cap")
         sequences = [SequenceResult(s.creation, self.round, s.parent, s.fork_position, s.seed,
-                                    s.tokens, self.text_of(s), s.finish_reason)
+                                    s.tokens, self.text_of(s), s.finish_reason,
+                                    s.conf if isinstance(s.conf, ConfidenceStats) else None)
                      for s in self.seqs]
         return TreeResult(self.prompt_idx, self.round, self.cap, self.theta, sequences,
-                          list(self.events), hit_cap=self.controller.hit_cap)
+                          list(self.events), hit_cap=self.controller.hit_cap,
+                          confidence_bar=self.stop.bar if self.stop is not None else None)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...], think_end: str | None) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union
+from typing import Callable, Protocol, Sequence, Union
 
 from eager_eval.common.errors import UserError
 from eager_eval.core.backend import Backend, NewTree, Root
@@ -41,8 +41,9 @@ TreeKey = tuple[int, int]
 
 @dataclass(frozen=True)
 class TreeOrder:
-    """Start a tree: the schedule's `Start` (prompt, round, theta, cap or floor) and its roots
-    (M for Full Parallel, one for EAGer)."""
+    """Start a tree: the schedule's `Start` (prompt, round, theta, cap or floor, its confidence
+    stop) and its roots (M for Full Parallel, one for EAGer, the warm-up's or the rest's count
+    for DeepConf)."""
 
     start: Start
     n_roots: int
@@ -106,11 +107,15 @@ class TreeWorker:
     """Runs trees on one backend (see the module docstring); the `TreeHost` of its trees."""
 
     def __init__(self, backend: Backend, config: EagerConfig, prompts: Sequence[PromptInput],
-                 *, texts: bool = False) -> None:
+                 *, texts: bool = False,
+                 consensus: Callable[[int, Sequence[tuple[str, float]]], float] | None = None
+                 ) -> None:
         self.backend = backend
         self.config = config
         self.prompts = prompts
         self.texts = texts
+        self._consensus = consensus
+        """deepconf_consensus's test (runner.Consensus); None where the run has none."""
         self.eos_token_ids = backend.eos_token_ids
         self.watch = text_watch(backend, config.think_end)
         self.late_forks = bool(getattr(backend, "late_forks", False))
@@ -147,6 +152,12 @@ class TreeWorker:
         if seq_ids and self._stop_topk is not None:
             self._stop_topk(seq_ids)
 
+    def consensus(self, prompt_idx: int, votes: Sequence[tuple[str, float]]) -> float:
+        """The leading answer's share of a prompt's weighted vote (deepconf_consensus)."""
+        if self._consensus is None:
+            raise RuntimeError("a tree asked for a consensus this worker was given no test for")
+        return self._consensus(prompt_idx, votes)
+
     # --- commands ------------------------------------------------------------------------
     def start(self, orders: Sequence[TreeOrder]) -> None:
         """Create the trees and queue them (whole, with their roots) on the backend."""
@@ -157,7 +168,7 @@ class TreeWorker:
                 raise ValueError(f"tree {order.key} (prompt, round) is already running here")
             tree = Tree(self, s.prompt_idx, s.round, self.prompts[s.prompt_idx], cap=s.cap,
                         theta=s.theta, n_roots=order.n_roots, floor=s.floor,
-                        tree_id=self._next_tree)
+                        tree_id=self._next_tree, stop=s.stop)
             self._next_tree += 1
             self._trees[order.key] = tree
             self._dirty[id(tree)] = tree
@@ -301,8 +312,10 @@ class LocalFleet:
     """One worker on the run's own backend, stepped in the runner's loop."""
 
     def __init__(self, backend: Backend, config: EagerConfig, prompts: Sequence[PromptInput],
-                 *, texts: bool) -> None:
-        self.worker = TreeWorker(backend, config, prompts, texts=texts)
+                 *, texts: bool,
+                 consensus: Callable[[int, Sequence[tuple[str, float]]], float] | None = None
+                 ) -> None:
+        self.worker = TreeWorker(backend, config, prompts, texts=texts, consensus=consensus)
         self.late_forks = self.worker.late_forks
         self._commands: list[Command] = []
 

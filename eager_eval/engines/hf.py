@@ -48,7 +48,7 @@ from transformers.cache_utils import DynamicLayer
 
 from eager_eval.core.backend import Fork, NewTree, Root, TokenStep
 from eager_eval.engines.tokens import end_token_ids, token_pieces
-from eager_eval.core.entropy import topk_entropies
+from eager_eval.core.entropy import LOGPROB_FLOOR, topk_confidences, topk_entropies
 from eager_eval.core.sampling import SamplingSettings
 from eager_eval.core.seeds import hash64
 
@@ -334,21 +334,34 @@ class HFBackend:
         scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
         rows = self._rows
         tokens = self._sample(scores, [r.key for r in rows], [r.position + 1 for r in rows]).tolist()
-        if not self.settings.logprobs:
+        settings = self.settings
+        if not settings.reads_logprobs:
             steps = []
             for row, token in zip(self._rows, tokens):
                 row.position, row.token = row.position + 1, token
                 steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
             return steps
-        logprobs = (scores if self.settings.processed_entropy else self._logits).log_softmax(-1)
-        top_logprobs, top_ids = logprobs.topk(min(self.settings.entropy_k, logprobs.shape[-1]), -1)  # [rows, K]
-        top_logprobs = top_logprobs.cpu().numpy()
-        entropies = topk_entropies(top_logprobs).tolist()  # all rows at once, in float64
-        top_ids, top_logprobs = top_ids.tolist(), top_logprobs.tolist()  # whole batch at once
+        logprobs = (scores if settings.processed_entropy else self._logits).log_softmax(-1)
+        top = logprobs.topk(min(settings.logprobs_k, logprobs.shape[-1]), -1)  # [rows, max(K, k)]
+        if not settings.logprobs:  # a run that never branches: the confidence alone, on the device
+            confidences = (-top.values.clamp(min=LOGPROB_FLOOR).mean(-1)).tolist()  # [rows]
+            steps = []
+            for row, token, confidence in zip(self._rows, tokens, confidences):
+                row.position, row.token = row.position + 1, token
+                steps.append(TokenStep(row.seq_id, row.position, token, (), (), None, confidence))
+            return steps
+        k = settings.entropy_k  # the top-K reported and its entropy; the confidence reads its k
+        top_logprobs = top.values.cpu().numpy()
+        entropies = topk_entropies(top_logprobs[:, :k]).tolist()  # all rows at once, in float64
+        confidences = (topk_confidences(top_logprobs, settings.resolved_confidence_k).tolist()
+                       if settings.confidence else [None] * len(rows))
+        top_ids, top_logprobs = top.indices[:, :k].tolist(), top_logprobs[:, :k].tolist()
         steps = []
-        for row, token, ids, lps, entropy in zip(self._rows, tokens, top_ids, top_logprobs, entropies):
+        for row, token, ids, lps, entropy, confidence in zip(self._rows, tokens, top_ids,
+                                                            top_logprobs, entropies, confidences):
             row.position, row.token = row.position + 1, token
-            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps), entropy))
+            steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps),
+                                   entropy, confidence))
         return steps
 
     # ---- sampling ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 from eager_eval.core.backend import Fork, NewTree, TokenStep
 from eager_eval.engines.tokens import token_pieces
-from eager_eval.core.entropy import topk_entropy
+from eager_eval.core.entropy import topk_confidence, topk_entropy
 from eager_eval.core.seeds import hash64
 
 _MASK64 = (1 << 64) - 1
@@ -121,7 +121,7 @@ class SimulatedBackend:
 
     def __init__(self, tokenizer: Any, profile: TraceProfile | None = None, *, shapes: int = 256,
                  vocab_seed: int = 0, logprobs: bool = True,
-                 kv_capacity: int | None = None) -> None:
+                 kv_capacity: int | None = None, confidence_k: int = 20) -> None:
         self.tokenizer = tokenizer
         self.profile = profile or TraceProfile()
         self.logprobs = logprobs
@@ -136,6 +136,8 @@ class SimulatedBackend:
         self._waiting: list[_Tree] = []
         self._added = 0
         """False: report no top-K (a run that never branches), as the real backends do."""
+        self.confidence_k = confidence_k
+        """k of the token confidence each step reports (0: none), as the real backends do."""
         self.eos_token_ids = frozenset({tokenizer.eos_token_id})
         self.token_pieces = token_pieces(tokenizer)
         self.late_forks = True
@@ -146,8 +148,8 @@ class SimulatedBackend:
         words = _word_ids(tokenizer)
         k = self.profile.topk
         self._id_rows = [tuple(rng.sample(words, k)) for _ in range(4096)]
-        self._low = [_shape(rng, k, high=False) for _ in range(shapes)]
-        self._high = [_shape(rng, k, high=True) for _ in range(max(8, shapes // 8))]
+        self._low = [_shape(rng, k, confidence_k, high=False) for _ in range(shapes)]
+        self._high = [_shape(rng, k, confidence_k, high=True) for _ in range(max(8, shapes // 8))]
         self._certain = min(self._low, key=lambda shape: shape[2])
         self._live: dict[int, _Seq] = {}
 
@@ -185,13 +187,13 @@ class SimulatedBackend:
                 continue  # an engine stops at EOS itself; stop strings are the runner's
             if not seq.tree.running:
                 continue  # preempted, or waiting for room in the KV cache
-            token, ids, logprobs, entropy = self._next(seq, position)
+            token, ids, logprobs, entropy, confidence = self._next(seq, position)
             seq.tokens.append(token)
             context += position + len(seq.prompt)
             if seq.wants_topk:
-                out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy))
+                out.append(TokenStep(seq_id, position, token, ids, logprobs, entropy, confidence))
             else:
-                out.append(TokenStep(seq_id, position, token, (), ()))
+                out.append(TokenStep(seq_id, position, token, (), (), None, confidence))
         self.kv_used += len(out) if self.kv_capacity is not None else 0
         self.last_step = StepLoad(len(out), context, self._prefill)
         self._prefill = 0
@@ -301,14 +303,14 @@ class SimulatedBackend:
                    think_at, stop_end=((h >> 50) % 1000) < p.stop_share * 1000)
         return seq
 
-    def _next(self, seq: _Seq, t: int) -> tuple[int, tuple, tuple, float | None]:
-        """(token, top-K ids, top-K logprobs, entropy) of `seq` at position t."""
+    def _next(self, seq: _Seq, t: int) -> tuple[int, tuple, tuple, float | None, float | None]:
+        """(token, top-K ids, top-K logprobs, entropy, confidence) of `seq` at position t."""
         h = hash64((seq.seed ^ (t * 0x9E3779B97F4A7C15)) & _MASK64)
         p = self.profile
         before = t < seq.think_at
         rate = p.high_entropy_rate[seq.difficulty] if before else p.high_entropy_rate_after
         shapes = self._high if (h & 0xFFFFF) < rate * 0x100000 else self._low
-        logprobs, cdf, entropy = shapes[(h >> 20) % len(shapes)]
+        logprobs, cdf, entropy, confidence = shapes[(h >> 20) % len(shapes)]
         ids = self._id_rows[(h >> 28) % len(self._id_rows)]
         rank = bisect.bisect_right(cdf, ((h >> 40) & 0xFFFFFF) / 0x1000000)
         token = ids[min(rank, len(ids) - 1)]
@@ -323,10 +325,10 @@ class SimulatedBackend:
             forced = next(iter(self.eos_token_ids))
         if forced is not None:
             token, ids = forced, (forced,) + ids[1:]
-            logprobs, _, entropy = self._certain
+            logprobs, _, entropy, confidence = self._certain
         if not self.logprobs:
-            return token, (), (), None
-        return token, ids, logprobs, entropy
+            return token, (), (), None, confidence
+        return token, ids, logprobs, entropy, confidence
 
 
 _UNBOUNDED = _Tree(0, 0, running=True)
@@ -345,8 +347,10 @@ def _retained(seq: _Seq) -> int:
     return max(0, max(reads) - seq.fork_position) if reads else 0
 
 
-def _shape(rng: random.Random, k: int, *, high: bool) -> tuple[tuple[float, ...], list[float], float]:
-    """(top-K logprobs, cumulative probabilities, entropy in nats) of one distribution shape."""
+def _shape(rng: random.Random, k: int, confidence_k: int, *,
+           high: bool) -> tuple[tuple[float, ...], list[float], float, float | None]:
+    """(top-K logprobs, cumulative probabilities, entropy in nats, token confidence or None)
+    of one distribution shape."""
     scale = rng.uniform(0.02, 0.25) if high else rng.uniform(1.2, 6.0)
     logits = sorted((-scale * i * rng.uniform(0.8, 1.2) for i in range(k)), reverse=True)
     top = max(logits)
@@ -357,7 +361,8 @@ def _shape(rng: random.Random, k: int, *, high: bool) -> tuple[tuple[float, ...]
     for q in probs:
         acc += q
         cdf.append(acc)
-    return logprobs, cdf, topk_entropy(logprobs)
+    confidence = topk_confidence(logprobs, confidence_k) if confidence_k else None
+    return logprobs, cdf, topk_entropy(logprobs), confidence
 
 
 def _word_ids(tokenizer: Any) -> list[int]:

@@ -4,10 +4,12 @@ vLLM cannot copy a running request, so every sequence is one engine request and 
 only translates (ENGINES.md section 3; docs/VLLM.md has the long version):
 
 - **Requests.** One per sequence: `prompt = root prompt + the sequence's generated tokens so
-  far`, `SamplingParams(seed=<sequence seed>, logprobs=K, output_kind=DELTA, detokenize=False)`.
-  Each `step()` turns the deltas into `TokenStep`s, one per new token (a delta may hold several).
-  A full_parallel run never branches, so nothing reads the top-K: its requests ask for no
-  logprobs (`logprobs=None`) and its TokenSteps carry empty top-K tuples.
+  far`, `SamplingParams(seed=<sequence seed>, logprobs=max(K, k), output_kind=DELTA,
+  detokenize=False)` (K = entropy_k, k = confidence_k). Each `step()` turns the deltas into
+  `TokenStep`s, one per new token (a delta may hold several), with the token confidence of each.
+  A run that never branches (full_parallel, deepconf) reads no top-K: its TokenSteps carry
+  empty top-K tuples and only the confidence, and with confidence_k=0 its requests ask for no
+  logprobs at all (`logprobs=None`).
 - **Positions.** A request submitted with `n` generated tokens in its prompt produces absolute
   positions `n, n + 1, ...`; the backend keeps each sequence's reported tokens, so the next
   token's position is always `len(tokens)`.
@@ -45,8 +47,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from eager_eval.common.errors import UserError
 from eager_eval.core.backend import Fork, NewTree, TokenStep
 from eager_eval.engines.tokens import end_token_ids, token_pieces
-from eager_eval.core.entropy import entropies_of_rows
-from eager_eval.core.sampling import SamplingSettings
+from eager_eval.core.entropy import LOGPROB_FLOOR, rows_array, topk_confidences, topk_entropies
+from eager_eval.core.sampling import ConfigError, SamplingSettings
 from eager_eval.core.seeds import restart_seed
 from eager_eval.engines.registry import EngineOptions, verify_on
 
@@ -205,7 +207,8 @@ class VLLMBackend:
         settings = settings.sampling if settings is not None else SamplingSettings(**sampling)
         entropy_k = settings.entropy_k
         llm = load_llm(
-            model_path, entropy_k=entropy_k, entropy_source=settings.entropy_source.value,
+            model_path, entropy_k=entropy_k, confidence_k=settings.resolved_confidence_k,
+            entropy_source=settings.entropy_source.value,
             tensor_parallel_size=tensor_parallel_size, dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
             enforce_eager=enforce_eager, **engine_kwargs,
@@ -249,20 +252,28 @@ class VLLMBackend:
                 self._submit(seq, root.seed)  # vLLM's scheduler admits as KV memory allows
 
     def step(self) -> list[TokenStep]:
-        """Every engine output's new tokens as TokenSteps; entropies in one batch per step.
+        """Every engine output's new tokens as TokenSteps, each with its confidence; the
+        entropies of the rows the runner reads, in one batch per step.
 
         This loop runs once per generated token at a GPU engine's rate, so it does the least it
-        can per token: the usual DELTA output (one token, flat logprobs with ranks 1..K in
-        order) takes a fast path, and all rows' logprobs go to numpy in one array.
+        can per token: the usual DELTA output (one token, flat logprobs with ranks 1..k in
+        order) takes a fast path; the rows whose top-K the runner reads go to numpy in one
+        array (their entropies and confidences); a row that needs only its confidence (a run
+        that never branches, a tree that stopped branching) sums one list slice, which costs
+        less than its share of the array.
         """
-        k = self.settings.entropy_k
-        want_logprobs = self.settings.logprobs
+        settings = self.settings
+        k = settings.logprobs_k  # what the requests ask for: max(entropy's K, confidence's k)
+        reads = settings.reads_logprobs
+        want_topk, want_confidence = settings.logprobs, settings.confidence
+        conf_k = settings.resolved_confidence_k
         live, stats = self._live, self.stats
         seq_ids: list[int] = []
         positions: list[int] = []
         tokens: list[int] = []
         top_ids: list[Sequence[int]] = []
         top_lps: list[Sequence[float]] = []
+        confidences: list[float | None] = []
         read: list[int] = []  # rows whose top-K the runner still reads
         for out in self.engine.step():
             seq = live.get(out.request_id)
@@ -285,36 +296,82 @@ class VLLMBackend:
                 positions.extend(range(position, position + n))
                 tokens.extend(token_ids)
                 seq.tokens.extend(token_ids)
-            if want_logprobs and not seq.wants_topk:  # its tree no longer branches
-                top_ids.extend(itertools.repeat((), n))
-                top_lps.extend(itertools.repeat((), n))
-            elif want_logprobs:
-                read.extend(range(len(top_ids), len(top_ids) + n))
-                flat = completion.logprobs
-                # the usual DELTA output: one position of FlatLogprobs, ranks 1..K last
-                hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
-                top = hi - k
-                if hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1 \
-                        and flat.ranks[hi - 1] == k:
-                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
-                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
-                else:
-                    for ids, lps in topk_rows(flat, n, k):
-                        top_ids.append(ids)
-                        top_lps.append(lps)
             stats.reported_tokens += n
             if out.finished:
                 self._ended(out, seq, completion)
-        if not want_logprobs:  # full_parallel: the runner never reads the top-K
+            if not reads:
+                continue
+            topk = want_topk and seq.wants_topk
+            if not topk and not want_confidence:  # nothing to read
+                top_ids.extend(itertools.repeat((), n))
+                top_lps.extend(itertools.repeat((), n))
+                confidences.extend(itertools.repeat(None, n))
+                continue
+            flat = completion.logprobs
+            # the usual DELTA output: one position of FlatLogprobs, ranks 1..k last
+            hi = flat.end_indices[-1] if n == 1 and hasattr(flat, "ranks") else -1
+            top = hi - k
+            fast = (hi >= 0 and top >= flat.start_indices[-1] and flat.ranks[top] == 1
+                    and flat.ranks[hi - 1] == k)
+            if not want_topk:  # a run that never branches: the confidence alone
+                if fast:  # ranks 1..k in order: the last is the least probable
+                    lps = flat.logprobs[top:top + conf_k]
+                    confidences.append(-sum(lps) / conf_k if lps[-1] >= LOGPROB_FLOOR
+                                       else _confidence(lps, conf_k))
+                else:
+                    confidences.extend(_confidence(lps[:conf_k], conf_k)
+                                       for _, lps in topk_rows(flat, n, k))
+                continue
+            if fast:
+                if topk:
+                    read.append(len(top_ids))
+                    top_ids.append(flat.token_ids[top:hi])  # list slices: a copy each,
+                    top_lps.append(flat.logprobs[top:hi])  # no per-entry objects
+                    confidences.append(None)  # from the step's array, with the entropy
+                else:
+                    top_ids.append(())
+                    top_lps.append(())
+                    confidences.append(_confidence(flat.logprobs[top:top + conf_k], conf_k))
+                continue
+            for ids, lps in topk_rows(flat, n, k):
+                if topk:
+                    read.append(len(top_ids))
+                    top_ids.append(ids)
+                    top_lps.append(lps)
+                    confidences.append(None)
+                else:
+                    top_ids.append(())
+                    top_lps.append(())
+                    confidences.append(_confidence(lps[:conf_k], conf_k))
+        if not want_topk:  # a run that never branches: no top-K, the confidences if any
             empty = itertools.repeat(())
-            return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
-        if len(read) == len(top_lps):
-            entropies = entropies_of_rows(top_lps)
-        else:
-            entropies = [None] * len(top_lps)
-            for i, entropy in zip(read, entropies_of_rows([top_lps[i] for i in read])):
-                entropies[i] = entropy
-        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies))
+            if not reads:
+                return list(map(TokenStep, seq_ids, positions, tokens, empty, empty))
+            return list(map(TokenStep, seq_ids, positions, tokens, empty, empty,
+                            itertools.repeat(None), confidences))
+        entropies: list[float | None] = [None] * len(top_lps)
+        if read:
+            self._read_rows(read, top_ids, top_lps, entropies, confidences)
+        return list(map(TokenStep, seq_ids, positions, tokens, top_ids, top_lps, entropies,
+                        confidences))
+
+    def _read_rows(self, read: list[int], top_ids: list[Sequence[int]],
+                   top_lps: list[Sequence[float]], entropies: list[float | None],
+                   confidences: list[float | None]) -> None:
+        """The rows the runner reads, as one numpy array: their entropies (their first K =
+        entropy_k log-probabilities, the top-K they report) and confidences (their first k)."""
+        settings = self.settings
+        K = settings.entropy_k
+        rows = rows_array([top_lps[i] for i in read])
+        for i, entropy in zip(read, topk_entropies(rows[:, :K]).tolist()):
+            entropies[i] = entropy
+        if settings.confidence:
+            k = settings.resolved_confidence_k
+            for i, confidence in zip(read, topk_confidences(rows, k).tolist()):
+                confidences[i] = confidence
+        if settings.logprobs_k > K:  # the top-K reported is the entropy's K
+            for i in read:
+                top_ids[i], top_lps[i] = top_ids[i][:K], top_lps[i][:K]
 
     def _ended(self, out: Any, seq: _Seq, completion: Any) -> None:
         """vLLM ended the request itself (EOS or length) and already freed it."""
@@ -364,7 +421,8 @@ class VLLMBackend:
     def stop_topk(self, seq_ids: Sequence[int]) -> None:
         """The runner will not read these sequences' top-K again (their tree no longer
         branches): report them without it. vLLM still computes it (a running request's
-        SamplingParams cannot change), but nothing is converted per token here."""
+        SamplingParams cannot change); here only the confidence is read from it (one slice
+        summed per token), or nothing when the run records no confidence."""
         for seq_id in seq_ids:
             seq = self._seqs.get(seq_id)
             if seq is not None:
@@ -443,6 +501,17 @@ class VLLMBackend:
 # ---- logprobs ------------------------------------------------------------------------------
 
 
+def _confidence(logprobs: Sequence[float], k: int) -> float:
+    """`entropy.topk_confidence` of k log-probabilities, most probable first, for one token:
+    those below the floor (the last ones) count at it; fewer than k given: the mean of those."""
+    n = len(logprobs)
+    kept = n
+    while kept and logprobs[kept - 1] < LOGPROB_FLOOR:
+        kept -= 1
+    total = sum(logprobs[:kept]) if kept < n else sum(logprobs)
+    return -(total + LOGPROB_FLOOR * (n - kept)) / max(1, min(n, k))
+
+
 def topk_rows(
     logprobs: Any, n_tokens: int, k: int
 ) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
@@ -501,6 +570,7 @@ def load_llm(
     *,
     entropy_k: int = 20,
     entropy_source: str = "raw",
+    confidence_k: int = 20,
     tensor_parallel_size: int = 1,
     dtype: str | None = "auto",
     gpu_memory_utilization: float = 0.9,
@@ -508,12 +578,13 @@ def load_llm(
     enforce_eager: bool = False,
     **engine_kwargs: Any,
 ) -> Any:
-    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, entropy_k)`, and the
-    `logprobs_mode` of `entropy_source` (both fixed per engine). Other kwargs go to vllm.LLM."""
+    """`vllm.LLM` set up for EAGer: prefix caching on, `max_logprobs >= max(20, entropy_k,
+    confidence_k)`, and the `logprobs_mode` of `entropy_source` (both fixed per engine). Other
+    kwargs go to vllm.LLM."""
     mode = SamplingSettings(entropy_k=entropy_k, entropy_source=entropy_source).logprobs_mode
     vllm = import_vllm()
     engine_kwargs.setdefault("enable_prefix_caching", True)  # forks rely on it for speed
-    engine_kwargs.setdefault("max_logprobs", max(20, entropy_k))
+    engine_kwargs.setdefault("max_logprobs", max(20, entropy_k, confidence_k))
     engine_kwargs.setdefault("logprobs_mode", mode)
     try:
         return vllm.LLM(
@@ -549,7 +620,7 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
         top_p=settings.top_p,
         top_k=settings.top_k if settings.top_k > 0 else defaults.top_k,  # 0 or -1: off
         min_p=settings.min_p,
-        logprobs=settings.entropy_k if settings.logprobs else None,
+        logprobs=settings.logprobs_k if settings.reads_logprobs else None,
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
         # Stop at exactly the backend's EOS set, the one the runner finishes on.
@@ -569,16 +640,17 @@ def vllm_request_builder(settings: SamplingSettings, stop_token_ids: Iterable[in
 def _check_engine(engine: Any, settings: SamplingSettings) -> None:
     """Engine-level limits a request cannot change (read only where the engine exposes them).
     Both concern logprobs only: a run that requests none runs on any engine."""
-    if not settings.logprobs:
+    if not settings.reads_logprobs:
         return
     model_config = getattr(engine, "model_config", None)
     max_logprobs = getattr(model_config, "max_logprobs", None)
-    if isinstance(max_logprobs, int) and max_logprobs != -1 and settings.entropy_k > max_logprobs:
-        raise ValueError(
-            f"entropy_k={settings.entropy_k} exceeds the engine's max_logprobs={max_logprobs}: "
-            f"build the engine with max_logprobs >= {settings.entropy_k} "
-            f"(load_llm(..., entropy_k={settings.entropy_k}) does)"
-        )
+    k = settings.logprobs_k
+    if isinstance(max_logprobs, int) and max_logprobs != -1 and k > max_logprobs:
+        name = "entropy_k" if settings.logprobs and k == settings.entropy_k else "confidence_k"
+        raise ConfigError(name, k, "", message=(
+            f"{name}={k} exceeds the engine's max_logprobs={max_logprobs}: build the engine "
+            f"with max_logprobs >= {k} (load_llm(..., entropy_k={settings.entropy_k}, "
+            f"confidence_k={settings.resolved_confidence_k}) does), or lower {name}"))
     mode = getattr(model_config, "logprobs_mode", None)
     if isinstance(mode, str) and mode != settings.logprobs_mode:
         raise ValueError(
@@ -652,6 +724,7 @@ def load(model: str, options: EngineOptions, config: EagerConfig) -> VLLMEngine:
     path = converted_model_dir(resolve_model(model))
     engine_args = dict(options.engine_args)
     llm = load_llm(path, dtype=options.dtype, entropy_k=config.entropy_k,
+                   confidence_k=config.resolved_confidence_k,
                    entropy_source=config.entropy_source.value, **engine_args)
     recorded = {"dtype": options.dtype, "entropy_k": config.entropy_k,
                 "entropy_source": config.entropy_source.value, **engine_args}

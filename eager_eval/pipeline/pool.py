@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from eager_eval.core.config import ConfigError, EagerConfig, Mode
 from eager_eval.core.results import RunResult, TreeResult
-from eager_eval.core.runner import run
+from eager_eval.core.runner import Consensus, run
 from eager_eval.core.tree import PromptInput
 from eager_eval.engines.registry import Engine, EngineOptions
 from eager_eval.pipeline.answers import AnswerType, labels_verifier
@@ -140,6 +140,38 @@ def verifier_for(config: EagerConfig, prompts: Sequence[PoolPrompt], name: str,
                            n_choices=[lb.n_choices for lb in labels])
 
 
+def consensus_for(config: EagerConfig, prompts: Sequence[PoolPrompt]) -> Consensus | None:
+    """deepconf_consensus's test: the share of the weighted vote the leading answer of a
+    prompt's finished sequences holds (`metrics.consensus_share`), answers extracted as the
+    record's grades extract them (each text once). None when the run has no consensus stop."""
+    if config.mode is not Mode.DEEPCONF or config.deepconf_consensus is None:
+        return None
+    from eager_eval.pipeline.answers import extract_answer, same_answer
+    from eager_eval.pipeline.metrics import answer_classes, consensus_share
+
+    kinds = [_answer_type(p) for p in prompts]
+    extracted: dict[tuple[int, str], str | None] = {}
+
+    def share(prompt_idx: int, votes: Sequence[tuple[str, float]]) -> float:
+        kind, n_choices = kinds[prompt_idx]
+        answers = []
+        for text, _ in votes:
+            key = (prompt_idx, text)
+            if key not in extracted:
+                extracted[key] = extract_answer(text, kind, n_choices=n_choices)
+            answers.append(extracted[key])
+        classes = answer_classes(answers, lambda a, b: same_answer(a, b, kind))
+        return consensus_share(classes, [weight for _, weight in votes])
+
+    return share
+
+
+def _answer_type(prompt: PoolPrompt) -> tuple[AnswerType, int]:
+    if prompt.label is not None:
+        return prompt.label.answer_type, prompt.label.n_choices
+    return prompt.answer_type or AnswerType.MATH, 4
+
+
 def calibrate(engine: Engine, config: EagerConfig, prompts: Sequence[PoolPrompt],
               calibration: Calibration | None = None,
               warn: Callable[[str], None] | None = None) -> tuple[EagerConfig, Calibration | None]:
@@ -193,7 +225,7 @@ def run_pool(
             counts = progress(name, len(prompts), stored)
             backend, on_tree_done = counts.watch(backend), counts.tree_done
         result = run(inputs, backend, run_config, verifier=verifier, store=store,
-                     on_tree_done=on_tree_done)
+                     on_tree_done=on_tree_done, consensus=consensus_for(run_config, prompts))
     known = versions(*([harness] if harness else []))
     records = [_record(result, i, p, decode, known, calibration) for i, p in enumerate(prompts)]
     return PoolOutcome(name, run_config, prompts, result, records, calibration,
@@ -223,4 +255,4 @@ def _decoder(engine: Engine) -> Callable[[Sequence[int]], str]:
 
 
 __all__ = ["Label", "PoolPrompt", "pool_prompt", "Pool", "PoolOutcome", "ProgressFactory",
-           "labels_of", "verifier_for", "calibrate", "run_pool"]
+           "labels_of", "verifier_for", "consensus_for", "calibrate", "run_pool"]

@@ -2,7 +2,7 @@
 
 A `PromptRecord` is everything one prompt of a run produced and what it was graded as: the
 prompt (id, text, target, answer type), every sequence (tokens, text, answer, correct, finish
-reason, parent, fork position, round), every fork (position, entropy, threshold, the two
+reason, parent, fork position, round, confidence), every fork (position, entropy, threshold, the two
 tokens, round, the text around it), each round's tree (cap, theta, hit the cap), the budget
 pool it was part of (its rounds and allotments), and the settings and versions that made it.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from eager_eval.core.confidence import ConfidenceMeasure, ConfidenceStats
 from eager_eval.core.results import json_ready
 
 if TYPE_CHECKING:
@@ -80,6 +81,15 @@ class SequenceRecord:
     """The extracted answer (None: none found, or not graded)."""
     correct: bool | None = None
     """Graded once against the target; None: not graded (no target)."""
+    confidence: ConfidenceStats | None = None
+    """Its confidences {mean, tail, lowest_group, bottom_10} (docs/CONFIDENCE.md); None: not
+    recorded (confidence_k=0, an older output, a model that is not EAGer)."""
+
+    @property
+    def votes(self) -> bool:
+        """It votes in Cons@k and the confidence votes: not stopped for confidence or
+        consensus (results.FinishReason.votes)."""
+        return self.finish_reason not in ("confidence", "consensus")
 
     @property
     def length(self) -> int | None:
@@ -114,6 +124,9 @@ class TreeRecord:
     """M in round 0; the sequences a reallocation round allotted this prompt."""
     theta: float | None = None
     hit_cap: bool | None = None
+    confidence_bar: float | None = None
+    """The group confidence its sequences stopped below (deepconf, confidence_stop); None: none
+    could stop."""
 
 
 @dataclass
@@ -218,7 +231,8 @@ class PromptRecord:
         """Fill answers, correct flags and the majority vote from `target` (in place)."""
         from eager_eval.pipeline.metrics import grade_texts
 
-        graded = grade_texts(self.texts, target, answer_type, n_choices=n_choices)
+        graded = grade_texts(self.texts, target, answer_type, n_choices=n_choices,
+                             votes=[s.votes for s in self.sequences])
         for seq, answer, correct in zip(self.sequences, graded.answers, graded.correct):
             seq.answer, seq.correct = answer, correct
         self.target, self.answer_type = target, str(getattr(answer_type, "value", answer_type))
@@ -230,7 +244,8 @@ class PromptRecord:
         one answer a stock lm-eval task reads); flags stay None."""
         from eager_eval.pipeline.metrics import vote_texts
 
-        answers, self.cons_index = vote_texts(self.texts, answer_type)
+        answers, self.cons_index = vote_texts(self.texts, answer_type,
+                                              votes=[s.votes for s in self.sequences])
         for seq, answer in zip(self.sequences, answers):
             seq.answer = answer
         return self
@@ -242,12 +257,42 @@ class PromptRecord:
 
         if not self.is_graded:
             raise ValueError(f"prompt {self.id!r} is not graded: call grade(target, type) first")
+        votes = self.confidence_votes()
         return PromptScore(
             n=self.n_sequences, correct=self.n_correct or 0,
             cons_correct=bool(self.cons_correct), tokens_generated=self.tokens_generated or 0,
             tokens_in_outputs=self.tokens_in_outputs or 0,
             answers=tuple(s.answer for s in self.sequences),
-            cons_answer=None if self.cons_index is None else self.sequences[self.cons_index].answer)
+            cons_answer=None if self.cons_index is None else self.sequences[self.cons_index].answer,
+            conf_cons_correct=votes.get("conf_cons_at_k"),
+            top10_cons_correct=votes.get("top10_cons_at_k"),
+            top90_cons_correct=votes.get("top90_cons_at_k"))
+
+    @property
+    def confidence_measure(self) -> ConfidenceMeasure:
+        """The measure its votes weigh by: the run's `confidence_measure` setting, else the
+        default (an output written before the setting existed)."""
+        try:
+            return ConfidenceMeasure(str(self.settings.get("confidence_measure")))
+        except ValueError:
+            from eager_eval.core.config import EagerConfig
+
+            return EagerConfig.confidence_measure
+
+    def confidence_votes(self, measure: ConfidenceMeasure | str | None = None) -> dict[str, bool]:
+        """Whether each confidence-aware vote (metrics.CONFIDENCE_VOTES) is correct, from the
+        stored answers, grades and confidences under `measure` (default: the run's); {} when
+        some sequence has no confidence or the record is not graded."""
+        from eager_eval.pipeline.metrics import confidence_correct
+
+        if not self.is_graded:
+            return {}
+        measure = ConfidenceMeasure(measure) if measure is not None else self.confidence_measure
+        seqs = self.sequences
+        return confidence_correct(
+            [s.answer for s in seqs], [bool(s.correct) for s in seqs], [s.votes for s in seqs],
+            [None if s.confidence is None else s.confidence.of(measure) for s in seqs],
+            self.answer_type or "math")
 
     # --- JSON ---------------------------------------------------------------------------------
 
@@ -311,9 +356,11 @@ def build_record(run: "RunResult", index: int, *, id: str, prompt: str | None,
     sequences, forks, trees = [], [], []
     for tree in result.trees:
         by_index = {s.index: s for s in tree.sequences}
-        trees.append(TreeRecord(tree.round, tree.cap, tree.theta, tree.hit_cap))
+        trees.append(TreeRecord(tree.round, tree.cap, tree.theta, tree.hit_cap,
+                                tree.confidence_bar))
         sequences += [SequenceRecord(s.index, s.round, s.parent, s.fork_position, s.text,
-                                     s.finish_reason.value, s.seed, list(s.tokens))
+                                     s.finish_reason.value, s.seed, list(s.tokens),
+                                     confidence=s.confidence)
                       for s in tree.sequences]
         for e in tree.branch_events:
             context = (fork_context(by_index[e.parent], by_index[e.child], e.position, decode)
@@ -370,7 +417,8 @@ def _sequence(d: Mapping[str, Any], index_key: str = "index") -> SequenceRecord:
         parent=_int(d.get("parent")), fork_position=_int(d.get("fork_position")) or 0,
         text=str(d.get("text") or ""), finish_reason=_str(d.get("finish_reason")),
         seed=_int(d.get("seed")), tokens=ids, n_tokens=None if ids is not None else n_tokens,
-        answer=_str(d.get("answer")), correct=_bool(d.get("correct")))
+        answer=_str(d.get("answer")), correct=_bool(d.get("correct")),
+        confidence=ConfidenceStats.from_dict(d.get("confidence")))
 
 
 def _fork(d: Mapping[str, Any], round_idx: int) -> ForkRecord | None:
@@ -401,7 +449,7 @@ def _forks(events: Any, sequences: Sequence[SequenceRecord]) -> list[ForkRecord]
 
 def _trees(records: Any) -> list[TreeRecord]:
     return [TreeRecord(_int(t.get("round")) or 0, _int(t.get("cap")), _float(t.get("theta")),
-                       _bool(t.get("hit_cap")))
+                       _bool(t.get("hit_cap")), _float(t.get("confidence_bar")))
             for t in _dicts(records) if _int(t.get("round")) is not None]
 
 

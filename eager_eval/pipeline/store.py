@@ -44,7 +44,7 @@ from eager_eval.common.files import (
     os_reason,
 )
 from eager_eval.common.settings import renamed_settings
-from eager_eval.core.config import EagerConfig, Mode
+from eager_eval.core.config import SCORING_SETTINGS, EagerConfig, Mode
 from eager_eval.core.results import TreeResult
 from eager_eval.pipeline.prompts import Prompt, PromptSettings
 
@@ -318,7 +318,8 @@ def pool_fingerprint(model: str, engine: "EngineOptions", prompt_settings: Promp
                      config: EagerConfig, prompts: Sequence[Prompt],
                      labels: Sequence[str | None] | None = None) -> dict[str, Any]:
     """What a pool's trees depend on: the model, the engine (backend, dtype, device type),
-    the prompts, every EAGer setting (theta=auto's measured value included) and, in full EAGer
+    the prompts, every EAGer setting that shapes a tree (theta=auto's measured value included;
+    not `config.SCORING_SETTINGS`) and, in full EAGer
     (whose later rounds go to the prompts it grades wrong), the labels. Computed without the
     model, so the CLI checks a resume before it loads one. The one scheme of every store."""
     from eager_eval import __version__
@@ -327,7 +328,8 @@ def pool_fingerprint(model: str, engine: "EngineOptions", prompt_settings: Promp
         "model": model, "engine": engine.fingerprint(),
         "prompts": {"n": len(prompts), "sha256": prompts_sha256(prompts),
                     **prompt_settings.to_dict()},
-        "settings": config.to_dict(), "eager_eval": __version__,
+        "settings": {k: v for k, v in config.to_dict().items() if k not in SCORING_SETTINGS},
+        "eager_eval": __version__,
     }
     if labels is not None and config.mode is Mode.EAGER:
         fingerprint["labels_sha256"] = hashlib.sha256(

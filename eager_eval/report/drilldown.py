@@ -15,6 +15,7 @@ from typing import Iterable
 
 from eager_eval.report.trees import (
     PromptTrees,
+    confidence_note,
     RunTrees,
     Sequence,
     Tree,
@@ -122,7 +123,8 @@ def _sequence_html(seq: Sequence) -> str:
     mark = {True: '<span class="right">✓</span> ', False: '<span class="wrong">✗</span> '}
     answer = "no answer" if seq.answer is None else f"answer {escape(str(seq.answer))}"
     meta = " · ".join(d for d in (seq.finish_reason,
-                                  None if seq.length is None else f"{seq.length} tokens") if d)
+                                  None if seq.length is None else f"{seq.length} tokens",
+                                  confidence_note(seq)) if d)
     return (f"seq {seq.index} {mark.get(seq.correct, '')}{answer}"
             + (f' <span class="meta">· {escape(meta)}</span>' if meta else "")
             + f' <span class="tail">“…{escape(one_line(seq.text[-TEXT_TAIL:], TEXT_TAIL))}”</span>')

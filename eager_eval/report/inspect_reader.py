@@ -20,7 +20,14 @@ from eager_eval.report.reading import (
     fill_from_records,
     not_a_number,
 )
-from eager_eval.report.runs import Run, as_number, metric_key, normalise_method, normalise_settings
+from eager_eval.report.runs import (
+    Run,
+    as_number,
+    is_unrecorded,
+    metric_key,
+    normalise_method,
+    normalise_settings,
+)
 
 _LETTER = re.compile(r"^\(?[A-Z]\)?$")
 
@@ -86,7 +93,7 @@ def _metrics(log: Any, warnings: list[str]) -> dict[str, float]:
         for metric_name, metric in score.metrics.items():
             key = metric_key(metric_name.rsplit("/", 1)[-1])
             value = as_number(metric.value)
-            if key is None:
+            if key is None or is_unrecorded(key, metric.value):
                 continue
             if value is None:
                 not_a_number(f"{score.name}/{metric_name}", metric.value, warnings)

@@ -25,7 +25,6 @@ from typing import Any, Iterable
 from eager_eval.pipeline.metrics import token_savings
 from eager_eval.report.readers import display_path
 from eager_eval.report.runs import (
-    METHOD_LABELS,
     METRIC_NAMES,
     MISSING,
     SHARED_SETTINGS,
@@ -86,7 +85,7 @@ def _row_order(run: Run) -> tuple:
 
 
 def _describe(run: Run) -> str:
-    return f"{run.model} / {METHOD_LABELS.get(run.method, run.method)} / {run.task}"
+    return f"{run.model} / {run.method_label} / {run.task}"
 
 
 def _sources(runs: Iterable[Run]) -> str:
@@ -284,7 +283,8 @@ def _savings(row: Row) -> str:
 def display_columns(board: Leaderboard) -> list[str]:
     extra = [f"pass@{k}" for k in board.pass_ks if k != 1]
     return (["Model", "Task", "Method", "θ", "M", "Temp", "Seed", "Pass@k %", "pass@1 %",
-             "Cons@k %", "PR %", "#T", "#S mean (min–max)", "Savings %"] + [f"{c} %" for c in extra]
+             "Cons@k %", "Conf Cons@k %", "Top10 Cons@k %", "Top90 Cons@k %", "PR %", "#T",
+             "#S mean (min–max)", "Savings %"] + [f"{c} %" for c in extra]
             + ["Prompts", "Front", "Source"])
 
 
@@ -295,10 +295,12 @@ def display_rows(board: Leaderboard) -> list[list[str]]:
         run, m = row.run, row.run.metrics
         pass1 = m.get("pass_at_1", m.get("pass@1"))
         cells = [
-            run.model, run.task, METHOD_LABELS.get(run.method, run.method),
+            run.model, run.task, run.method_label,
             _fmt_setting(run.theta), _fmt_setting(run.max_seqs),
             _fmt_setting(run.settings.get("temperature")), _fmt_setting(run.settings.get("seed")),
-            _pct(m.get("pass_at_k")), _pct(pass1), _pct(m.get("cons_at_k")), _pct(m.get("pass_rate")),
+            _pct(m.get("pass_at_k")), _pct(pass1), _pct(m.get("cons_at_k")),
+            _pct(m.get("conf_cons_at_k")), _pct(m.get("top10_cons_at_k")),
+            _pct(m.get("top90_cons_at_k")), _pct(m.get("pass_rate")),
             _int(m.get("tokens_generated")), _seqs(m), _savings(row),
         ]
         cells += [_pct(m.get(f"pass@{k}")) for k in board.pass_ks if k != 1]
@@ -335,9 +337,11 @@ def _is_numeric(column: str) -> bool:
 LEGEND = (
     "Pass@k: share of prompts with at least one correct sequence among the S_p generated. "
     "pass@1 and pass@k (fixed k): unbiased estimator of Chen et al. (2021), over prompts with "
-    "S_p >= k. Cons@k: majority vote correct. PR: mean per-prompt fraction of correct sequences. "
+    "S_p >= k. Cons@k: majority vote correct. Conf Cons@k: confidence-weighted vote correct; "
+    "Top10 / Top90 Cons@k: the weighted vote of the 10% / 90% most confident sequences "
+    "(DeepConf-low / -high; docs/CONFIDENCE.md). PR: mean per-prompt fraction of correct sequences. "
     "#T: tokens generated, each shared prefix once. #S: sequences per prompt. Savings: "
     "1 - #T / #T(Full Parallel, same model, task, M and prompts). Front: on the task's "
-    "accuracy-vs-tokens Pareto front. θ is — for Full Parallel (it never branches). "
+    "accuracy-vs-tokens Pareto front. θ is — for Full Parallel and DeepConf (they never branch). "
     f"{MISSING} = not recorded by the source. Definitions: docs/METRICS.md."
 )

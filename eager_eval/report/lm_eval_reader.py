@@ -30,6 +30,7 @@ from eager_eval.report.runs import (
     METRIC_ALIASES,
     Run,
     as_number,
+    is_unrecorded,
     metric_key,
     normalise_method,
     normalise_settings,
@@ -197,7 +198,7 @@ def _lm_eval_metrics(task: str, entry: dict, task_config: dict,
         name, _, filter_name = str(key).partition(",")
         ours = metric_key(name)
         number = as_number(value)
-        if ours is None or name.endswith("_stderr"):
+        if ours is None or name.endswith("_stderr") or is_unrecorded(ours, value):
             continue
         if number is None:
             not_a_number(f"{task}: {key}", value, warnings)

@@ -23,6 +23,7 @@ METHOD_COLOURS = {
     "eager_init": "#1f77b4",
     "eager_adapt": "#ff7f0e",
     "eager": "#2ca02c",
+    "deepconf": "#9467bd",
 }
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

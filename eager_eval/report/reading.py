@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from eager_eval.pipeline.record import PoolRound, PromptRecord, pool_rounds_of
-from eager_eval.report.runs import MISSING, Run, as_number, metric_key, short
+from eager_eval.report.runs import MISSING, Run, as_number, is_unrecorded, metric_key, short
 
 SWEEP_MANIFEST_TOOL = "eager-eval-sweep"
 """`sweep.json` written by `eager-eval sweep`: known, not a run, skipped quietly."""
@@ -127,7 +127,8 @@ def fill_from_records(run: Run, warnings: list[str]) -> None:
         run.metrics["tokens_generated"] = total
 
 
-RATES = ("pass_at_k", "pass_at_1", "cons_at_k", "pass_rate")
+RATES = ("pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "conf_cons_at_k", "top10_cons_at_k",
+         "top90_cons_at_k")
 """Metrics that are shares of prompts: in [0, 1] (so are the fixed-k pass@k)."""
 
 COUNTS = ("n_prompts", "tokens_generated", "tokens_in_outputs", "seqs_min", "seqs_max")
@@ -145,7 +146,8 @@ def numbers(metrics: dict, where: str, warnings: list[str]) -> dict[str, float]:
             continue
         number = as_number(value)
         if number is None:
-            not_a_number(where + str(name), value, warnings)
+            if not is_unrecorded(key, value):
+                not_a_number(where + str(name), value, warnings)
             continue
         problem = metric_problem(key, number)
         if problem is not None:

@@ -21,7 +21,7 @@ HARNESSES = ("eager-eval", "lm-eval", "inspect")
 """Where a run's numbers came from: an `eager-eval run/demo` directory, an lm-eval results
 JSON, an Inspect log."""
 
-METHODS = ("full_parallel", "eager_init", "eager_adapt", "eager")
+METHODS = ("full_parallel", "eager_init", "eager_adapt", "eager", "deepconf")
 """Modes in the order the table lists them (config.Mode values)."""
 
 METHOD_LABELS = {
@@ -29,7 +29,11 @@ METHOD_LABELS = {
     "eager_init": "EAGer-init",
     "eager_adapt": "EAGer-adapt",
     "eager": "EAGer",
+    "deepconf": "DeepConf",
 }
+
+CONFIDENCE_STOP_LABEL = " + conf. stop"
+"""Added to an EAGer method's label when its rounds stopped on confidence (confidence_stop)."""
 
 METRIC_NAMES = (
     "n_prompts",
@@ -42,8 +46,21 @@ METRIC_NAMES = (
     "seqs_mean",
     "seqs_min",
     "seqs_max",
+    "conf_cons_at_k",
+    "top10_cons_at_k",
+    "top90_cons_at_k",
 )
 """`TaskMetrics.to_dict` names (the fixed-k "pass@{k}" entries are matched by `PASS_AT_K`)."""
+
+OPTIONAL_METRICS = frozenset({"conf_cons_at_k", "top10_cons_at_k", "top90_cons_at_k"})
+"""Metrics a source leaves unrecorded in the ordinary way (null or NaN: a run or model that
+records no confidence): blank in the table, without a warning."""
+
+
+def is_unrecorded(key: str | None, value: Any) -> bool:
+    """An optional metric the source holds as null or NaN: not recorded, nothing to say."""
+    return key in OPTIONAL_METRICS and (value is None or (
+        isinstance(value, (float, str)) and str(value).strip().lower() in ("nan", "none", "null")))
 
 METRIC_ALIASES = {"n_sequences": "seqs_mean"}
 """Names harness metrics may carry for the same quantity (a per-prompt mean of S_p)."""
@@ -180,8 +197,8 @@ class Run:
 
     @property
     def theta(self) -> float | None:
-        """The entropy threshold, None for Full Parallel (it never branches)."""
-        if self.method == "full_parallel":
+        """The entropy threshold, None for Full Parallel and DeepConf (they never branch)."""
+        if self.method in ("full_parallel", "deepconf"):
             return None
         return _as_float(self.settings.get("theta"))
 
@@ -201,14 +218,26 @@ class Run:
         return self.settings.get(name)
 
     @property
+    def confidence_stop(self) -> bool:
+        """Its reallocation rounds stopped sequences on confidence (an EAGer option)."""
+        return self.settings.get("confidence_stop") is True
+
+    @property
+    def method_label(self) -> str:
+        """The method as tables name it: 'EAGer-adapt', 'EAGer-adapt + conf. stop', ..."""
+        label = METHOD_LABELS.get(self.method, self.method)
+        return label + CONFIDENCE_STOP_LABEL if self.confidence_stop else label
+
+    @property
     def key(self) -> tuple:
         """What makes a leaderboard row: two runs with equal keys are the same experiment."""
-        return (self.harness, self.model, self.method, self.task, self.theta, self.max_seqs)
+        return (self.harness, self.model, self.method, self.confidence_stop, self.task,
+                self.theta, self.max_seqs)
 
     @property
     def label(self) -> str:
         """Short name for plot legends."""
-        parts = [self.model, METHOD_LABELS.get(self.method, self.method)]
+        parts = [self.model, self.method_label]
         if self.theta is not None:
             parts.append(f"θ={format_number(self.theta)}")
         if self.max_seqs is not None:

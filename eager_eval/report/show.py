@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from eager_eval.report.trees import one_line
+from eager_eval.report.trees import confidence_note, one_line
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -175,7 +175,8 @@ def sequence_label(seq):
     text.append(f"answer {seq.answer}" if seq.answer is not None else "no answer",
                 style="green" if seq.correct else ("red" if seq.correct is False else ""))
     details = [d for d in (seq.finish_reason,
-                           None if seq.length is None else f"{seq.length} tokens") if d]
+                           None if seq.length is None else f"{seq.length} tokens",
+                           confidence_note(seq)) if d]
     if details:
         text.append(" · " + " · ".join(details), style="dim")
     tail = one_line(seq.text[-TEXT_TAIL:], TEXT_TAIL)

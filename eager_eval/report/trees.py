@@ -35,6 +35,8 @@ class Tree:
     """M in round 0; the sequences a reallocation round allotted this prompt."""
     theta: float | None = None
     hit_cap: bool | None = None
+    confidence_bar: float | None = None
+    """The group confidence its sequences stopped below (deepconf, confidence_stop)."""
 
     @property
     def roots(self) -> list[Sequence]:
@@ -185,7 +187,8 @@ def prompt_trees(number: int, record: PromptRecord) -> PromptTrees:
                           sorted((f for f in record.forks if f.round == r),
                                  key=lambda f: (f.position, f.child)),
                           cap=info.cap if info else None, theta=info.theta if info else None,
-                          hit_cap=info.hit_cap if info else None))
+                          hit_cap=info.hit_cap if info else None,
+                          confidence_bar=info.confidence_bar if info else None))
     pool_index = record.pool.index if record.pool is not None else None
     return PromptTrees(number, _label(record), record, trees,
                        None if pool_index == number else pool_index)
@@ -244,14 +247,20 @@ def describe_pool(run: RunTrees) -> list[str]:
 
 
 def round_title(run: RunTrees, tree: Tree) -> list[str]:
-    """'Round 1', 'reallocation', 'allotted 3', 'θ 2.6', 'hit the cap', '3 sequences, 2 forks'."""
-    what = ("Full Parallel" if run.method == "full_parallel" else
-            "EAGer-init" if tree.round == 0 else "reallocation (the unspent budget)")
+    """'Round 1', 'reallocation', 'allotted 3', 'θ 2.6', 'confidence bar 11.2', 'hit the
+    cap', '3 sequences, 2 forks'."""
+    if run.method == "deepconf":
+        what = "DeepConf warm-up" if tree.round == 0 else "DeepConf (stops below the bar)"
+    else:
+        what = ("Full Parallel" if run.method == "full_parallel" else
+                "EAGer-init" if tree.round == 0 else "reallocation (the unspent budget)")
     parts = [f"Round {tree.round}", what]
     if tree.cap is not None:
         parts.append(f"cap {tree.cap}" if tree.round == 0 else f"allotted {tree.cap}")
-    if tree.theta is not None and run.method != "full_parallel":
+    if tree.theta is not None and run.method not in ("full_parallel", "deepconf"):
         parts.append(f"θ {tree.theta:g}")
+    if tree.confidence_bar is not None:
+        parts.append(f"confidence bar {tree.confidence_bar:.3f}")
     if tree.hit_cap:
         parts.append("hit the cap")
     parts.append(f"{plural(len(tree.sequences), 'sequence')}, {plural(len(tree.forks), 'fork')}")
@@ -312,6 +321,16 @@ def runs_for(runs: Iterable[RunTrees], method: str | None) -> list[RunTrees]:
     return [r for r in runs if r.method == wanted]
 
 
+def confidence_note(seq: Sequence) -> str | None:
+    """'conf 12.31 (lowest group 10.02)': a sequence's mean and lowest group confidence, or
+    None where none was recorded."""
+    c = seq.confidence
+    if c is None:
+        return None
+    return f"conf {c.mean:.2f} (lowest group {c.lowest_group:.2f})"
+
+
 __all__ = ["Fork", "Sequence", "Tree", "PromptTrees", "PoolRound", "RunTrees", "NoTrees",
            "load_runs", "read_file", "runs_for", "describe_pool", "majority_answers",
-           "default_run", "default_prompt", "round_title", "plural", "one_line"]
+           "default_run", "default_prompt", "round_title", "confidence_note", "plural",
+           "one_line"]

@@ -16,6 +16,8 @@ LEGEND = [
     ("Pass@k", "share of prompts with at least one correct sequence (k = the sequences that "
                "prompt got)"),
     ("Cons@k", "share of prompts whose majority-vote answer is correct"),
+    ("Conf Cons@k", "the same with each vote weighted by its sequence's confidence "
+                    "(docs/CONFIDENCE.md)"),
     ("Pass Rate", "per prompt, the share of its sequences that are correct, averaged"),
     ("#T", "tokens decoded, a prefix shared by forked sequences counted once (the cost)"),
     ("#S", "sequences per prompt: mean (fewest-most)"),

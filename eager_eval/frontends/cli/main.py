@@ -196,14 +196,19 @@ def results_table(entries: Sequence[dict[str, Any]], title: str | None = None):
     table = Table(title=title, caption="* resumed: wall time of the trees generated after the "
                   "resume only" if resumed else None)
     for name, justify in [("Method", "left"), ("Pass@k", "right"), ("Cons@k", "right"),
-                          ("Pass Rate", "right"), ("#T", "right"), ("#S mean (min-max)", "right"),
-                          ("Savings vs FP", "right"), ("Wall s", "right")]:
+                          ("Conf Cons@k", "right"), ("Pass Rate", "right"), ("#T", "right"),
+                          ("#S mean (min-max)", "right"), ("Savings vs FP", "right"),
+                          ("Wall s", "right")]:
         table.add_column(name, justify=justify)
     for e in entries:
         m = e["metrics"]
         savings = e.get("savings_vs_full_parallel")
+        conf = m.get("conf_cons_at_k")
+        method = e["method"] + (" + conf. stop" if (e.get("settings") or {}).get("confidence_stop")
+                                else "")
         table.add_row(
-            e["method"], f"{m['pass_at_k']:.3f}", f"{m['cons_at_k']:.3f}", f"{m['pass_rate']:.3f}",
+            method, f"{m['pass_at_k']:.3f}", f"{m['cons_at_k']:.3f}",
+            "-" if conf is None else f"{conf:.3f}", f"{m['pass_rate']:.3f}",
             f"{m['tokens_generated']:,}",
             f"{m['seqs_mean']:.2f} ({m['seqs_min']}-{m['seqs_max']})",
             "-" if savings is None else ("baseline" if e["method"] == "full_parallel"

@@ -1,7 +1,7 @@
 """A sweep's grid: its YAML read and checked, and the cells it expands to (`eager-eval sweep`).
 
-The grid is models x tasks x modes x theta x M. Full Parallel never branches, so it gets one
-cell per model x task x M whatever the thetas. Every cell is one `eager-eval run` (or, for the
+The grid is models x tasks x modes x theta x M. Full Parallel and DeepConf never branch, so
+each gets one cell per model x task x M whatever the thetas. Every cell is one `eager-eval run` (or, for the
 task `demo`, `eager-eval demo`) in its own directory under the sweep's output:
 
     <output>/<model with / as __>/<task>/<mode>[-theta<θ>]-M<M>/results.json
@@ -315,7 +315,7 @@ def grid_size(sweep: SweepConfig) -> tuple[int, str]:
     models, tasks = len(dict.fromkeys(sweep.models)), len({t.name: t for t in sweep.tasks})
     ms, thetas = len(dict.fromkeys(sweep.max_seqs)), len(dict.fromkeys(map(str, sweep.thetas)))
     modes = list(dict.fromkeys(sweep.modes))
-    per = sum(1 if mode is Mode.FULL_PARALLEL else thetas for mode in modes)
+    per = sum(1 if mode in (Mode.FULL_PARALLEL, Mode.DEEPCONF) else thetas for mode in modes)
     return (models * tasks * ms * per,
             f"{models} models x {tasks} tasks x {ms} M x {per} mode/theta pairs "
             f"({len(modes)} modes, {thetas} thetas)")
@@ -335,10 +335,10 @@ def expand_cells(sweep: SweepConfig, max_cells: int | None = MAX_CELLS) -> list[
         for task in sweep.tasks:
             for m in sweep.max_seqs:
                 for mode in sweep.modes:
-                    is_fp = mode is Mode.FULL_PARALLEL
+                    is_fp = mode in (Mode.FULL_PARALLEL, Mode.DEEPCONF)
                     for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
                         grid = {"mode": mode, "max_seqs": m}
-                        if not is_fp:  # Full Parallel never branches
+                        if not is_fp:  # Full Parallel and DeepConf never branch
                             grid["theta"] = theta
                         config = EagerConfig.from_mapping({**sweep.settings, **grid})
                         names = tuple(n for n in explicit if not (n == "theta" and is_fp))

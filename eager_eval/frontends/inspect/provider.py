@@ -97,7 +97,10 @@ GENERATE_TO_EAGER = {
 }
 """GenerateConfig field -> EagerConfig field it sets (when the same -M setting is absent)."""
 
-_STOP_REASONS = {FinishReason.EOS: "stop", FinishReason.STOP: "stop", FinishReason.LENGTH: "max_tokens"}
+_STOP_REASONS = {FinishReason.EOS: "stop", FinishReason.STOP: "stop", FinishReason.LENGTH: "max_tokens",
+                 FinishReason.CONFIDENCE: "unknown", FinishReason.CONSENSUS: "unknown"}
+"""Inspect's stop reason per finish reason; a DeepConf stop has none of its own (the record in
+the output's metadata says which)."""
 
 
 @dataclass(frozen=True)

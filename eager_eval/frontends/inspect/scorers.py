@@ -4,7 +4,9 @@ Inspect's built-in scorers read only `choices[0]`; EAGer returns S_p sequences p
 choices, and its metrics (METHOD.md section 5) are over all of them. So `eager_scorer` grades
 every choice with `metrics.score_prompt` (the same rules as lm-eval and the report) and returns
 a dict Score value; one metric per key reads it back, so the log's names are exactly
-pass_at_k, pass_at_1, cons_at_k, pass_rate, tokens_generated and n_sequences.
+pass_at_k, pass_at_1, cons_at_k, pass_rate, tokens_generated, n_sequences and the
+confidence-aware votes conf_cons_at_k, top10_cons_at_k and top90_cons_at_k (docs/CONFIDENCE.md;
+NaN for a provider that records no confidence).
 
 `eager_generate` is `generate()` that also hands the sample's target to the eager provider
 (for full EAGer, mode=eager): Inspect gives a provider only messages and a GenerateConfig, so the
@@ -54,6 +56,9 @@ __all__ = [
     "pass_rate",
     "tokens_generated",
     "n_sequences",
+    "conf_cons_at_k",
+    "top10_cons_at_k",
+    "top90_cons_at_k",
 ]
 
 
@@ -159,8 +164,27 @@ def n_sequences() -> Metric:
     return _mean_of("n_sequences")
 
 
+@metric
+def conf_cons_at_k() -> Metric:
+    """Share of samples whose confidence-weighted vote is correct (docs/CONFIDENCE.md); NaN when
+    the provider recorded no confidence."""
+    return _mean_of("conf_cons_at_k")
+
+
+@metric
+def top10_cons_at_k() -> Metric:
+    """The weighted vote of the top 10% most confident choices (DeepConf-low's filter)."""
+    return _mean_of("top10_cons_at_k")
+
+
+@metric
+def top90_cons_at_k() -> Metric:
+    """The weighted vote of the top 90% most confident choices (DeepConf-high's filter)."""
+    return _mean_of("top90_cons_at_k")
+
+
 @scorer(metrics=[pass_at_k(), pass_at_1(), cons_at_k(), pass_rate(), tokens_generated(),
-                 n_sequences()])
+                 n_sequences(), conf_cons_at_k(), top10_cons_at_k(), top90_cons_at_k()])
 def eager_scorer(answer_type: AnswerType | str, n_choices: int = 4) -> Scorer:
     """Grade every choice against the target (math-verify for math, exact letter for choices).
 

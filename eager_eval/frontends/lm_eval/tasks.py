@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from eager_eval.frontends.lm_eval.slot_text import NO_SEQUENCE, RecordJSON, SlotText, slot_record
 from eager_eval.pipeline.answers import AnswerType
-from eager_eval.pipeline.metrics import prompt_metrics
+from eager_eval.pipeline.metrics import PER_PROMPT_METRICS, prompt_metrics
 from eager_eval.pipeline.record import PromptRecord, SequenceRecord
 
 EAGER_TARGET_FIELD = "eager_target"
@@ -31,8 +31,9 @@ EAGER_TARGET_FIELD = "eager_target"
 EAGER_ANSWER_TYPE_FIELD = "eager_answer_type"
 """Doc field holding how that answer is compared: "math" or "choice" (answers.AnswerType)."""
 
-METRICS = ("pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences")
-"""The metric names every task here reports (declared in each YAML's metric_list)."""
+METRICS = PER_PROMPT_METRICS
+"""The metric names every task here reports (declared in each YAML's metric_list): Pass@k,
+pass@1, Cons@k, PR, #T, #S and the confidence-aware votes (docs/CONFIDENCE.md)."""
 
 log = logging.getLogger("lm_eval.eager_eval")  # a child of lm-eval's logger: shown by its CLI
 
