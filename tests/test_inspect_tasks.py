@@ -24,7 +24,8 @@ from eager_eval.pipeline.datasets import DataFileError, load_aime25, load_gpqa_d
 from support import needs_smollm2, save_tiny_llama_with_smollm2_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences"]
+METRICS = ["pass_at_k", "pass_at_1", "cons_at_k", "pass_rate", "tokens_generated", "n_sequences",
+           "conf_cons_at_k", "top10_cons_at_k", "top90_cons_at_k"]  # the last three: docs/CONFIDENCE.md
 INSPECT = str(Path(sys.executable).with_name("inspect"))
 
 
