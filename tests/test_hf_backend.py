@@ -270,11 +270,11 @@ def test_finish_drops_rows_and_queued_roots_are_admitted_under_max_rows(llama):
                 backend.finish(st.seq_id)
     assert reported == set(range(7))
     assert lengths == {i: 4 + i % 3 for i in range(7)}
-    assert backend._cache is None  # memory freed with the last row
+    assert backend._cache.bytes() == 0 and backend._logits is None  # freed with the last row
     assert backend.step() == []
 
 
-def test_forks_are_never_refused_and_drops_free_cache_rows(llama):
+def test_forks_are_never_refused_and_drops_free_cache_slots(llama):
     """Forks past a tree's cap (the runner never asks for one) are still applied; that tree
     then reserves its live rows, so the next root waits until they finish."""
     backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=2)
@@ -285,12 +285,13 @@ def test_forks_are_never_refused_and_drops_free_cache_rows(llama):
         backend.fork(Fork(0, child, 0, steps[0].token, None, child))
     steps = backend.step()
     assert [s.seq_id for s in steps] == [0, 1, 10, 11]  # past max_rows: root 2 waits
-    assert backend._cache.layers[0].keys.shape[0] == 4
+    assert backend._cache.used == 4
     for seq_id in (0, 10, 11):
         backend.finish(seq_id)
     steps = backend.step()
     assert [s.seq_id for s in steps] == [1, 2]  # root 2 admitted once rows are free
-    assert backend._cache.layers[0].keys.shape[0] == 2
+    assert backend._cache.used == 2
+    assert sorted(row.slot for row in backend._rows) == [0, 1]  # root 2 took a freed slot
 
 
 def test_fork_rejects_a_stale_position_and_reused_ids(llama):
