@@ -16,7 +16,6 @@ memory` to tell such an error from any other.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -77,10 +76,9 @@ class MemoryBudget:
     def describe(self, row_tokens: int, vocab_size: int) -> str:
         """'N rows (X GiB free on D, Y MiB a row of T tokens)': the start-up line's detail."""
         rows = self.rows(row_tokens, vocab_size)
-        return (f"{rows} rows ({self.free_bytes / 2**30:.1f} GiB free on {self.device}, "
-                f"{self.row_bytes(row_tokens, vocab_size) / 2**20:.1f} MiB a row of "
-                f"{row_tokens} tokens" + (f", capped at {self.row_cap}" if rows == self.row_cap
-                                          else "") + ")")
+        return (f"{rows} rows ({size(self.free_bytes)} free on {self.device}, "
+                f"{size(self.row_bytes(row_tokens, vocab_size))} a row of {row_tokens} tokens"
+                + (f", capped at {self.row_cap}" if rows == self.row_cap else "") + ")")
 
 
 def kv_bytes_per_token(config: Any, dtype_size: int) -> int:
@@ -152,9 +150,14 @@ def is_out_of_memory(err: BaseException) -> bool:
         or "out of memory" in text.lower())
 
 
-def round_up(n: int, multiple: int) -> int:
-    return max(multiple, math.ceil(n / multiple) * multiple)
+def size(n: float) -> str:
+    """Bytes as people read them: '512 B', '3.2 MiB', '19.8 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 __all__ = ["BatchStats", "MemoryBudget", "MemoryBudgetError", "kv_bytes_per_token", "free_memory",
-           "available_ram", "measure_budget", "is_out_of_memory", "round_up"]
+           "available_ram", "measure_budget", "is_out_of_memory", "size"]
