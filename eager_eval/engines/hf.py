@@ -452,8 +452,11 @@ class HFBackend:
 
     def _report(self, rows: list[_Row]) -> list[TokenStep]:
         """`rows`' tokens and top-K; the rows advance only once every tensor is computed."""
-        slots = torch.tensor([row.slot for row in rows], device=self.device)
-        logits = self._logits.index_select(0, slots)  # [rows, vocab]
+        slots = [row.slot for row in rows]
+        if slots == list(range(slots[0], slots[0] + len(slots))):  # rows in slot order: a view
+            logits = self._logits[slots[0] : slots[0] + len(slots)]  # [rows, vocab]
+        else:
+            logits = self._logits.index_select(0, torch.tensor(slots, device=self.device))
         scores = self._warp(logits)  # temperature/top-k/top-p/min-p applied
         tokens = self._sample(scores, [r.key for r in rows], [r.position + 1 for r in rows]).tolist()
         settings = self.settings
@@ -608,7 +611,9 @@ class HFBackend:
             return scores.argmax(-1)  # greedy: no draw
         u = counter_uniforms(torch.tensor(keys, dtype=torch.int64, device=self.device),
                              torch.tensor(positions, dtype=torch.int64, device=self.device))
-        cdf = scores.softmax(-1).double().cumsum(-1)  # [n, vocab]; masked tokens add 0
+        # [n, vocab]; masked tokens add 0 (cumsum casts to float64 as it goes: the same bits as
+        # .double().cumsum(), without a float64 copy of the probabilities)
+        cdf = torch.cumsum(scores.softmax(-1), -1, dtype=torch.float64)
         target = (u.to(cdf.device) * cdf[:, -1])[:, None]  # [n, 1], below the row's total
         return torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=cdf.shape[-1] - 1)
 

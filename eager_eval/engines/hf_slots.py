@@ -73,7 +73,8 @@ class ForwardPlan:
 
 
 class SlotCache:
-    """The KV cache object handed to the model as its `cache` (only `update` is called)."""
+    """The KV cache object handed to the model as its `cache` (`update` is what the model
+    calls; transformers 5.0-5.2x also asks `get_seq_length`)."""
 
     def __init__(self, row_block: int = ROW_BLOCK) -> None:
         self.row_block = row_block
@@ -166,6 +167,11 @@ class SlotCache:
             keys[rows, :, plan.columns] = key_states[:, :, 0]
             values[rows, :, plan.columns] = value_states[:, :, 0]
         return keys[plan.lo : plan.hi, :, : plan.width], values[plan.lo : plan.hi, :, : plan.width]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """transformers < 5.2x derives a default `cache_position` from this when none is given;
+        the rows here have positions of their own (position_ids, the mask), so it reads 0."""
+        return 0
 
     def _new_layer(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # zeros, not empty: masked columns are multiplied by a probability of 0, and 0 * NaN
