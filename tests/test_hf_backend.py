@@ -394,3 +394,68 @@ def test_counter_uniforms_are_the_python_unit_uniform():
     positions = [rng.randrange(0, 1 << 20) for _ in seeds]
     got = counter_uniforms(torch.tensor([_row_key(s) for s in seeds]), torch.tensor(positions))
     assert got.tolist() == [unit_uniform(s, p) for s, p in zip(seeds, positions)]
+
+
+def variant_model(kind: str):
+    """Tiny models whose attention is not plain: Mistral's sliding window, Gemma 2's sliding
+    layers and tanh-capped scores, gpt-oss's sliding layers and per-head sink logits (and MoE)."""
+    torch.manual_seed(0)
+    common = {"vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "head_dim": 8, "max_position_embeddings": 256, "bos_token_id": None,
+              "eos_token_id": None, "pad_token_id": 0, "sliding_window": 6}
+    if kind == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common))
+    elif kind == "gemma2":
+        model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            **common, attn_logit_softcapping=5.0, final_logit_softcapping=None))
+    else:
+        model = transformers.GptOssForCausalLM(transformers.GptOssConfig(
+            **common, num_local_experts=4, num_experts_per_tok=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma2", "gpt_oss"])
+def test_sliding_windows_softcaps_and_sinks_see_what_a_plain_forward_sees(kind):
+    """Prompts and generations longer than the window; a fork copies the parent's slot."""
+    model = variant_model(kind)
+    backend = HFBackend(model, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0)
+    backend.add(roots([PROMPTS[0], PROMPTS[3]]))
+    prefix = {0: list(PROMPTS[0]), 1: list(PROMPTS[3])}
+    for t in range(12):
+        steps = backend.step()
+        for st in steps:
+            ref = reference_logprobs(model, prefix[st.seq_id])
+            got = torch.full((VOCAB,), float("nan"))
+            got[list(st.topk_ids)] = torch.tensor(st.topk_logprobs)
+            assert torch.allclose(got, ref, atol=ATOL), (kind, t, st.seq_id)
+            prefix[st.seq_id].append(st.token)
+        if t == 4:
+            st = steps[0]
+            child = backend.fork(Fork(st.seq_id, 9, st.position, st.topk_ids[0], st.topk_ids[1], 9))
+            prefix[0][-1] = st.topk_ids[0]
+            prefix[9] = prefix[0][:-1] + [child]
+
+
+def test_a_model_with_layers_the_slot_cache_cannot_hold_is_refused_by_name(llama):
+    from types import SimpleNamespace
+
+    from eager_eval.common.errors import UserError
+    from eager_eval.engines.hf_slots import UnsupportedModelError, check_model
+
+    hybrid = SimpleNamespace(_supports_attention_backend=True, config=SimpleNamespace(
+        model_type="qwen3_next", layer_types=["linear_attention", "full_attention"]))
+    with pytest.raises(UnsupportedModelError, match="qwen3_next models: they have "
+                       "linear_attention layers .* use --backend vllm") as err:
+        check_model(hybrid)
+    assert isinstance(err.value, UserError)
+    own_attention = SimpleNamespace(_supports_attention_backend=False,
+                                    config=SimpleNamespace(model_type="old"))
+    with pytest.raises(UnsupportedModelError, match="attention interface"):
+        check_model(own_attention)
+    check_model(llama)  # plain attention: accepted
