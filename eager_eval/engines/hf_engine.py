@@ -45,17 +45,18 @@ class HFEngine:
                      if isinstance(getattr(config, k, None), int)), None)
 
     def verify(self, config: EagerConfig) -> None:
+        """The settings' checks that need this model, and a max_rows that holds one tree."""
         verify_on(config, self.vocab_size, self.tokenizer)
-
-    def new_backend(self, config: EagerConfig) -> Backend:
-        from eager_eval.engines.hf import HFBackend
-
-        self.verify(config)
         if self.max_rows != AUTO and self.max_rows < config.max_seqs:
             raise MemoryBudgetError(
                 f"max_rows={self.max_rows} cannot hold one tree: a prompt's tree may grow to "
                 f"max_seqs={config.max_seqs} sequences, decoded together; set max_rows to "
                 f"{config.max_seqs} or more (or auto), or lower max_seqs")
+
+    def new_backend(self, config: EagerConfig) -> Backend:
+        from eager_eval.engines.hf import HFBackend
+
+        self.verify(config)
         if self.max_rows != AUTO:
             self.stats.max_rows = self.max_rows
         return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows,
