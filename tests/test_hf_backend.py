@@ -459,3 +459,41 @@ def test_a_model_with_layers_the_slot_cache_cannot_hold_is_refused_by_name(llama
     with pytest.raises(UnsupportedModelError, match="attention interface"):
         check_model(own_attention)
     check_model(llama)  # plain attention: accepted
+
+
+def test_random_forks_ends_and_admissions_keep_every_row_on_its_own_prefix(llama):
+    """Many rows: slots grow, holes open and the highest rows move down into them; every
+    reported distribution is still a plain forward of that row's own tokens."""
+    import random
+
+    rng = random.Random(4)
+    backend = HFBackend(llama, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0, max_rows=40)
+    prompts = [tuple(rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 20)))
+               for _ in range(8)]
+    backend.add(tree_roots([(p, 2, 8) for p in prompts[:4]]))
+    prefix = {i: list(prompts[i // 2]) for i in range(8)}
+    next_id, moved, checked = 100, 0, 0
+    for t in range(16):
+        if t == 5:
+            late = [NewTree(10 + i, prompts[4 + i], (Root(50 + i, 7 * i),), 50, 6) for i in range(4)]
+            backend.add(late)
+            prefix.update({50 + i: list(prompts[4 + i]) for i in range(4)})
+        slots_before = {row.seq_id: row.slot for row in backend._rows}
+        steps = backend.step()
+        moved += sum(slots_before.get(row.seq_id, row.slot) != row.slot for row in backend._rows)
+        for st in steps:
+            got = torch.full((VOCAB,), float("nan"))
+            got[list(st.topk_ids)] = torch.tensor(st.topk_logprobs)
+            assert torch.allclose(got, reference_logprobs(llama, prefix[st.seq_id]), atol=ATOL)
+            prefix[st.seq_id].append(st.token)
+            checked += 1
+        growing = t < 9  # forks first, then mostly ends: holes open below the highest rows
+        for st in steps:
+            if growing and rng.random() < 0.3 and len(backend._rows) < 30:
+                child = next_id
+                next_id += 1
+                token = backend.fork(Fork(st.seq_id, child, st.position, st.token, None, child))
+                prefix[child] = prefix[st.seq_id][:-1] + [token]
+            elif rng.random() < (0.1 if growing else 0.3):
+                backend.finish(st.seq_id)
+    assert moved > 0 and checked > 150 and backend._cache.slots > 8
