@@ -497,3 +497,24 @@ def test_random_forks_ends_and_admissions_keep_every_row_on_its_own_prefix(llama
             elif rng.random() < (0.1 if growing else 0.3):
                 backend.finish(st.seq_id)
     assert moved > 0 and checked > 150 and backend._cache.slots > 8
+
+
+@pytest.mark.parametrize("chunk", [512, 8, 3])
+def test_slot_attention_computes_transformers_eager_attention(monkeypatch, chunk):
+    """A causal prefill of 40 queries over 64 columns, in query chunks or whole."""
+    from types import SimpleNamespace
+
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from eager_eval.engines import hf_slots
+
+    monkeypatch.setattr(hf_slots, "PREFILL_QUERY_CHUNK", chunk)
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 6, 40, 8), torch.randn(2, 3, 64, 8), torch.randn(2, 3, 64, 8)
+    seen = torch.arange(64)[None, :] <= torch.arange(40)[:, None]  # [40, 64] causal
+    got, _ = hf_slots.slot_attention(None, query, key, value, seen[None, None].expand(2, 1, 40, 64),
+                                     scaling=0.3)
+    additive = torch.zeros(40, 64).masked_fill(~seen, float("-inf"))[None, None]
+    expected, _ = eager_attention_forward(SimpleNamespace(num_key_value_groups=2, training=False),
+                                          query, key, value, additive, scaling=0.3)
+    assert torch.allclose(got, expected, atol=1e-6)

@@ -45,7 +45,11 @@ class HFEngine:
                      if isinstance(getattr(config, k, None), int)), None)
 
     def verify(self, config: EagerConfig) -> None:
-        """The settings' checks that need this model, and a max_rows that holds one tree."""
+        """The settings' checks that need this model, a model the backend can run (its
+        layers all attention: hf_slots.check_model) and a max_rows that holds one tree."""
+        from eager_eval.engines.hf_slots import check_model
+
+        check_model(self.model)
         verify_on(config, self.vocab_size, self.tokenizer)
         if self.max_rows != AUTO and self.max_rows < config.max_seqs:
             raise MemoryBudgetError(

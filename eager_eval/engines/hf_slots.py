@@ -49,7 +49,10 @@ COLUMN_ALIGN = 64
 COLUMN_CHUNK = 256
 """The cache's columns grow by at least this many at a time."""
 PREFILL_QUERY_CHUNK = 512
-"""Prefill attends this many query positions at a time (bounds its scores' memory)."""
+"""Prefill attends at most this many query positions at a time ..."""
+PREFILL_SCORES = 1 << 26
+"""... and fewer when their float32 scores would pass this many (256 MiB): a long prompt's
+scores never take more. A prefill's shapes still depend on its prompt alone."""
 ATTENTION = "eager_eval_slots"
 """The attention implementation name the backend switches a model to during its forwards."""
 
@@ -231,9 +234,10 @@ def slot_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
         older = torch.zeros_like(mask)
         older[..., : width - sliding_window] = mask[..., sliding_window:]
         mask = mask & ~older
+    chunk = max(1, min(PREFILL_QUERY_CHUNK, PREFILL_SCORES // (rows * heads * width)))
     outputs = []
-    for start in range(0, q_len, PREFILL_QUERY_CHUNK):
-        stop = min(q_len, start + PREFILL_QUERY_CHUNK)
+    for start in range(0, q_len, chunk):
+        stop = min(q_len, start + chunk)
         span = stop - start
         # query head h = j * group + i reads KV head j (transformers' repeat_kv order)
         grouped = query[:, :, start:stop].reshape(rows, kv_heads, group * span, head_dim)
