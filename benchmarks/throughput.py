@@ -49,6 +49,10 @@ from transformers import StoppingCriteriaList
 from eager_eval.core.backend import NewTree, Root
 from eager_eval.engines.hf import HFBackend
 
+CLOCK = time.perf_counter
+"""What the timings read: wall time, or (--clock cpu) this process's CPU time, which other jobs
+on a shared machine do not inflate (with one torch thread it is the wall time of an idle one)."""
+
 PROMPTS = [
     "Ana has 7 apples and buys 5 more. How many apples does she have? Give the final answer in \\boxed{}.",
     "A box holds 12 pencils. How many pencils are in 4 boxes? Give the final answer in \\boxed{}.",
@@ -156,7 +160,7 @@ def run_backend(
                         logprobs=logprobs, confidence_k=confidence_k, max_rows=len(prompts) * m,
                         **({} if row_block is None else {"row_block": row_block}))
     _sync(model)
-    start = time.perf_counter()
+    start = CLOCK()
     backend.add([NewTree(i, tuple(p), tuple(Root(i * m + j, 1000 + i * m + j) for j in range(m)), t)
                  for i, p in enumerate(prompts)])
     first = None
@@ -167,12 +171,12 @@ def run_backend(
                 backend.finish(step.seq_id)
         if steps is not None:
             _sync(model)
-            now = time.perf_counter()
+            now = CLOCK()
             steps.append(now - last)
             last = now
-        first = first or time.perf_counter() - start
+        first = first or CLOCK() - start
     _sync(model)
-    return time.perf_counter() - start, first
+    return CLOCK() - start, first
 
 
 class StepClock:
@@ -180,11 +184,11 @@ class StepClock:
 
     def __init__(self, model):
         self.model = model
-        self.marks = [time.perf_counter()]
+        self.marks = [CLOCK()]
 
     def __call__(self, input_ids, scores, **kwargs):
         _sync(self.model)
-        self.marks.append(time.perf_counter())
+        self.marks.append(CLOCK())
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     @property
@@ -200,7 +204,7 @@ def run_generate(model, prompts, m: int, t: int, temperature: float,
         [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device
     )
     _sync(model)
-    start = time.perf_counter()
+    start = CLOCK()
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids,
@@ -216,7 +220,7 @@ def run_generate(model, prompts, m: int, t: int, temperature: float,
             **({} if clock is None else {"stopping_criteria": StoppingCriteriaList([clock])}),
         )
     _sync(model)
-    elapsed = time.perf_counter() - start
+    elapsed = CLOCK() - start
     assert out.shape == (len(prompts) * m, width + t), out.shape
     return elapsed
 
@@ -317,6 +321,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="best of N for each side, alternating"
     )
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time by the wall clock, or by this process's CPU time (a shared "
+                        "machine: other jobs do not count; use with --threads 1 / OMP_NUM_THREADS=1)")
     parser.add_argument("--quick", action="store_true", help="8 rows x 16 tokens (under a minute); "
                         "with --suite: lengths 256 and 512")
     parser.add_argument("--suite", action="store_true",
@@ -324,12 +331,15 @@ def main() -> None:
     parser.add_argument("--invariance-cost", action="store_true",
                         help="row blocks of 8 (batch-invariant) vs 1, at 1, 3, 12 and 20 rows")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.quick and not args.suite:
         args.max_seqs, args.max_new_tokens = min(args.max_seqs, 8), min(args.max_new_tokens, 16)
 
     model, tokenizer, prompts = load(args.model, args.device, args.dtype, max(args.prompts, 4))
     print(f"model={args.model} device={model.device} dtype={model.dtype} threads="
-          f"{torch.get_num_threads()} load={os.getloadavg()[0]:.2f} cpu={_cpu_name()}", flush=True)
+          f"{torch.get_num_threads()} load={os.getloadavg()[0]:.2f} cpu={_cpu_name()} "
+          f"clock={args.clock}", flush=True)
     if args.suite:
         suite(model, tokenizer, prompts, args.temperature, args.repeats,
               lengths=(256, 512) if args.quick else (1024, 2048))
