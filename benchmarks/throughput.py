@@ -287,9 +287,49 @@ def suite(model, tokenizer, prompts, temperature: float, repeats: int, lengths=(
     print(f"RATIO backend_vs_generate_min {min(ratios):.3f}")
 
 
+def attention_cost(model, rows: int = 32, widths=(256, 1024, 2048), repeats: int = 5) -> None:
+    """slot_attention (batch-invariant) against torch's SDPA on the same decode shapes: one
+    query per row, keys read through views of a slot cache of 4,096 columns."""
+    import torch.nn.functional as F
+
+    from eager_eval.engines.hf_slots import slot_attention
+
+    config = model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    torch.manual_seed(0)
+    keys = torch.randn(rows, kv_heads, 4096, dim, dtype=model.dtype, device=model.device)
+    values = torch.randn_like(keys)
+    query = torch.randn(rows, heads, 1, dim, dtype=model.dtype, device=model.device)
+    for width in widths:
+        lengths = torch.arange(rows, device=model.device) * 7 % width + 1
+        seen = (torch.arange(width, device=model.device)[None, :] < lengths[:, None])[:, None, None]
+        k, v = keys[:, :, :width], values[:, :, :width]
+        sides = {
+            "slot_attention": lambda: slot_attention(None, query, k, v, seen, scaling=dim**-0.5),
+            "sdpa": lambda: F.scaled_dot_product_attention(query, k, v, attn_mask=seen,
+                                                           enable_gqa=heads != kv_heads),
+        }
+        best = {}
+        for name, f in sides.items():
+            f()
+            _sync(model)
+            start = CLOCK()
+            for _ in range(repeats):
+                f()
+            _sync(model)
+            best[name] = 1000 * (CLOCK() - start) / repeats
+        print(f"attention {rows} rows x {width} columns: slot_attention {best['slot_attention']:.2f} "
+              f"ms, sdpa {best['sdpa']:.2f} ms per layer")
+        print(f"RATIO attention_slot_vs_sdpa[{width}] {best['slot_attention'] / best['sdpa']:.3f}",
+              flush=True)
+
+
 def invariance_cost(model, tokenizer, prompts, temperature: float, t: int, repeats: int,
                     rows_list=(1, 3, 12, 20)) -> None:
-    """The backend with row blocks of 8 (batch-invariant) against row_block=1, alternating."""
+    """The backend with row blocks of 8 (batch-invariant) against row_block=1, alternating;
+    then the attention alone (`attention_cost`)."""
+    attention_cost(model)
     run_backend(model, tokenizer, prompts[:1], 2, 2, temperature)
     for rows in rows_list:
         best = {8: float("inf"), 1: float("inf")}

@@ -206,6 +206,7 @@ class HFBackend:
         self._row_columns = 0  # the most columns a live or queued tree's row can fill
         self._forward_rows: int | None = None  # after an out-of-memory: most rows per forward
         self._sample_rows: int | None = None  # likewise for the sampling step
+        self._retried = False  # an out-of-memory at the smallest size was retried this step
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -242,7 +243,10 @@ class HFBackend:
             self._compact()  # 1) holes of a row block or more: move the highest rows down
             self._decode()  # 2) feed the tokens at t: logits for t + 1
         self._admit()  # 3) prefill queued roots: logits for their position 0
-        return self._sample_and_report()  # 4) every live row: one token, top-K logprobs
+        steps = self._sample_and_report()  # 4) every live row: one token, top-K logprobs
+        if steps:  # rows went a token further: a later error may be retried again
+            self._retried = False
+        return steps
 
     @torch.inference_mode()
     def fork(self, fork: Fork) -> int | None:
@@ -360,9 +364,7 @@ class HFBackend:
             except Exception as err:  # noqa: BLE001 (re-raised unless out of memory)
                 for later in reversed(admitted[i:]):  # back to the head of the queue, in order
                     self._waiting.appendleft(later)
-                if not self._rows:  # nothing to wait for: one tree alone does not fit
-                    raise
-                self._recover(err, "prefill", 0)
+                self._recover(err, "prefill", len(self._rows))  # the next step admits again
                 return
 
     def _start(self, tree: _TreeRows, prefilled: dict[tuple[int, ...], _Row]) -> None:
@@ -519,18 +521,22 @@ class HFBackend:
     def _recover(self, err: BaseException, where: str, rows: int) -> None:
         """After an out-of-memory error (anything else is re-raised): free what the device's
         allocator caches, halve the rows of the forwards (or of the sampling groups), admit no
-        more rows than are live. An error at one row block (one row when sampling) is final."""
+        more rows than are live. At the smallest size (one row block; one row when sampling; a
+        prefill with nothing else live) the same work is retried once per step, since freeing
+        the allocator's cache may be enough; a second error there is raised."""
         if not is_out_of_memory(err):
             raise err
+        smallest = (where == "decode forward" and rows <= self.row_block
+                    or where == "sampling step" and rows <= 1 or where == "prefill" and not rows)
+        if smallest:
+            if self._retried:
+                raise err
+            self._retried = True
         self.stats.oom_recoveries += 1
         _empty_device_cache(self.device)
-        if where == "decode forward":
-            if rows <= self.row_block:
-                raise err
+        if where == "decode forward" and not smallest:
             self._forward_rows = _round_up(max(self.row_block, rows // 2), self.row_block)
-        elif where == "sampling step":
-            if rows <= 1:
-                raise err
+        elif where == "sampling step" and not smallest:
             self._sample_rows = max(1, rows // 2)
         live = len(self._rows)
         if live:
