@@ -31,10 +31,14 @@ runs each side's decode-step time near 2,048 generated tokens over its time near
 MLP 1536, vocabulary 49,152, tied embeddings) with random weights and L layers (30 = the real
 depth; fewer keep the matrix to minutes on a small CPU: the cache's cost per layer is the same).
 
+On a machine other jobs share, `--clock cpu` (with one torch thread) times by this process's
+CPU time, which their load does not inflate; the two sides are then comparable run to run.
+
 `--invariance-cost` times the backend with its row blocks (the default: every forward takes a
 multiple of 8 rows, so a row's numbers do not depend on the batch) against `row_block=1` (as
 many rows as live: not batch-invariant) at a few row counts that are not multiples of 8:
-`RATIO invariance_cost[rows] <t8 / t1>`.
+`RATIO invariance_cost[rows] <t8 / t1>`; then `slot_attention` against torch's SDPA on the same
+decode shapes (32 rows, views of a 4,096-column cache): `RATIO attention_slot_vs_sdpa[width]`.
 """
 
 from __future__ import annotations
