@@ -9,6 +9,8 @@ runner's records (forks, entropies, thresholds) at max_rows 1, 4 and 64 and afte
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -179,3 +181,54 @@ def test_the_runner_builds_bitwise_the_same_records_whatever_the_batch(llama, mo
     every_tree = [t for p in reference.prompts for t in p.trees]
     for kept in ([], every_tree[:3], every_tree[1::2]):  # a resume: the others grow again
         assert records(grown(64, DictStore(kept))) == expected
+
+
+# --- through the CLI: a resume at another max_rows ---------------------------------------------
+
+
+def test_a_run_killed_and_resumed_at_other_max_rows_writes_the_same_records(tmp_path, monkeypatch):
+    """The tiny word model, widened (its entropies spread 1.59-1.61 nats, theta 1.6: forks
+    decided by ~1e-3 and less): uninterrupted at --max-rows 64, against killed after two trees
+    at --max-rows 3 and resumed at auto. The records are byte-identical; the tree lines the
+    same. (Without the row blocks, `row_block=1`, the records differ.)"""
+    from support import save_tiny_word_model
+    from test_kill_resume import KillAtLine, Killed, assert_same_run, run_cli
+
+    model = save_tiny_word_model(tmp_path / "model")
+    wider(model)
+    data = tmp_path / "choice.csv"
+    data.write_text("id,question,A,B,C,D,answer\n" + "".join(
+        f"c{i},which is {i}?,one,two,three,four {'ab'[i % 2]},{'ABCD'[i % 4]}\n" for i in range(6)))
+
+    def args(out, max_rows, *extra):
+        return ["run", "--model", str(model), "--data", str(data), "--answer-type", "choice",
+                "--output", str(out), "--mode", "eager_adapt", "--max-seqs", "3",
+                "--max-new-tokens", "12", "--entropy-k", "5", "--theta", "1.6",
+                "--percentile", "none", "--temperature", "0.7", "--entropy-source", "processed",
+                "--threads", "1", "--no-progress", "--max-rows", max_rows, *extra]
+
+    reference = tmp_path / "reference"
+    assert run_cli(args(reference, "64")) == 0
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        KillAtLine(patch, 2)
+        with pytest.raises(Killed):
+            run_cli(args(out, "3"))
+    assert run_cli(args(out, "auto", "--resume")) == 0
+    assert_same_run(out, reference, "eager_adapt")
+    records = [json.loads(line) for line in (reference / "eager_adapt.jsonl").read_text().splitlines()]
+    assert sum(len(r["forks"]) for r in records) > 0
+    margins = [t["margin"] for r in records for t in r["trees"] if t["margin"] is not None]
+    assert min(margins) < 0.01  # decisions this close to theta came out the same
+
+
+def wider(directory):
+    """The word model at a width where batch composition reaches a row's last bits: 2 layers,
+    hidden 64 (the 16-wide model's matmuls happen to agree across row counts anyway)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(directory)
+    config.update({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).save_pretrained(directory)
