@@ -340,7 +340,8 @@ class HFBackend:
         own columns up to it (`width`: one past the highest, rounded up to COLUMN_ALIGN)."""
         width = _round_up(width, COLUMN_ALIGN)
         seen = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
-        self._cache.plan = ForwardPlan(lo, hi, width, columns=positions)
+        rows = torch.arange(lo, hi, device=self.device)
+        self._cache.plan = ForwardPlan(lo, hi, width, columns=positions, rows=rows)
         logits = self._forward(ids, positions[:, None], seen[:, None, None, :])
         self._logits[lo:hi] = logits[:, -1]
 

@@ -71,6 +71,8 @@ class ForwardPlan:
     """Key columns attention reads (a multiple of COLUMN_ALIGN)."""
     columns: torch.Tensor | None = None
     """Decode: [hi - lo] column of each row's new token (its position)."""
+    rows: torch.Tensor | None = None
+    """Decode: the slots lo..hi-1 as a tensor (made once per forward, not per layer)."""
     prefill: int = 0
     """Prefill: tokens written at columns 0.. of slot lo (a one-row forward)."""
 
@@ -166,9 +168,8 @@ class SlotCache:
             keys[plan.lo, :, : plan.prefill] = key_states[0]
             values[plan.lo, :, : plan.prefill] = value_states[0]
         else:
-            rows = torch.arange(plan.lo, plan.hi, device=keys.device)
-            keys[rows, :, plan.columns] = key_states[:, :, 0]
-            values[rows, :, plan.columns] = value_states[:, :, 0]
+            keys[plan.rows, :, plan.columns] = key_states[:, :, 0]
+            values[plan.rows, :, plan.columns] = value_states[:, :, 0]
         return keys[plan.lo : plan.hi, :, : plan.width], values[plan.lo : plan.hi, :, : plan.width]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
