@@ -372,6 +372,8 @@ def main() -> None:
                         "with --suite: lengths 256 and 512")
     parser.add_argument("--suite", action="store_true",
                         help="issue 21's matrix: 1x32 and 4x8 rows at 1,024 and 2,048 new tokens")
+    parser.add_argument("--cells", default=None, metavar="LIST",
+                        help="with --suite: only these cells, e.g. 1x32@1024,4x8@2048")
     parser.add_argument("--invariance-cost", action="store_true",
                         help="row blocks of 8 (batch-invariant) vs 1, at 1, 3, 12 and 20 rows")
     args = parser.parse_args()
@@ -385,8 +387,15 @@ def main() -> None:
           f"{torch.get_num_threads()} load={os.getloadavg()[0]:.2f} cpu={_cpu_name()} "
           f"clock={args.clock}", flush=True)
     if args.suite:
-        suite(model, tokenizer, prompts, args.temperature, args.repeats,
-              lengths=(256, 512) if args.quick else (1024, 2048))
+        lengths = (256, 512) if args.quick else (1024, 2048)
+        if args.cells:
+            for cell in args.cells.split(","):
+                shape, _, t = cell.partition("@")
+                n, m = (int(x) for x in shape.split("x"))
+                suite(model, tokenizer, prompts, args.temperature, args.repeats,
+                      lengths=(int(t),), shapes=((n, m),))
+        else:
+            suite(model, tokenizer, prompts, args.temperature, args.repeats, lengths=lengths)
         return
     if args.invariance_cost:
         invariance_cost(model, tokenizer, prompts, args.temperature, args.max_new_tokens,
