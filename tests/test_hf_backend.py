@@ -406,13 +406,15 @@ def variant_model(kind: str):
               "eos_token_id": None, "pad_token_id": 0, "sliding_window": 6}
     if kind == "mistral":
         model = transformers.MistralForCausalLM(transformers.MistralConfig(**common))
-    elif kind == "gemma2":
+    elif kind == "gemma2":  # eager: SDPA drops the softcap (transformers 5.0 picks SDPA)
         model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
-            **common, attn_logit_softcapping=5.0, final_logit_softcapping=None))
+            **common, attn_logit_softcapping=5.0, final_logit_softcapping=None,
+            attn_implementation="eager"))
     else:
         model = transformers.GptOssForCausalLM(transformers.GptOssConfig(
             **common, num_local_experts=4, num_experts_per_tok=2,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            attn_implementation="eager"))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
