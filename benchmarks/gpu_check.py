@@ -248,7 +248,7 @@ def check(args: argparse.Namespace, report: Report) -> None:
         report.line(f"engine: {json.dumps(info, sort_keys=True)} (loaded in "
                     f"{time.perf_counter() - t0:.1f} s)")
         report.line(f"max_rows: {info.get('max_rows')}" + (f" [{max_rows_note}]" if max_rows_note else
-                                                           " (chosen by max_rows=auto)"))
+                                                           " (resolved by each run, below)"))
         report.figures["engine"] = info
         report.figures.update(device=info.get("device"), dtype=info.get("dtype"),
                               max_rows=info.get("max_rows"), max_rows_auto=max_rows_note is None)
@@ -320,6 +320,10 @@ def check(args: argparse.Namespace, report: Report) -> None:
                                     "sequences": result.n_sequences, "rounds": len(result.rounds),
                                     "peak_gib": meter.peak_gib}
         report.figures["theta_auto"] = round(calibration.theta, 4)
+        if max_rows_note is None:  # auto is resolved per run, once its prompts are known
+            chosen = engine.info().get("max_rows")
+            report.line(f"max_rows chosen by max_rows=auto for this pool: {chosen}")
+            report.figures["max_rows"] = chosen
 
         # 3. OOM recovery: the same EAGer-adapt run with one forward failing
         report.line()

@@ -856,6 +856,9 @@ CASES: list[Case] = [
     Case("run", "--confidence-stop true without reallocation rounds",
          run("--mode", "eager_init", "--confidence-stop", "true"), 2,
          ("confidence_stop applies to the reallocation rounds",)),
+    Case("run", "--max-rows below --max-seqs (one tree cannot fit)",
+         run("--max-rows", "2", "--max-seqs", "4", drop=("--max-seqs",)), 2,
+         ("max_rows=2 cannot hold one tree", "max_seqs=4", "set max_rows to 4 or more")),
 ]
 for _number, _case in enumerate(CASES, 1):
     object.__setattr__(_case, "id", f"{_number:02d}-{_case.surface}-" +

@@ -234,3 +234,37 @@ def test_thinking_and_stop_checks_decode_at_most_once_per_token(knows_bytes):
     assert len(seq.tokens) == 6
     per_token = len(seq.tokens) if not knows_bytes else 0
     assert len(calls) == per_token + 1  # and one for the final text
+
+
+def test_margin_is_the_closest_an_entropy_test_came_to_its_threshold():
+    controller = BranchController(cap=4, theta=1.0, percentile=None, window=100)
+    assert controller.margin == math.inf  # nothing tested yet
+    controller.decide_forks([(0, 0.75)], [0.75])  # all below theta: theta - entropy
+    assert controller.margin == 0.25
+    controller.decide_forks([(0, 1.125), (1, 0.875)], [1.125, 0.875])  # tau read: |e - tau|
+    assert controller.margin == 0.125
+    controller.decide_forks([(0, 1.5)], [1.5])  # farther: the closest stays
+    assert controller.margin == 0.125
+
+
+def test_margin_skips_a_decision_left_for_the_final_cap():
+    controller = BranchController(cap=None, floor=1, theta=1.0, percentile=None, window=100)
+    assert controller.decide_forks([(0, 1.0001)], [1.0001]) is None  # needs the cap: undecided
+    assert controller.margin == math.inf
+    controller.set_cap(2)
+    controller.decide_forks([(0, 1.0001)], [1.0001])
+    assert controller.margin == pytest.approx(1e-4)
+
+
+def test_a_tree_and_its_record_carry_the_margin():
+    from eager_eval.pipeline.record import PromptRecord, build_record
+
+    entropies = {2: flat(list(range(1, 6))), 5: flat([1, 2])}  # ln 5 and ln 2 against theta 1
+    result, _ = tree_of(by_position(entropies, peaked(3), 9), cfg())
+    (tree,) = result.prompts[0].trees
+    assert len(tree.branch_events) == 1  # ln 5 forked; ln 2 (0.307 below theta) is the closest
+    assert tree.margin == pytest.approx(1.0 - math.log(2), rel=1e-6)
+    record = build_record(result, 0, id="p", prompt="p")
+    assert record.trees[0].margin == tree.margin
+    assert PromptRecord.from_dict(record.to_dict()).trees[0].margin == tree.margin
+    assert type(tree).from_dict(tree.to_dict()).margin == tree.margin

@@ -40,7 +40,10 @@ SMALL = ("--max-seqs", "2", "--max-new-tokens", "6", "--theta", "1.0", "--percen
 
 class StandInWeights:
     """What `load_model_and_tokenizer` does to a model, recorded: `.to(device)` and `.eval()`.
-    Enough of a model for HFEngine (device, dtype, config, output embeddings)."""
+    Enough of a model for HFEngine (device, dtype, config, output embeddings, and the
+    attention interface its backend's cache needs: hf_slots.check_model)."""
+
+    _supports_attention_backend = True
 
     def __init__(self, dtype: torch.dtype, vocab_size: int) -> None:
         self.dtype = dtype

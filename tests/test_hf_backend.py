@@ -270,11 +270,11 @@ def test_finish_drops_rows_and_queued_roots_are_admitted_under_max_rows(llama):
                 backend.finish(st.seq_id)
     assert reported == set(range(7))
     assert lengths == {i: 4 + i % 3 for i in range(7)}
-    assert backend._cache is None  # memory freed with the last row
+    assert backend._cache.bytes() == 0 and backend._logits is None  # freed with the last row
     assert backend.step() == []
 
 
-def test_forks_are_never_refused_and_drops_free_cache_rows(llama):
+def test_forks_are_never_refused_and_drops_free_cache_slots(llama):
     """Forks past a tree's cap (the runner never asks for one) are still applied; that tree
     then reserves its live rows, so the next root waits until they finish."""
     backend = HFBackend(llama, FakeTokenizer(), temperature=1.0, max_rows=2)
@@ -285,12 +285,13 @@ def test_forks_are_never_refused_and_drops_free_cache_rows(llama):
         backend.fork(Fork(0, child, 0, steps[0].token, None, child))
     steps = backend.step()
     assert [s.seq_id for s in steps] == [0, 1, 10, 11]  # past max_rows: root 2 waits
-    assert backend._cache.layers[0].keys.shape[0] == 4
+    assert backend._cache.used == 4
     for seq_id in (0, 10, 11):
         backend.finish(seq_id)
     steps = backend.step()
     assert [s.seq_id for s in steps] == [1, 2]  # root 2 admitted once rows are free
-    assert backend._cache.layers[0].keys.shape[0] == 2
+    assert backend._cache.used == 2
+    assert sorted(row.slot for row in backend._rows) == [0, 1]  # root 2 took a freed slot
 
 
 def test_fork_rejects_a_stale_position_and_reused_ids(llama):
@@ -393,3 +394,129 @@ def test_counter_uniforms_are_the_python_unit_uniform():
     positions = [rng.randrange(0, 1 << 20) for _ in seeds]
     got = counter_uniforms(torch.tensor([_row_key(s) for s in seeds]), torch.tensor(positions))
     assert got.tolist() == [unit_uniform(s, p) for s, p in zip(seeds, positions)]
+
+
+def variant_model(kind: str):
+    """Tiny models whose attention is not plain: Mistral's sliding window, Gemma 2's sliding
+    layers and tanh-capped scores, gpt-oss's sliding layers and per-head sink logits (and MoE)."""
+    torch.manual_seed(0)
+    common = {"vocab_size": VOCAB, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "head_dim": 8, "max_position_embeddings": 256, "bos_token_id": None,
+              "eos_token_id": None, "pad_token_id": 0, "sliding_window": 6}
+    if kind == "mistral":
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common))
+    elif kind == "gemma2":  # eager: SDPA drops the softcap (transformers 5.0 picks SDPA)
+        model = transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+            **common, attn_logit_softcapping=5.0, final_logit_softcapping=None,
+            attn_implementation="eager"))
+    else:
+        model = transformers.GptOssForCausalLM(transformers.GptOssConfig(
+            **common, num_local_experts=4, num_experts_per_tok=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            attn_implementation="eager"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(10.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma2", "gpt_oss"])
+def test_sliding_windows_softcaps_and_sinks_see_what_a_plain_forward_sees(kind):
+    """Prompts and generations longer than the window; a fork copies the parent's slot."""
+    model = variant_model(kind)
+    backend = HFBackend(model, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0)
+    backend.add(roots([PROMPTS[0], PROMPTS[3]]))
+    prefix = {0: list(PROMPTS[0]), 1: list(PROMPTS[3])}
+    for t in range(12):
+        steps = backend.step()
+        for st in steps:
+            ref = reference_logprobs(model, prefix[st.seq_id])
+            got = torch.full((VOCAB,), float("nan"))
+            got[list(st.topk_ids)] = torch.tensor(st.topk_logprobs)
+            assert torch.allclose(got, ref, atol=ATOL), (kind, t, st.seq_id)
+            prefix[st.seq_id].append(st.token)
+        if t == 4:
+            st = steps[0]
+            child = backend.fork(Fork(st.seq_id, 9, st.position, st.topk_ids[0], st.topk_ids[1], 9))
+            prefix[0][-1] = st.topk_ids[0]
+            prefix[9] = prefix[0][:-1] + [child]
+
+
+def test_a_model_with_layers_the_slot_cache_cannot_hold_is_refused_by_name(llama):
+    from types import SimpleNamespace
+
+    from eager_eval.common.errors import UserError
+    from eager_eval.engines.hf_slots import UnsupportedModelError, check_model
+
+    hybrid = SimpleNamespace(_supports_attention_backend=True, config=SimpleNamespace(
+        model_type="qwen3_next", layer_types=["linear_attention", "full_attention"]))
+    with pytest.raises(UnsupportedModelError, match="qwen3_next models: they have "
+                       "linear_attention layers .* use --backend vllm") as err:
+        check_model(hybrid)
+    assert isinstance(err.value, UserError)
+    own_attention = SimpleNamespace(_supports_attention_backend=False,
+                                    config=SimpleNamespace(model_type="old"))
+    with pytest.raises(UnsupportedModelError, match="attention interface"):
+        check_model(own_attention)
+    check_model(llama)  # plain attention: accepted
+
+
+def test_random_forks_ends_and_admissions_keep_every_row_on_its_own_prefix(llama):
+    """Many rows: slots grow, holes open and the highest rows move down into them; every
+    reported distribution is still a plain forward of that row's own tokens."""
+    import random
+
+    rng = random.Random(4)
+    backend = HFBackend(llama, FakeTokenizer(), entropy_k=VOCAB, temperature=1.0, max_rows=40)
+    prompts = [tuple(rng.randrange(1, VOCAB) for _ in range(rng.randrange(1, 20)))
+               for _ in range(8)]
+    backend.add(tree_roots([(p, 2, 8) for p in prompts[:4]]))
+    prefix = {i: list(prompts[i // 2]) for i in range(8)}
+    next_id, moved, checked = 100, 0, 0
+    for t in range(16):
+        if t == 5:
+            late = [NewTree(10 + i, prompts[4 + i], (Root(50 + i, 7 * i),), 50, 6) for i in range(4)]
+            backend.add(late)
+            prefix.update({50 + i: list(prompts[4 + i]) for i in range(4)})
+        slots_before = {row.seq_id: row.slot for row in backend._rows}
+        steps = backend.step()
+        moved += sum(slots_before.get(row.seq_id, row.slot) != row.slot for row in backend._rows)
+        for st in steps:
+            got = torch.full((VOCAB,), float("nan"))
+            got[list(st.topk_ids)] = torch.tensor(st.topk_logprobs)
+            assert torch.allclose(got, reference_logprobs(llama, prefix[st.seq_id]), atol=ATOL)
+            prefix[st.seq_id].append(st.token)
+            checked += 1
+        growing = t < 9  # forks first, then mostly ends: holes open below the highest rows
+        for st in steps:
+            if growing and rng.random() < 0.3 and len(backend._rows) < 30:
+                child = next_id
+                next_id += 1
+                token = backend.fork(Fork(st.seq_id, child, st.position, st.token, None, child))
+                prefix[child] = prefix[st.seq_id][:-1] + [token]
+            elif rng.random() < (0.1 if growing else 0.3):
+                backend.finish(st.seq_id)
+    assert moved > 0 and checked > 150 and backend._cache.slots > 8
+
+
+@pytest.mark.parametrize("chunk", [512, 8, 3])
+def test_slot_attention_computes_transformers_eager_attention(monkeypatch, chunk):
+    """A causal prefill of 40 queries over 64 columns, in query chunks or whole."""
+    from types import SimpleNamespace
+
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from eager_eval.engines import hf_slots
+
+    monkeypatch.setattr(hf_slots, "PREFILL_QUERY_CHUNK", chunk)
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 6, 40, 8), torch.randn(2, 3, 64, 8), torch.randn(2, 3, 64, 8)
+    seen = torch.arange(64)[None, :] <= torch.arange(40)[:, None]  # [40, 64] causal
+    got, _ = hf_slots.slot_attention(None, query, key, value, seen[None, None].expand(2, 1, 40, 64),
+                                     scaling=0.3)
+    additive = torch.zeros(40, 64).masked_fill(~seen, float("-inf"))[None, None]
+    expected, _ = eager_attention_forward(SimpleNamespace(num_key_value_groups=2, training=False),
+                                          query, key, value, additive, scaling=0.3)
+    assert torch.allclose(got, expected, atol=1e-6)

@@ -79,14 +79,13 @@ def test_theta_inf_on_hf_equals_plain_seeded_sampling(model):
 
 
 class _RowCounting(HFBackend):
-    """HFBackend that records its most live rows (and KV-cache rows) after any step."""
+    """HFBackend that records its most live rows (and occupied KV-cache slots) after any step."""
 
     peak = 0
 
     def step(self):
         steps = super().step()
-        cache_rows = self._cache.layers[0].keys.shape[0] if self._cache is not None else 0
-        self.peak = max(self.peak, len(self._rows), cache_rows)
+        self.peak = max(self.peak, len(self._rows), self._cache.used)
         return steps
 
 

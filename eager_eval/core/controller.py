@@ -64,6 +64,11 @@ class BranchController:
         self.positions_without_fork = 0
         self.history = EntropyHistory(percentile) if percentile is not None else None
         self.ended: BranchingEnd | None = None if branching else BranchingEnd.OFF
+        self.margin = math.inf
+        """The closest any tested entropy came to its threshold, |entropy - tau| in nats (inf
+        while none was tested): how far the numbers must move to flip one of the tree's
+        decisions. Where tau was not read (every entropy <= theta <= tau) theta - entropy
+        stands in: a lower bound, so the risk is never understated."""
 
     def set_cap(self, cap: int) -> None:
         """The final cap of a tree that started with a floor only."""
@@ -121,12 +126,14 @@ class BranchController:
         if not self.is_branching:
             return []
         grants: list[Grant] = []
+        top = max((e for _, e in tested), default=-math.inf)
         # tau >= theta: below theta nothing forks, and the percentile need not be read
-        if tested and max(e for _, e in tested) > self.theta:
+        if top > self.theta:
             tau = self.threshold()
             wanted = [(seq_id, e) for seq_id, e in tested if e > tau]
             if self.cap is None and self._depends_on_cap(len(wanted)):
                 return None
+            self.margin = min(self.margin, min(abs(e - tau) for _, e in tested))
             limit = self.cap if self.cap is not None else self.floor  # all fit under a floor
             for seq_id, entropy in wanted:
                 if self.n_created >= limit:
@@ -134,6 +141,8 @@ class BranchController:
                     break
                 grants.append(Grant(seq_id, entropy, tau))
                 self.n_created += 1
+        elif tested:
+            self.margin = min(self.margin, self.theta - top)
         self.n_granted += len(grants)
         if self.history is not None:
             self.history.add(observed)

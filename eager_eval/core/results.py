@@ -126,6 +126,10 @@ class TreeResult:
     confidence_bar: float | None = None
     """The group confidence its sequences stopped below (deepconf's later sequences,
     confidence_stop's rounds); None: none of them could stop."""
+    margin: float | None = None
+    """The closest any of its entropy tests came to the threshold, |entropy - threshold| in
+    nats (None: nothing was tested). A decision this close could flip under last-bit noise in
+    the logits (another batch on a GPU: docs/ARCHITECTURE.md)."""
 
     @property
     def n_counted(self) -> int:
@@ -142,9 +146,10 @@ class TreeResult:
                 for s in data["sequences"]]
         events = [BranchEvent(**e) for e in data["branch_events"]]
         theta = float(data["theta"])
-        bar = data.get("confidence_bar")
+        bar, margin = data.get("confidence_bar"), data.get("margin")
         return cls(data["prompt_idx"], data["round"], data["cap"], theta, seqs, events,
-                   data["hit_cap"], None if bar is None else float(bar))
+                   data["hit_cap"], None if bar is None else float(bar),
+                   None if margin is None else float(margin))
 
 
 @dataclass

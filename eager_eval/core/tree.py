@@ -15,6 +15,7 @@ the meantime; what it reported past the held position is buffered, like any engi
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -400,9 +401,11 @@ class Tree:
                                     s.tokens, self.text_of(s), s.finish_reason,
                                     s.conf if isinstance(s.conf, ConfidenceStats) else None)
                      for s in self.seqs]
+        margin = self.controller.margin
         return TreeResult(self.prompt_idx, self.round, self.cap, self.theta, sequences,
                           list(self.events), hit_cap=self.controller.hit_cap,
-                          confidence_bar=self.stop.bar if self.stop is not None else None)
+                          confidence_bar=self.stop.bar if self.stop is not None else None,
+                          margin=margin if math.isfinite(margin) else None)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...], think_end: str | None) -> str:

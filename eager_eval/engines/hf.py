@@ -1,68 +1,91 @@
-"""The transformers backend: one batched step loop whose rows fork by copying KV-cache rows.
+"""The transformers backend: one batched step loop over a slot KV cache, the same numbers for a
+row whatever else is in the batch.
 
 `generate()` cannot add rows to a running batch, so this is a hand-written loop
-(ENGINES.md section 2). Every live sequence is one row of a left-padded batch: its KV cache
-row, attention-mask row, next position id and the logits of its last forward. One forward per
-`step()` serves every row of every prompt.
+(ENGINES.md section 2). Every live sequence is a row: a slot of the KV cache (hf_slots.py), its
+next position and token, and the logits of its last forward. One forward per `step()` serves
+every row of every prompt.
 
+- **The cache** (hf_slots.SlotCache): a slot per sequence, the token at position p in column p,
+  columns grown by chunks. A fork copies its parent's slot into a free one; a finished row gives
+  its slot back and nothing else moves; when holes add up to a row block, the highest rows move
+  down into them (one row copy each). Nothing is copied per step.
+- **Batch invariance.** A forward takes a multiple of `ROW_BLOCK` rows (dummy rows fill the
+  holes and the last block), a prompt is prefilled alone (padded to a multiple of `ROW_BLOCK`
+  tokens), and attention runs through `hf_slots.slot_attention` over widths that are multiples
+  of `COLUMN_ALIGN`. With torch's CPU kernels this gives every row the same bits whatever other
+  rows, `max_rows`, thread count or resume (measured: hf_slots.py, tests/test_hf_invariance.py),
+  so the sampled tokens, entropies and forks of a tree depend on its own seeds only.
 - **Admission.** `add()` queues trees; each `step()` admits queued trees whole (first in, first
-  out, nothing overtakes), prefills them together and merges their cache into the running one
-  (the shorter side is left-padded; one copy of the cache per admission, about the cost of one
-  decode step): the runner advances a tree in lockstep, so a root left in the queue would stall
-  its admitted siblings.
+  out, nothing overtakes) and prefills them: the runner advances a tree in lockstep, so a root
+  left in the queue would stall its admitted siblings. Each distinct prompt is prefilled once and
+  its slot copied to its other roots.
 - **`max_rows` bounds live rows.** Forks are never refused (the tree must not depend on
   batching), so each live tree reserves the rows it may still need: `NewTree.cap` minus its
-  finished sequences. A tree is admitted only while all reservations fit in `max_rows`, so
-  live rows never exceed it, except that a tree is always admitted into an empty batch (one
-  tree larger than `max_rows` runs alone). In eager modes a tree reserves its cap (M) from its
-  first row: raise `max_rows` to keep more trees in flight; an unused reservation costs no
-  memory, as the cache only holds live rows. A cache whose layers are not plain
-  `DynamicLayer`s (sliding windows, linear attention) cannot be merged: then roots are
-  admitted in waves, only when no row is live.
-- **Forks and drops.** `fork()` and `finish()` only edit the row list; the next `step()` applies
-  all of them in ONE `cache.reorder_cache(idx)` (idx repeats a forked parent's row and omits
-  dropped rows), so the prefix is never recomputed and dropped rows' memory is freed. Columns
-  that became padding for every remaining row are then cut off the left.
+  finished sequences. A tree is admitted only while all reservations fit in `max_rows`, except
+  that a tree is always admitted into an empty batch (one tree larger than `max_rows` runs
+  alone). `max_rows="auto"` sizes it from the device's free memory when the first trees arrive
+  (hf_memory.py): rows of prompt + max_new_tokens columns that fit.
+- **Out of memory.** An allocation that fails in a forward (`torch.OutOfMemoryError`, or the
+  CPU allocator's error) leaves nothing half done: a decode forward only writes the columns
+  the retry writes again, and a row advances only once all forwards of the step succeeded. The
+  backend then runs smaller forwards (half the rows, down to one block), admits no more rows
+  than are live, and goes on; a prefill that fails puts its trees back at the head of the
+  queue. Since a row's numbers do not depend on the batch, the trees are the ones an
+  uninterrupted run builds. `stats.oom_recoveries` counts these.
 - **Sampling.** A row's token at position t is drawn with one uniform `unit_uniform(seed, t)`
   (eager_eval.core.seeds: a counter-based hash of the sequence's seed and the position, computed
   for all rows at once on the device) by inverse CDF (`searchsorted` on the row's cumulative
-  probabilities). A sequence's tokens therefore depend only on its own seed and logits, never
-  on which other rows exist (METHOD.md section 8), and no per-row generator state has to
-  follow a row through forks (a per-row `torch.Generator` cost one kernel launch per row per
-  step: ~10 ms a step at the paper's 960 rows on a GPU). The ScriptedBackend draws with the
-  same uniforms. Temperature 0 is argmax and draws nothing.
+  probabilities). A sequence's tokens therefore depend only on its own seed and logits
+  (METHOD.md section 8), and no per-row generator state has to follow a row through forks. The
+  ScriptedBackend draws with the same uniforms. Temperature 0 is argmax and draws nothing.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from eager_eval.core.backend import Fork, NewTree, Root, TokenStep
-from eager_eval.engines.tokens import end_token_ids, token_pieces
 from eager_eval.core.entropy import LOGPROB_FLOOR, topk_confidences, topk_entropies
 from eager_eval.core.sampling import SamplingSettings
 from eager_eval.core.seeds import hash64
+from eager_eval.engines.hf_memory import (
+    BatchStats,
+    MemoryBudgetError,
+    is_out_of_memory,
+    measure_budget,
+)
+from eager_eval.engines.hf_slots import (
+    ATTENTION,
+    COLUMN_ALIGN,
+    ROW_BLOCK,
+    ForwardPlan,
+    SlotCache,
+    check_model,
+)
+from eager_eval.engines.tokens import end_token_ids, token_pieces
+
+AUTO = "auto"
 
 
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
 class _Row:
-    """One live sequence: where it reads in the batch tensors and what it feeds next."""
+    """One live sequence: its slot, how far its cache is filled and what it feeds next."""
 
     seq_id: int
     key: int
     """hash64(seed) as a signed int64: the row's half of its counter-based uniforms."""
     slot: int
-    """Row of the batch tensors (cache, mask, position ids, logits) this sequence reads; a new
-    child points at its parent's slot until the next step's reorder gives it its own."""
+    """Its slot in the cache and in the logits buffer (a batch row of the decode forward)."""
+    filled: int
+    """Cache columns holding its tokens: the prompt, then each fed token (its next column)."""
     position: int = -1
     """Last reported generated position (0-based); -1 until the first report."""
     token: int = -1
@@ -83,6 +106,11 @@ class _TreeRows:
         """Rows kept for it while it has live rows (`live`: as if it had that many)."""
         live = self.live if live is None else live
         return max(self.tree.cap - self.finished, live) if live else 0
+
+    @property
+    def columns(self) -> int:
+        """The most cache columns one of its rows can fill (the last token is never fed)."""
+        return len(self.tree.prompt) + self.tree.max_new_tokens
 
 
 def _signed64(x: int) -> int:
@@ -116,7 +144,7 @@ def _row_key(seed: int) -> int:
 
 
 class HFBackend:
-    """`Backend` over a transformers causal LM (CPU or CUDA). See the module docstring."""
+    """`Backend` over a transformers causal LM (CPU, CUDA or MPS). See the module docstring."""
 
     def __init__(
         self,
@@ -124,25 +152,39 @@ class HFBackend:
         tokenizer: Any,
         settings: SamplingSettings | None = None,
         *,
-        max_rows: int = 64,
+        max_rows: int | str = 64,
         device: str | None = None,
+        row_block: int = ROW_BLOCK,
+        stats: BatchStats | None = None,
         **sampling: Any,
     ):
         """`settings` (the run's: `EagerConfig.sampling`), or its fields as keywords
-        (`entropy_k=`, `temperature=`, ...) for a backend used on its own."""
+        (`entropy_k=`, `temperature=`, ...) for a backend used on its own. `max_rows`: an int,
+        or "auto" (hf_memory.py). `row_block` 1 drops the padding to row blocks (faster at a
+        few rows, no longer batch-invariant: benchmarks/throughput.py measures the cost).
+        `stats`: where the chosen max_rows and out-of-memory recoveries are counted (the
+        engine's, shared by its runs)."""
         if settings is None:
             settings = SamplingSettings(**sampling)
         elif sampling:
             raise TypeError(f"pass settings or sampling keywords, not both (got {sorted(sampling)})")
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        auto = isinstance(max_rows, str) and max_rows.strip().lower() == AUTO
+        if not auto and (not isinstance(max_rows, int) or max_rows < 1):
+            raise ValueError(f"max_rows must be >= 1 or 'auto', got {max_rows!r}")
+        if row_block < 1:
+            raise ValueError(f"row_block must be >= 1, got {row_block}")
+        check_model(model)
         self.settings = settings.sampling  # an EagerConfig is one too: keep only what samples
         self.model = model.eval()
         self.tokenizer = tokenizer
         if device is not None:
             self.model = self.model.to(device)
         self.device = self.model.device
-        self.max_rows = max_rows
+        self.stats = stats if stats is not None else BatchStats()
+        self._budget = measure_budget(self.model, self.device) if auto else None
+        self.max_rows: int | None = None if auto else max_rows
+        """Most live rows (None: `auto`, until the first trees arrive)."""
+        self.row_block = row_block
         config = getattr(model, "generation_config", None)
         self.eos_token_ids = end_token_ids(tokenizer, getattr(config, "eos_token_id", None))
         self.token_pieces = token_pieces(tokenizer)
@@ -157,12 +199,14 @@ class HFBackend:
         self._open_trees: dict[int, _TreeRows] = {}  # tree id -> tree, until done
         self._rows: list[_Row] = []  # live rows in creation order (forks append)
         self._live: dict[int, _Row] = {}  # seq_id -> its row in `_rows`
+        self._in_slot: dict[int, _Row] = {}  # slot -> the row that owns it
         self._seen: set[int] = set()  # every seq_id ever added or forked, to reject reuse
-        self._reshape = False  # a fork or drop since the last reorder
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None  # [slots, columns] 1 = real token, 0 = left pad
-        self._pos: torch.Tensor | None = None  # [slots] position id of the next fed token
-        self._logits: torch.Tensor | None = None  # [slots, vocab] float32, last forward
+        self._cache = SlotCache(row_block)
+        self._logits: torch.Tensor | None = None  # [slots, vocab] float32, each slot's last forward
+        self._row_columns = 0  # the most columns a live or queued tree's row can fill
+        self._forward_rows: int | None = None  # after an out-of-memory: most rows per forward
+        self._sample_rows: int | None = None  # likewise for the sampling step
+        self._retried = False  # an out-of-memory at the smallest size was retried this step
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -181,6 +225,8 @@ class HFBackend:
                 if root.seq_id in self._seen or root.seq_id in ids:
                     raise ValueError(f"sequence id {root.seq_id} is already in use")
                 ids.add(root.seq_id)
+        if self._budget is not None and trees:
+            self._size_batch(trees)
         for tree in trees:
             rows = self._open_trees[tree.tree_id] = _TreeRows(tree, list(tree.roots))
             for root in tree.roots:
@@ -193,11 +239,14 @@ class HFBackend:
 
     @torch.inference_mode()
     def step(self) -> list[TokenStep]:
-        self._apply_forks_and_drops()  # 1) one reorder for all of the last step's forks/drops
         if self._rows:
+            self._compact()  # 1) holes of a row block or more: move the highest rows down
             self._decode()  # 2) feed the tokens at t: logits for t + 1
         self._admit()  # 3) prefill queued roots: logits for their position 0
-        return self._sample_and_report()  # 4) every live row: one token, top-K logprobs
+        steps = self._sample_and_report()  # 4) every live row: one token, top-K logprobs
+        if steps:  # rows went a token further: a later error may be retried again
+            self._retried = False
+        return steps
 
     @torch.inference_mode()
     def fork(self, fork: Fork) -> int | None:
@@ -213,16 +262,18 @@ class HFBackend:
         if child_token is None:  # sample policy: draw from the parent's distribution at p
             scores = self._warp(self._logits[parent.slot : parent.slot + 1])
             child_token = int(self._sample(scores, [key], [fork.position])[0])
+        slot = self._take_slot()
+        self._cache.copy(parent.slot, slot, parent.filled)  # the parent's row only
+        self._logits[slot] = self._logits[parent.slot]
         parent.token = fork.parent_token
-        self._add_row(_Row(fork.child, key, parent.slot, parent.position, child_token))
+        self._add_row(_Row(fork.child, key, slot, parent.filled, parent.position, child_token))
         tree = self._tree_of[fork.child] = self._tree_of[fork.parent]  # the parent's tree
         tree.live += 1
-        self._reshape = True
         return child_token
 
     def finish(self, seq_id: int) -> None:
-        """Drop a live row (its memory goes at the next step's reorder, or now when it was the
-        last one) or a queued root. Finishing an already finished sequence does nothing."""
+        """Drop a live row (its slot is free at once; no other row moves) or a queued root.
+        Finishing an already finished sequence does nothing."""
         if seq_id not in self._seen:
             raise KeyError(f"unknown sequence {seq_id}")
         tree = self._tree_of.pop(seq_id, None)
@@ -237,116 +288,193 @@ class HFBackend:
         else:
             tree.live -= 1
             self._rows.remove(row)
-            self._reshape = True
+            self._release_slot(row.slot)
             if not self._rows:
-                self._clear_batch()  # nothing left to reorder: free the cache now
+                self._clear_batch()  # nothing live: the cache's memory goes now
         if not tree.live and not tree.queued:
             del self._open_trees[tree.tree.tree_id]  # done: its id may be used again
 
     # ---- the step's parts --------------------------------------------------------------------
 
-    def _apply_forks_and_drops(self) -> None:
-        """Give every row its own slot again: repeat forked parents' rows, omit dropped ones."""
-        if not self._reshape:
-            return
-        self._reshape = False
-        if not self._rows:
-            self._clear_batch()
-            return
-        idx = torch.tensor([row.slot for row in self._rows], device=self.device)  # [rows]
-        self._cache.reorder_cache(idx)
-        self._mask, self._pos = self._mask[idx], self._pos[idx]
-        self._logits = None  # stale: the forward that follows every reorder replaces it
-        for slot, row in enumerate(self._rows):
+    def _compact(self) -> None:
+        """Move the highest rows into the lowest free slots while the holes below the top add
+        up to a row block: a forward pays for every slot up to the top."""
+        cache = self._cache
+        while cache.top() - len(self._rows) >= self.row_block:
+            row = self._in_slot[cache.top() - 1]
+            slot = self._take_slot()  # the lowest free one, below the top
+            cache.copy(row.slot, slot, row.filled)
+            self._release_slot(row.slot)
             row.slot = slot
-        self._trim_left_padding()
+            self._in_slot[slot] = row
 
     def _decode(self) -> None:
-        """One forward for all rows: feed each row's token at its last reported position."""
-        rows = len(self._rows)
-        next_ids = torch.tensor([row.token for row in self._rows], device=self.device)[:, None]
-        self._mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], -1)  # [rows, cols+1]
-        out = self.model(
-            input_ids=next_ids,  # [rows, 1]
-            attention_mask=self._mask,
-            position_ids=self._pos[:, None],  # [rows, 1]; never the default (left padding)
-            use_cache=True,
-            **{self._cache_kwarg: self._cache},
-        )
-        self._pos = self._pos + 1
-        self._logits = out.logits[:, -1].float()  # [rows, vocab]
+        """Feed every row's token at its last reported position: forwards over slot ranges of
+        whole row blocks (dummy rows in the holes), then every row is one column further."""
+        most = max(row.filled for row in self._rows) + 1
+        self._grow_columns(most)
+        size = _round_up(self._cache.top(), self.row_block)
+        tokens, columns, live = [0] * size, [0] * size, [False] * size
+        for row in self._rows:
+            tokens[row.slot], columns[row.slot], live[row.slot] = row.token, row.filled, True
+        ids = torch.tensor(tokens, device=self.device)[:, None]
+        positions = torch.tensor(columns, device=self.device)
+        lo = 0
+        while lo < size:
+            hi = min(size, lo + (self._forward_rows or size))
+            if not any(live[lo:hi]):  # only holes here
+                lo = hi
+                continue
+            try:
+                self._decode_slots(lo, hi, ids[lo:hi], positions[lo:hi], max(columns[lo:hi]) + 1)
+            except Exception as err:  # noqa: BLE001 (re-raised unless out of memory)
+                self._recover(err, "decode forward", hi - lo)
+                continue  # the same slots again, in smaller forwards
+            lo = hi
+        for row in self._rows:
+            row.filled += 1
+
+    def _decode_slots(self, lo: int, hi: int, ids: torch.Tensor, positions: torch.Tensor,
+                      width: int) -> None:
+        """One forward of slots [lo, hi): each writes its token at its column and reads its
+        own columns up to it (`width`: one past the highest, rounded up to COLUMN_ALIGN)."""
+        width = _round_up(width, COLUMN_ALIGN)
+        seen = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
+        rows = torch.arange(lo, hi, device=self.device)
+        self._cache.plan = ForwardPlan(lo, hi, width, columns=positions, rows=rows)
+        logits = self._forward(ids, positions[:, None], seen[:, None, None, :])
+        self._logits[lo:hi] = logits[:, -1]
 
     def _admit(self) -> None:
-        """Prefill the queued trees whose reservations fit under `max_rows`; merge them in."""
-        if not self._waiting or (self._rows and not self._mergeable()):
+        """Prefill the queued trees whose reservations fit under `max_rows`."""
+        if not self._waiting:
             return
         reserved = sum(t.reserved() for t in {self._tree_of[row.seq_id] for row in self._rows})
-        admitted: list[tuple[Root, tuple[int, ...]]] = []  # (root, its tree's prompt)
+        admitted: list[_TreeRows] = []
         while self._waiting:
             tree = self._waiting[0]
             need = tree.reserved(live=len(tree.queued))
             if (self._rows or admitted) and reserved + need > self.max_rows:
                 break  # FIFO: a tree that does not fit waits; nothing overtakes it
             reserved += need
-            self._waiting.popleft()
-            admitted += [(root, tree.tree.prompt) for root in tree.queued]
-            tree.live, tree.queued = len(tree.queued), []
-        if not admitted:
-            return
-        # Each distinct prompt is prefilled once (M full-parallel roots share one prompt), then
-        # its cache row is repeated, as a fork would: prefill is compute-bound, decode is not.
-        prompts = list(dict.fromkeys(prompt for _, prompt in admitted))
-        width = max(map(len, prompts))
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)  # pad id 0: masked anyway
-        mask = torch.zeros(len(prompts), width, dtype=torch.long)
-        for i, prompt in enumerate(prompts):  # left padding: every last token in the last column
-            ids[i, width - len(prompt) :] = torch.tensor(prompt)
-            mask[i, width - len(prompt) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids,  # [distinct prompts, width]
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),  # pads get 0; real tokens 0..len-1
-            use_cache=True,
-            **{self._cache_kwarg: cache},
-            logits_to_keep=1,
-        )
-        row_of = {prompt: i for i, prompt in enumerate(prompts)}
-        idx = torch.tensor([row_of[p] for _, p in admitted], device=self.device)  # [new]
-        if len(prompts) < len(admitted):
-            cache.reorder_cache(idx)
-        mask, logits = mask[idx], out.logits[idx, -1].float()  # [new, width], [new, vocab]
-        pos = mask.sum(-1)  # [new] next position id = prompt length
-        start = len(self._rows)
-        if self._rows:
-            cache, mask = self._merge(cache, mask)
-            pos, logits = torch.cat([self._pos, pos]), torch.cat([self._logits, logits])
-        self._cache, self._mask, self._pos, self._logits = cache, mask, pos, logits
-        for i, (root, _) in enumerate(admitted):
-            self._add_row(_Row(root.seq_id, _row_key(root.seed), start + i))
+            admitted.append(self._waiting.popleft())
+        prefilled: dict[tuple[int, ...], _Row] = {}  # prompt -> the row holding its prefill
+        for i, tree in enumerate(admitted):
+            try:
+                self._start(tree, prefilled)
+            except Exception as err:  # noqa: BLE001 (re-raised unless out of memory)
+                for later in reversed(admitted[i:]):  # back to the head of the queue, in order
+                    self._waiting.appendleft(later)
+                self._recover(err, "prefill", len(self._rows))  # the next step admits again
+                return
+
+    def _start(self, tree: _TreeRows, prefilled: dict[tuple[int, ...], _Row]) -> None:
+        """Give each queued root of `tree` a slot holding its prompt's cache and logits.
+
+        Each distinct prompt is prefilled once (M full-parallel roots share one), then its
+        slot is copied, as a fork would: prefill is compute-bound, a copy is not. Nothing is
+        kept of a tree whose start fails."""
+        prompt = tree.tree.prompt
+        self._row_columns = max(self._row_columns, tree.columns)
+        rows: list[_Row] = []
+        try:
+            self._cache.reserve(self._cache.used + tree.reserved(live=len(tree.queued)),
+                                self._cache.columns)
+            self._fit_logits()
+            for root in tree.queued:
+                row = _Row(root.seq_id, _row_key(root.seed), self._take_slot(), len(prompt))
+                rows.append(row)
+                source = prefilled.get(prompt)
+                if source is None:
+                    self._prefill(prompt, row.slot)
+                    prefilled[prompt] = row
+                else:
+                    self._cache.copy(source.slot, row.slot, len(prompt))
+                    self._logits[row.slot] = self._logits[source.slot]
+        except BaseException:
+            for row in rows:
+                self._release_slot(row.slot)
+                if prefilled.get(prompt) is row:
+                    del prefilled[prompt]
+            raise
+        for row in rows:
+            self._add_row(row)
+        tree.live, tree.queued = len(rows), []
+
+    def _prefill(self, prompt: tuple[int, ...], slot: int) -> None:
+        """One prompt alone into `slot`: padded to a multiple of ROW_BLOCK tokens (the padding
+        comes after it, so causality hides it), the logits of its last token kept."""
+        length = len(prompt)
+        padded = _round_up(length, self.row_block)
+        width = _round_up(padded, COLUMN_ALIGN)
+        self._grow_columns(max(width, length + 1))
+        ids = torch.tensor([list(prompt) + [0] * (padded - length)], device=self.device)
+        queries = torch.arange(padded, device=self.device)
+        seen = torch.arange(width, device=self.device)[None, :] <= queries[:, None]  # causal
+        # the lm head reads a row block of positions ending at the last real one
+        keep = torch.arange(length - self.row_block, length, device=self.device).clamp(min=0)
+        self._cache.plan = ForwardPlan(slot, slot + 1, width, prefill=padded)
+        logits = self._forward(ids, queries.clamp(max=length - 1)[None], seen[None, None], keep)
+        self._logits[slot] = logits[0, -1]
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The model over the slot cache, with `slot_attention` for this call only (the
+        weights may serve other code, e.g. lm-eval's loglikelihood, between steps)."""
+        config = self.model.config
+        previous = config._attn_implementation
+        config._attn_implementation = ATTENTION
+        try:
+            out = self.model(
+                input_ids=ids,  # [rows, q]
+                attention_mask=mask,  # [rows, 1, q, width] bool: returned as is by the model
+                position_ids=positions,  # [rows, q]: the column of each token
+                use_cache=True,
+                **{self._cache_kwarg: self._cache},
+                **({} if keep is None else {"logits_to_keep": keep}),
+            )
+        finally:
+            config._attn_implementation = previous
+        return out.logits
 
     def _sample_and_report(self) -> list[TokenStep]:
-        """Sample every row's next token with its own seed and report it with top-K."""
-        if not self._rows:
-            return []
-        assert all(row.slot == i for i, row in enumerate(self._rows)), "reorder before sampling"
-        scores = self._warp(self._logits)  # [rows, vocab] temperature/top-k/top-p applied
+        """Sample every row's next token with its own seed and report it with top-K (in
+        groups of rows after an out-of-memory: every row's numbers are its own)."""
         rows = self._rows
+        steps: list[TokenStep] = []
+        start = 0
+        while start < len(rows):
+            group = rows[start : start + (self._sample_rows or len(rows))]
+            try:
+                steps += self._report(group)
+            except Exception as err:  # noqa: BLE001 (re-raised unless out of memory)
+                self._recover(err, "sampling step", len(group))
+                continue
+            start += len(group)
+        return steps
+
+    def _report(self, rows: list[_Row]) -> list[TokenStep]:
+        """`rows`' tokens and top-K; the rows advance only once every tensor is computed."""
+        slots = [row.slot for row in rows]
+        if slots == list(range(slots[0], slots[0] + len(slots))):  # rows in slot order: a view
+            logits = self._logits[slots[0] : slots[0] + len(slots)]  # [rows, vocab]
+        else:
+            logits = self._logits.index_select(0, torch.tensor(slots, device=self.device))
+        scores = self._warp(logits)  # temperature/top-k/top-p/min-p applied
         tokens = self._sample(scores, [r.key for r in rows], [r.position + 1 for r in rows]).tolist()
         settings = self.settings
         if not settings.reads_logprobs:
             steps = []
-            for row, token in zip(self._rows, tokens):
+            for row, token in zip(rows, tokens):
                 row.position, row.token = row.position + 1, token
                 steps.append(TokenStep(row.seq_id, row.position, token, (), ()))
             return steps
-        logprobs = (scores if settings.processed_entropy else self._logits).log_softmax(-1)
+        logprobs = (scores if settings.processed_entropy else logits).log_softmax(-1)
         top = logprobs.topk(min(settings.logprobs_k, logprobs.shape[-1]), -1)  # [rows, max(K, k)]
         if not settings.logprobs:  # a run that never branches: the confidence alone, on the device
             confidences = (-top.values.clamp(min=LOGPROB_FLOOR).mean(-1)).tolist()  # [rows]
             steps = []
-            for row, token, confidence in zip(self._rows, tokens, confidences):
+            for row, token, confidence in zip(rows, tokens, confidences):
                 row.position, row.token = row.position + 1, token
                 steps.append(TokenStep(row.seq_id, row.position, token, (), (), None, confidence))
             return steps
@@ -357,14 +485,108 @@ class HFBackend:
                        if settings.confidence else [None] * len(rows))
         top_ids, top_logprobs = top.indices[:, :k].tolist(), top_logprobs[:, :k].tolist()
         steps = []
-        for row, token, ids, lps, entropy, confidence in zip(self._rows, tokens, top_ids,
+        for row, token, ids, lps, entropy, confidence in zip(rows, tokens, top_ids,
                                                             top_logprobs, entropies, confidences):
             row.position, row.token = row.position + 1, token
             steps.append(TokenStep(row.seq_id, row.position, token, tuple(ids), tuple(lps),
                                    entropy, confidence))
         return steps
 
-    # ---- sampling ----------------------------------------------------------------------------
+    # ---- memory ------------------------------------------------------------------------------
+
+    def _size_batch(self, trees: Sequence[NewTree]) -> None:
+        """max_rows=auto: the rows of the longest row these trees (and earlier ones) may reach
+        that the memory holds. The first trees must fit at their cap."""
+        budget = self._budget
+        self._row_columns = max(self._row_columns,
+                                *(len(t.prompt) + t.max_new_tokens for t in trees))
+        columns = _round_up(self._row_columns, COLUMN_ALIGN)
+        vocab = _vocab_size(self.model)
+        rows = budget.rows(columns, vocab)
+        if self.max_rows is None:
+            need = max(t.cap for t in trees)
+            if rows < need:
+                raise MemoryBudgetError(
+                    f"max_rows=auto: {budget.device} has room for {rows} rows of {columns} tokens "
+                    f"({budget.describe(columns, vocab)}) but one tree may grow to {need} "
+                    "sequences; lower max_seqs or max_new_tokens, or use a smaller dtype")
+            self.max_rows = rows
+        else:
+            self.max_rows = max(1, min(self.max_rows, rows))
+        self.stats.max_rows = self.max_rows
+        line = f"max_rows=auto: {budget.describe(columns, vocab)}"
+        if self.stats.announced != line:
+            self.stats.announced = line
+            print(f"eager-eval: {line}", file=sys.stderr, flush=True)
+
+    def _recover(self, err: BaseException, where: str, rows: int) -> None:
+        """After an out-of-memory error (anything else is re-raised): free what the device's
+        allocator caches, halve the rows of the forwards (or of the sampling groups), admit no
+        more rows than are live. At the smallest size (one row block; one row when sampling; a
+        prefill with nothing else live) the same work is retried once per step, since freeing
+        the allocator's cache may be enough; a second error there is raised."""
+        if not is_out_of_memory(err):
+            raise err
+        smallest = (where == "decode forward" and rows <= self.row_block
+                    or where == "sampling step" and rows <= 1 or where == "prefill" and not rows)
+        if smallest:
+            if self._retried:
+                raise err
+            self._retried = True
+        self.stats.oom_recoveries += 1
+        _empty_device_cache(self.device)
+        if where == "decode forward" and not smallest:
+            self._forward_rows = _round_up(max(self.row_block, rows // 2), self.row_block)
+        elif where == "sampling step" and not smallest:
+            self._sample_rows = max(1, rows // 2)
+        live = len(self._rows)
+        if live:
+            self.max_rows = min(self.max_rows, live)
+        self.stats.max_rows = self.max_rows
+        print(f"eager-eval: out of memory in a {where} ({live} live rows on {self.device}); "
+              f"going on with max_rows={self.max_rows}"
+              + (f", forwards of {self._forward_rows} rows" if self._forward_rows else "")
+              + " (the trees do not change)", file=sys.stderr, flush=True)
+
+    def _grow_columns(self, needed: int) -> None:
+        """Make the cache `needed` columns wide (by chunks, up to the longest row's end)."""
+        most = _round_up(max(self._row_columns, needed), COLUMN_ALIGN)
+        try:
+            self._cache.grow_columns(needed, most)
+        except Exception as err:  # noqa: BLE001
+            if not is_out_of_memory(err):
+                raise
+            _empty_device_cache(self.device)
+            try:
+                self._cache.grow_columns(needed, needed)  # the least that lets the rows go on
+            except Exception as again:  # noqa: BLE001
+                if not is_out_of_memory(again):
+                    raise
+                raise MemoryBudgetError(
+                    f"out of memory growing the KV cache to {needed} columns for "
+                    f"{len(self._rows)} live rows on {self.device}; set max_rows lower "
+                    f"(it was {self.max_rows}) or max_new_tokens") from again
+            self.stats.oom_recoveries += 1
+
+    def _take_slot(self) -> int:
+        slot = self._cache.take()
+        self._fit_logits()
+        return slot
+
+    def _release_slot(self, slot: int) -> None:
+        self._cache.release(slot)
+        self._in_slot.pop(slot, None)
+
+    def _fit_logits(self) -> None:
+        """One logits row per cache slot (float32, the vocabulary wide)."""
+        slots = self._cache.slots
+        if self._logits is not None and self._logits.shape[0] >= slots:
+            return
+        logits = torch.zeros(slots, _vocab_size(self.model), dtype=torch.float32,
+                             device=self.device)
+        if self._logits is not None:
+            logits[: self._logits.shape[0]] = self._logits
+        self._logits = logits
 
     def _warp(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature, top-k, top-p, then min-p (HF's warper order), as -inf masks. [n, vocab]"""
@@ -396,43 +618,18 @@ class HFBackend:
             return scores.argmax(-1)  # greedy: no draw
         u = counter_uniforms(torch.tensor(keys, dtype=torch.int64, device=self.device),
                              torch.tensor(positions, dtype=torch.int64, device=self.device))
-        cdf = scores.softmax(-1).double().cumsum(-1)  # [n, vocab]; masked tokens add 0
+        # [n, vocab]; masked tokens add 0 (cumsum casts to float64 as it goes: the same bits as
+        # .double().cumsum(), without a float64 copy of the probabilities)
+        cdf = torch.cumsum(scores.softmax(-1), -1, dtype=torch.float64)
         target = (u.to(cdf.device) * cdf[:, -1])[:, None]  # [n, 1], below the row's total
         return torch.searchsorted(cdf, target, right=True)[:, 0].clamp(max=cdf.shape[-1] - 1)
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
-        """Stack the running batch over newly prefilled rows, left-padding the shorter side."""
-        width = max(self._mask.shape[1], mask.shape[1])
-
-        def left_pad(x: torch.Tensor, dim_from_end: int) -> torch.Tensor:  # pad to `width`
-            pad = [0, 0] * (dim_from_end - 1) + [width - x.shape[-dim_from_end], 0]
-            return F.pad(x, pad)
-
-        # keys/values: [rows, kv heads, columns, head dim]
-        for old, new in zip(self._cache.layers, cache.layers):
-            old.keys = torch.cat([left_pad(old.keys, 2), left_pad(new.keys, 2)])
-            old.values = torch.cat([left_pad(old.values, 2), left_pad(new.values, 2)])
-        return self._cache, torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)])
-
-    def _trim_left_padding(self) -> None:
-        """Cut columns that are padding in every row (after long rows finished)."""
-        if not self._mergeable():
-            return
-        start = int(self._mask.any(0).int().argmax())  # first column some row attends to
-        if start > 0:
-            self._mask = self._mask[:, start:]
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-
-    def _mergeable(self) -> bool:
-        return self._cache is not None and all(
-            type(layer) is DynamicLayer and layer.is_initialized for layer in self._cache.layers
-        )
-
     def _clear_batch(self) -> None:
-        self._cache = self._mask = self._pos = self._logits = None
+        self._cache = SlotCache(self.row_block)
+        self._logits = None
+        self._in_slot.clear()
 
     def _claim(self, seq_id: int) -> None:
         if seq_id in self._seen:
@@ -447,3 +644,25 @@ class HFBackend:
     def _add_row(self, row: _Row) -> None:
         self._rows.append(row)
         self._live[row.seq_id] = row
+        self._in_slot[row.slot] = row
+
+
+def _vocab_size(model: Any) -> int:
+    """Rows of the output layer (the logits' width)."""
+    layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if layer is not None and getattr(layer, "weight", None) is not None:
+        return int(layer.weight.shape[0])
+    config = getattr(model.config, "text_config", None) or model.config
+    return int(config.vocab_size)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    """Give the blocks torch's allocator keeps back to the device (after an out-of-memory)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch.mps, "empty_cache"):
+        torch.mps.empty_cache()

@@ -9,12 +9,13 @@ device and dtype run. Nothing here imports torch at import time.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eager_eval.core.backend import Backend
 from eager_eval.core.config import EagerConfig
-from eager_eval.engines.registry import CONTEXT_KEYS, EngineOptions, verify_on
+from eager_eval.engines.hf_memory import BatchStats, MemoryBudgetError
+from eager_eval.engines.registry import AUTO, CONTEXT_KEYS, EngineOptions, verify_on
 
 
 @dataclass
@@ -24,7 +25,10 @@ class HFEngine:
     name: str
     model: Any
     tokenizer: Any
-    max_rows: int = 64
+    max_rows: int | str = AUTO
+    """The setting: a count, or auto (each run sizes it from the free memory)."""
+    stats: BatchStats = field(default_factory=BatchStats)
+    """What the runs chose (max_rows) and survived (out-of-memory errors): `info()`."""
 
     @property
     def vocab_size(self) -> int | None:
@@ -41,17 +45,35 @@ class HFEngine:
                      if isinstance(getattr(config, k, None), int)), None)
 
     def verify(self, config: EagerConfig) -> None:
+        """The settings' checks that need this model, a model the backend can run (its
+        layers all attention: hf_slots.check_model) and a max_rows that holds one tree."""
+        from eager_eval.engines.hf_slots import check_model
+
+        check_model(self.model)
         verify_on(config, self.vocab_size, self.tokenizer)
+        if self.max_rows != AUTO and self.max_rows < config.max_seqs:
+            raise MemoryBudgetError(
+                f"max_rows={self.max_rows} cannot hold one tree: a prompt's tree may grow to "
+                f"max_seqs={config.max_seqs} sequences, decoded together; set max_rows to "
+                f"{config.max_seqs} or more (or auto), or lower max_seqs")
 
     def new_backend(self, config: EagerConfig) -> Backend:
         from eager_eval.engines.hf import HFBackend
 
         self.verify(config)
-        return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows)
+        if self.max_rows != AUTO:
+            self.stats.max_rows = self.max_rows
+        return HFBackend(self.model, self.tokenizer, config.sampling, max_rows=self.max_rows,
+                         stats=self.stats)
 
     def info(self) -> dict[str, Any]:
+        """What ran: `max_rows` is the count the last run used (auto: what the free memory
+        held, lowered after an out-of-memory error), `max_rows_setting` what was asked,
+        `oom_recoveries` the out-of-memory errors its runs went on after."""
+        chosen = self.stats.max_rows if self.stats.max_rows is not None else self.max_rows
         return {"backend": "hf", "model": self.name, "device": str(self.model.device),
-                "dtype": str(self.model.dtype).replace("torch.", ""), "max_rows": self.max_rows}
+                "dtype": str(self.model.dtype).replace("torch.", ""), "max_rows": chosen,
+                "max_rows_setting": self.max_rows, "oom_recoveries": self.stats.oom_recoveries}
 
 
 def set_cpu_threads(options: EngineOptions, device: str) -> None:

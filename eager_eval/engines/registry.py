@@ -99,6 +99,13 @@ def engine_names() -> list[str]:
     return list(ENGINES)
 
 
+def _max_rows(value: Any) -> int | str:
+    """`auto`, or an integer >= 1 (the message every front end shows for a bad one)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return positive_int(value, "max_rows", "(most sequences decoded together)")
+
+
 def _check_device_text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError("device", value, "auto, cpu, cuda, cuda:N or mps")
@@ -115,8 +122,9 @@ class EngineOptions:
     """hf: auto (CUDA when available, then MPS, then CPU) | cpu | cuda | cuda:N | mps."""
     dtype: str | None = None
     """auto (None) | float32 | bfloat16 | float16; auto = float32 on CPU, bf16 on CUDA."""
-    max_rows: int = 64
-    """hf: most live sequences decoded together (each tree reserves its cap)."""
+    max_rows: int | str = AUTO
+    """hf: most live sequences decoded together (each tree reserves its cap); auto: as many
+    as the device's free memory holds at prompt + max_new_tokens (engines/hf_memory.py)."""
     threads: int | str | None = None
     """hf on a CPU: torch threads; auto = the CPUs other processes leave free; None: torch's
     own default (the CLI's default is auto)."""
@@ -134,7 +142,7 @@ class EngineOptions:
         set_("backend", backend)
         set_("device", _check_device_text(self.device))
         set_("dtype", dtype_name(self.dtype))
-        set_("max_rows", positive_int(self.max_rows, "max_rows", "(most sequences decoded together)"))
+        set_("max_rows", _max_rows(self.max_rows))
         if self.threads is not None and not (isinstance(self.threads, str)
                                              and self.threads.strip().lower() == AUTO):
             set_("threads", positive_int(self.threads, "threads", "(CPU threads for torch), or auto"))

@@ -127,6 +127,9 @@ class TreeRecord:
     confidence_bar: float | None = None
     """The group confidence its sequences stopped below (deepconf, confidence_stop); None: none
     could stop."""
+    margin: float | None = None
+    """The closest an entropy test of the tree came to its threshold (nats; None: none was
+    tested): a decision that close could flip where the numbers are not batch-invariant."""
 
 
 @dataclass
@@ -357,7 +360,7 @@ def build_record(run: "RunResult", index: int, *, id: str, prompt: str | None,
     for tree in result.trees:
         by_index = {s.index: s for s in tree.sequences}
         trees.append(TreeRecord(tree.round, tree.cap, tree.theta, tree.hit_cap,
-                                tree.confidence_bar))
+                                tree.confidence_bar, tree.margin))
         sequences += [SequenceRecord(s.index, s.round, s.parent, s.fork_position, s.text,
                                      s.finish_reason.value, s.seed, list(s.tokens),
                                      confidence=s.confidence)
@@ -449,7 +452,8 @@ def _forks(events: Any, sequences: Sequence[SequenceRecord]) -> list[ForkRecord]
 
 def _trees(records: Any) -> list[TreeRecord]:
     return [TreeRecord(_int(t.get("round")) or 0, _int(t.get("cap")), _float(t.get("theta")),
-                       _bool(t.get("hit_cap")), _float(t.get("confidence_bar")))
+                       _bool(t.get("hit_cap")), _float(t.get("confidence_bar")),
+                       _float(t.get("margin")))
             for t in _dicts(records) if _int(t.get("round")) is not None]
 
 

@@ -239,9 +239,11 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        "then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--dtype", default=None, help="auto (default: float32 on CPU, bf16 on "
                        "CUDA), float32, bfloat16 or float16")
-    group.add_argument("--max-rows", type=_positive_int, default=64, metavar="N",
-                       help="most sequences decoded together in one batch (default: 64); each "
-                       "prompt's tree reserves its cap (M in eager modes), later prompts wait")
+    group.add_argument("--max-rows", type=_rows_or_auto, default="auto", metavar="N",
+                       help="most sequences decoded together in one batch (default: auto, as "
+                       "many as the device's free memory holds at prompt + max new tokens); "
+                       "each prompt's tree reserves its cap (M in eager modes), later prompts "
+                       "wait")
     group.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                        help="CPU threads for torch (default on a CPU: the CPUs not kept busy by "
                        "other processes, i.e. usable CPUs minus the 1-minute load average, at "
@@ -290,6 +292,11 @@ def _prompt_settings(args: argparse.Namespace) -> PromptSettings:
     """--chat / --no-chat (unset: auto) and --thinking / --no-thinking."""
     chat = ChatMode.AUTO if args.chat is None else ChatMode.parse(args.chat)
     return PromptSettings(chat, args.thinking)
+
+
+def _rows_or_auto(text: str) -> int | str:
+    """argparse's type for --max-rows: auto, or a count."""
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:
