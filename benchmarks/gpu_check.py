@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -227,8 +227,13 @@ def load_engine(model: str, options: EngineOptions | None = None,
 
     check_single_launch()
     if options.replicas > 1:
-        return load_replicas(model, options, config or EagerConfig())
-    return _target(options.spec.target)(model, options, config or EagerConfig())
+        return load_replicas(model, options, config or EagerConfig(), load_one_engine)
+    return load_one_engine(model, options, config or EagerConfig())
+
+
+def load_one_engine(model: str, options: EngineOptions, config: EagerConfig) -> Engine:
+    """One engine in this process (what each replica runs)."""
+    return _target(options.spec.target)(model, options, config)
 
 
 def _target(target: str) -> Callable[..., Any]:

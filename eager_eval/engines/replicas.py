@@ -223,10 +223,11 @@ def _check_cpus(replicas: int, each: float, cpus: float, where: str) -> None:
 class ReplicaActor:
     """One replica: an engine, and a TreeWorker per run (made a Ray actor by `ray.remote`)."""
 
-    def __init__(self, model: str, options: Any, config: EagerConfig) -> None:
-        from eager_eval.engines.registry import load_engine
-
-        self.engine = load_engine(model, options, config)
+    def __init__(self, model: str, options: Any, config: EagerConfig,
+                 load_one: Callable[..., Any]) -> None:
+        # the registry's single-engine loader, passed in (Ray pickles it by reference): this
+        # module is below the registry and does not import it
+        self.engine = load_one(model, options, config)
         self.worker: TreeWorker | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -275,7 +276,8 @@ class ReplicatedEngine:
     """N engine replicas behind the `Engine` interface: `new_backend(config)` gives a run a
     `Replicas` fleet factory in place of a Backend (runner.run accepts both)."""
 
-    def __init__(self, model: str, options: Any, config: EagerConfig) -> None:
+    def __init__(self, model: str, options: Any, config: EagerConfig,
+                 load_one: Callable[..., Any]) -> None:
         self.options = options
         self.replicas = options.replicas
         ray = self._ray = connect(options.replicas, cpus=options.replicas * _cpus_hint(options))
@@ -287,7 +289,8 @@ class ReplicatedEngine:
         actor = ray.remote(ReplicaActor)
         self.actors = [actor.options(num_gpus=shape.num_gpus, num_cpus=shape.num_cpus,
                                      max_restarts=0, max_task_retries=0)
-                       .remote(model, shape.options, config) for _ in range(self.replicas)]
+                       .remote(model, shape.options, config, load_one)
+                       for _ in range(self.replicas)]
         try:
             described = self._started([a.describe.remote() for a in self.actors])
         except ray.exceptions.RayError as err:
@@ -476,10 +479,12 @@ class RayFleet:
         """Nothing to free: a replica forgets a run's worker when the next run opens."""
 
 
-def load_replicas(model: str, options: Any, config: EagerConfig) -> ReplicatedEngine:
-    """The registry's loader when options.replicas > 1."""
+def load_replicas(model: str, options: Any, config: EagerConfig,
+                  load_one: Callable[..., Any]) -> ReplicatedEngine:
+    """The registry's loader when options.replicas > 1; each replica loads its engine with
+    `load_one(model, options, config)` (options with replicas=1)."""
     started = time.perf_counter()
-    engine = ReplicatedEngine(model, options, config)
+    engine = ReplicatedEngine(model, options, config, load_one)
     print(f"eager-eval: {engine.replicas} replicas ready in {time.perf_counter() - started:.1f} s",
           file=sys.stderr, flush=True)
     return engine

@@ -42,6 +42,7 @@ from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setti
 from eager_eval.common.files import output_path
 from eager_eval.common.errors import UserError
 from eager_eval.common.settings import RENAMED, parse_value, renamed_settings
+from eager_eval.frontends.cli.options import COMMAND_ARGUMENTS, Parser, UsageError
 
 
 """The manifest's "tool": the report knows it and skips it."""
@@ -244,8 +245,6 @@ def check_run_args(sweep: SweepConfig) -> None:
     parsing each kind of cell's command line with the CLI's own parser (a dry run would
     otherwise plan cells that all fail at their first line). What the sweep sets itself
     (the model, the data, the output, the settings, --resume) is refused with the key to use."""
-    from eager_eval.frontends.cli.main import SUBCOMMANDS, UsageError, _Parser
-
     for key, value in sweep.run_args.items():
         name = str(key).replace("-", "_")
         plain = name[3:] if name.startswith("no_") else name
@@ -266,8 +265,8 @@ def check_run_args(sweep: SweepConfig) -> None:
     for is_demo in kinds:
         task = TaskSpec(DEMO_TASK, "demo") if is_demo else TaskSpec("t", "file", Path("t.jsonl"))
         args = run_command_line("m", task, config, sweep.output, run_args=sweep.run_args)
-        parser = _Parser(prog=f"eager-eval {args[0]}")
-        SUBCOMMANDS[args[0]].add_arguments(parser)
+        parser = Parser(prog=f"eager-eval {args[0]}")
+        COMMAND_ARGUMENTS[args[0]](parser)
         try:
             parser.parse_args(args[1:])
         except UsageError as err:
