@@ -32,14 +32,13 @@ def layer_of(module: str) -> int | None:
     return LAYERS.index(parts[1])
 
 
-def imports(path: Path, *, top_level_only: bool = False) -> list[tuple[str, int]]:
+def imports(path: Path) -> list[tuple[str, int]]:
     """(module imported, line) for every eager_eval import in `path` (relative ones resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     here = module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
-    nodes = _module_level(tree.body) if top_level_only else list(ast.walk(tree))
     found = []
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -50,21 +49,6 @@ def imports(path: Path, *, top_level_only: bool = False) -> list[tuple[str, int]
             found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
             found.append((base, node.lineno))
     return [(m, line) for m, line in found if m.startswith("eager_eval")]
-
-
-def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Statements run when the module is imported, with those under a module-level `if` or
-    `try` (`if TYPE_CHECKING:` too: a loop there still ties the two modules together)."""
-    out = []
-    for node in body:
-        out.append(node)
-        if isinstance(node, ast.If):
-            out += _module_level(node.body) + _module_level(node.orelse)
-        elif isinstance(node, ast.Try):
-            out += _module_level(node.body) + _module_level(node.orelse)
-            for handler in node.handlers:
-                out += _module_level(handler.body)
-    return out
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
