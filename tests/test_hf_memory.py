@@ -212,7 +212,7 @@ def test_auto_that_cannot_hold_one_tree_is_one_clear_error(llama, monkeypatch):
     monkeypatch.setattr(hf_memory, "available_ram", lambda: 4 * 2**20)  # 2 MiB planned for
     backend = HFBackend(llama, FakeTokenizer(), max_rows="auto")
     with pytest.raises(MemoryBudgetError, match=r"room for \d+ rows of 4096 tokens .* one tree "
-                       r"may grow to 32 sequences; lower max_seqs or max_new_tokens"):
+                       r"may grow to 32 sequences; lower max_seqs or max_new_tokens, .*--backend vllm"):
         backend.add([NewTree(0, (5,) * 96, (Root(0, 1),), 4000, cap=32)])
     assert not backend.has_unfinished()
 

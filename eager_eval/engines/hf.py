@@ -509,7 +509,9 @@ class HFBackend:
                 raise MemoryBudgetError(
                     f"max_rows=auto: {budget.device} has room for {rows} rows of {columns} tokens "
                     f"({budget.describe(columns, vocab)}) but one tree may grow to {need} "
-                    "sequences; lower max_seqs or max_new_tokens, or use a smaller dtype")
+                    "sequences; lower max_seqs or max_new_tokens, use a smaller dtype, or "
+                    "--backend vllm (its paged cache holds what rows use, not their full "
+                    "length)")
             self.max_rows = rows
         else:
             self.max_rows = max(1, min(self.max_rows, rows))
