@@ -23,17 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from typing import Any
 
 from eager_eval.core.config import EagerConfig
 from eager_eval.core.results import FinishReason
 from eager_eval.core.runner import run
-from eager_eval.engines.registry import load_engine
 from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_MODEL, DEMO_THREADS
-from eager_eval.pipeline.demo_problems import demo_problems
 from eager_eval.pipeline.metrics import score_run
-from eager_eval.pipeline.prompts import Prompt, PromptEncoder
+from savings import load_demo  # a sibling script: benchmarks/ is sys.path[0]
 
 METHODS: dict[str, dict[str, Any]] = {
     "full_parallel": {"mode": "full_parallel"},
@@ -69,19 +66,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     warmup = args.deepconf_warmup or max(1, args.max_seqs // 2)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    engine = load_engine(args.model)
-    problems = demo_problems(args.limit)
-    encoder = PromptEncoder.for_engine(engine)
-    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
-    targets = [p.answer for p in problems]
+    engine, prompts, targets, seconds = load_demo(args.model, args.limit, args.threads)
     print(f"{args.model}: {len(prompts)} demo problems, M={args.max_seqs}, max_new_tokens="
           f"{args.max_new_tokens}, theta={args.theta}, confidence window "
           f"{args.confidence_window}, deepconf warm-up {warmup}, seeds {seeds}, load "
-          f"{os.getloadavg()[0]:.2f} (loaded in {time.perf_counter() - started:.1f} s)")
+          f"{os.getloadavg()[0]:.2f} (loaded in {seconds:.1f} s)")
     rows: dict[str, list[dict[str, float]]] = {}
     print(f"{'method':<18}{'seed':>5}" + "".join(f"{c:>16}" for c in COLUMNS) + f"{'s':>7}")
     for seed in seeds:

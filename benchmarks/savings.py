@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from eager_eval.frontends.cli.main import DEMO_DEFAULTS, DEMO_LIMIT, DEMO_MODEL, DEMO_THREADS
 from eager_eval.core.config import EagerConfig
@@ -22,6 +23,20 @@ from eager_eval.engines.registry import load_engine
 from eager_eval.pipeline.prompts import Prompt, PromptEncoder
 from eager_eval.pipeline.metrics import score_run
 from eager_eval.core.runner import run
+
+
+def load_demo(model: str, limit: int, threads: int) -> tuple[Any, list, list[str], float]:
+    """(engine, encoded prompts, targets, seconds to load) of the first `limit` demo problems,
+    with torch pinned to `threads` (benchmarks/confidence.py uses it too)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    engine = load_engine(model)
+    problems = demo_problems(limit)
+    encoder = PromptEncoder.for_engine(engine)
+    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
+    return engine, prompts, [p.answer for p in problems], time.perf_counter() - started
 
 
 def main() -> None:
@@ -38,18 +53,10 @@ def main() -> None:
     if args.quick:
         args.limit, args.max_new_tokens = 2, 32
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    engine = load_engine(args.model)
-    problems = demo_problems(args.limit)
-    encoder = PromptEncoder.for_engine(engine)
-    prompts = [encoder.encode(Prompt(p.problem)) for p in problems]
-    targets = [p.answer for p in problems]
+    engine, prompts, targets, seconds = load_demo(args.model, args.limit, args.threads)
     print(f"{args.model}: {len(prompts)} demo problems, M={args.max_seqs}, "
           f"max_new_tokens={args.max_new_tokens}, theta={args.theta} "
-          f"(loaded in {time.perf_counter() - started:.1f} s)")
+          f"(loaded in {seconds:.1f} s)")
 
     tokens = {}
     for mode in ("full_parallel", "eager_adapt"):

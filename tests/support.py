@@ -79,3 +79,13 @@ def save_tiny_word_model(out: Path, context: int = 128) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+def write_sum_problems(directory: Path) -> Path:
+    """tiny.jsonl: 'what is i + 4' for i = 3..6, answers i + 4 (words the tiny word model has)."""
+    import json
+
+    path = directory / "tiny.jsonl"
+    rows = [{"id": f"p{i}", "problem": f"what is {i} + 4", "answer": str(i + 4)} for i in range(3, 7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

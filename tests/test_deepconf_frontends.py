@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 
 from eager_eval.frontends.cli import main as cli  # noqa: E402
 from eager_eval.pipeline.record import PromptRecord  # noqa: E402
-from support import save_tiny_word_model  # noqa: E402
+from support import save_tiny_word_model, write_sum_problems  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def math_file(tmp_path) -> Path:
-    path = tmp_path / "tiny.jsonl"
-    rows = [{"id": f"p{i}", "problem": f"what is {i} + 4", "answer": str(i + 4)} for i in range(3, 7)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_sum_problems(tmp_path)
 
 
 def run_args(model, data, out, *extra) -> list[str]:
