@@ -69,6 +69,7 @@ from eager_eval.engines.hf_slots import (
     ForwardPlan,
     SlotCache,
     check_model,
+    round_up,
 )
 from eager_eval.engines.tokens import end_token_ids, token_pieces
 
@@ -313,7 +314,7 @@ class HFBackend:
         whole row blocks (dummy rows in the holes), then every row is one column further."""
         most = max(row.filled for row in self._rows) + 1
         self._grow_columns(most)
-        size = _round_up(self._cache.top(), self.row_block)
+        size = round_up(self._cache.top(), self.row_block)
         tokens, columns, live = [0] * size, [0] * size, [False] * size
         for row in self._rows:
             tokens[row.slot], columns[row.slot], live[row.slot] = row.token, row.filled, True
@@ -338,7 +339,7 @@ class HFBackend:
                       width: int) -> None:
         """One forward of slots [lo, hi): each writes its token at its column and reads its
         own columns up to it (`width`: one past the highest, rounded up to COLUMN_ALIGN)."""
-        width = _round_up(width, COLUMN_ALIGN)
+        width = round_up(width, COLUMN_ALIGN)
         seen = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
         rows = torch.arange(lo, hi, device=self.device)
         self._cache.plan = ForwardPlan(lo, hi, width, columns=positions, rows=rows)
@@ -405,8 +406,8 @@ class HFBackend:
         """One prompt alone into `slot`: padded to a multiple of ROW_BLOCK tokens (the padding
         comes after it, so causality hides it), the logits of its last token kept."""
         length = len(prompt)
-        padded = _round_up(length, self.row_block)
-        width = _round_up(padded, COLUMN_ALIGN)
+        padded = round_up(length, self.row_block)
+        width = round_up(padded, COLUMN_ALIGN)
         self._grow_columns(max(width, length + 1))
         ids = torch.tensor([list(prompt) + [0] * (padded - length)], device=self.device)
         queries = torch.arange(padded, device=self.device)
@@ -500,7 +501,7 @@ class HFBackend:
         budget = self._budget
         self._row_columns = max(self._row_columns,
                                 *(len(t.prompt) + t.max_new_tokens for t in trees))
-        columns = _round_up(self._row_columns, COLUMN_ALIGN)
+        columns = round_up(self._row_columns, COLUMN_ALIGN)
         vocab = _vocab_size(self.model)
         rows = budget.rows(columns, vocab)
         if self.max_rows is None:
@@ -538,7 +539,7 @@ class HFBackend:
         self.stats.oom_recoveries += 1
         _empty_device_cache(self.device)
         if where == "decode forward" and not smallest:
-            self._forward_rows = _round_up(max(self.row_block, rows // 2), self.row_block)
+            self._forward_rows = round_up(max(self.row_block, rows // 2), self.row_block)
         elif where == "sampling step" and not smallest:
             self._sample_rows = max(1, rows // 2)
         live = len(self._rows)
@@ -552,7 +553,7 @@ class HFBackend:
 
     def _grow_columns(self, needed: int) -> None:
         """Make the cache `needed` columns wide (by chunks, up to the longest row's end)."""
-        most = _round_up(max(self._row_columns, needed), COLUMN_ALIGN)
+        most = round_up(max(self._row_columns, needed), COLUMN_ALIGN)
         try:
             self._cache.grow_columns(needed, most)
         except Exception as err:  # noqa: BLE001
@@ -656,10 +657,6 @@ def _vocab_size(model: Any) -> int:
         return int(layer.weight.shape[0])
     config = getattr(model.config, "text_config", None) or model.config
     return int(config.vocab_size)
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def _empty_device_cache(device: torch.device) -> None:

@@ -114,9 +114,6 @@ class SlotCache:
         """One past the highest slot in use (0 when none is)."""
         return max(self._used) + 1 if self._used else 0
 
-    def lowest_free(self) -> int | None:
-        return self._free[0] if self._free else None
-
     # ---- memory ------------------------------------------------------------------------------
 
     def reserve(self, slots: int, columns: int) -> None:
@@ -125,8 +122,8 @@ class SlotCache:
         Each layer is reallocated and copied in turn, so the peak is the cache plus one
         layer; a failure part way (out of memory) leaves every layer usable, some larger.
         """
-        slots = _round_up(max(slots, self.slots), self.row_block)
-        columns = _round_up(max(columns, self.columns), COLUMN_ALIGN)
+        slots = round_up(max(slots, self.slots), self.row_block)
+        columns = round_up(max(columns, self.columns), COLUMN_ALIGN)
         if (slots, columns) == (self.slots, self.columns):
             return
         for index, (keys, values) in list(self._layers.items()):
@@ -183,14 +180,6 @@ class SlotCache:
         shape = (self.slots, keys.shape[1], self.columns)
         return (keys.new_zeros(*shape, keys.shape[-1]), values.new_zeros(*shape, values.shape[-1]))
 
-    @property
-    def kv_bytes_per_token(self) -> int | None:
-        """Measured from the layers once a forward ran (None before)."""
-        if not self._layers:
-            return None
-        return sum((k.shape[1] * k.shape[-1] * k.element_size()
-                    + v.shape[1] * v.shape[-1] * v.element_size()) for k, v in self._layers.values())
-
 
 def _grown(x: torch.Tensor, slots: int, columns: int) -> torch.Tensor:
     if x.shape[0] >= slots and x.shape[2] >= columns:
@@ -200,7 +189,8 @@ def _grown(x: torch.Tensor, slots: int, columns: int) -> torch.Tensor:
     return out
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
+    """The least multiple of `multiple` that is >= n."""
     return -(-n // multiple) * multiple
 
 
@@ -292,4 +282,5 @@ AttentionInterface.register(ATTENTION, slot_attention)
 
 
 __all__ = ["ROW_BLOCK", "COLUMN_ALIGN", "COLUMN_CHUNK", "ATTENTION", "ForwardPlan", "SlotCache",
+           "round_up",
            "UnsupportedAttention", "UnsupportedModelError", "check_model", "slot_attention"]
