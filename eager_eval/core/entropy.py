@@ -91,18 +91,11 @@ def rows_array(rows: Sequence[Sequence[float]]) -> "np.ndarray":
                            width * len(rows)).reshape(len(rows), width)
     width = max(len(r) for r in rows)
     if width == 0:
-        raise ValueError("entropies_of_rows got rows without log-probabilities")
+        raise ValueError("rows_array got rows without log-probabilities")
     values = np.full((len(rows), width), -np.inf)
     for i, r in enumerate(rows):
         values[i, : len(r)] = r
     return values
-
-
-def entropies_of_rows(rows: Sequence[Sequence[float]]) -> list[float]:
-    """`topk_entropy` of each row of log-probabilities (rows may differ in length), batched."""
-    if not rows:
-        return []
-    return topk_entropies(rows_array(rows)).tolist()
 
 
 class EntropyHistory:

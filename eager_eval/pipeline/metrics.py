@@ -76,25 +76,8 @@ def majority_vote(
     member plays gold, as math-verify is asymmetric). Most votes wins; a tie goes to the class
     seen first (lowest sequence index), as in the reference. "none" can win, and is never correct.
     """
-    representatives: list[str | None] = []  # each class's first member
-    first_index: list[int] = []
-    votes: list[int] = []
-    for index, answer in enumerate(answers):
-        for cls, representative in enumerate(representatives):
-            if (answer is None and representative is None) or (
-                answer is not None and representative is not None and same(answer, representative)
-            ):
-                votes[cls] += 1
-                break
-        else:
-            representatives.append(answer)
-            first_index.append(index)
-            votes.append(1)
-    if not votes:
-        return None, -1
-    # most votes; among equals, the class whose first vote came first
-    winner = max(range(len(votes)), key=lambda cls: (votes[cls], -first_index[cls]))
-    return representatives[winner], first_index[winner]
+    first = vote(answer_classes(answers, same), [1.0] * len(answers))
+    return (None, -1) if first is None else (answers[first], first)
 
 
 @dataclass(frozen=True)
@@ -254,11 +237,9 @@ def vote_texts(texts: Sequence[str], answer_type: AnswerType | str, *,
     """(each text's answer, the first text that voted for the majority answer). `votes`: which
     texts vote (default all; a sequence stopped for confidence or consensus does not)."""
     answers = tuple(extract_answer(text, answer_type, n_choices=n_choices) for text in texts)
-    if votes is None or all(votes):
-        _, first = majority_vote(answers, lambda a, b: same_answer(a, b, answer_type))
-        return answers, (first if first >= 0 else None)
+    weights = [1.0] * len(answers) if votes is None else [1.0 if v else None for v in votes]
     classes = answer_classes(answers, lambda a, b: same_answer(a, b, answer_type))
-    return answers, vote(classes, [1.0 if v else None for v in votes])
+    return answers, vote(classes, weights)
 
 
 def grade_texts(texts: Sequence[str], target: str, answer_type: AnswerType | str, *,
