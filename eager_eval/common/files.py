@@ -97,12 +97,11 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def atomic_write(path: str | os.PathLike[str], text: str, *, kept: str = "") -> None:
+def atomic_write(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to a temporary sibling, fsync, then rename over `path`.
 
     A failed write (a full disk, a file system turned read-only) leaves `path` as it was and
-    raises WriteError naming it; `kept` ends that message (what was already written is kept,
-    and how to finish)."""
+    raises WriteError naming it (a caller adds what was already written, and how to finish)."""
     path = Path(path)
     tmp: str | None = None
     try:
@@ -120,8 +119,7 @@ def atomic_write(path: str | os.PathLike[str], text: str, *, kept: str = "") -> 
             except OSError:  # gone, or the file system refuses even that (read-only)
                 pass
         if isinstance(err, OSError) and not isinstance(err, WriteError):
-            raise WriteError(f"cannot write {path}: {os_reason(err)}"
-                             + (f"; {kept}" if kept else ""), err) from None
+            raise WriteError(f"cannot write {path}: {os_reason(err)}", err) from None
         raise
 
 

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from eager_eval.core.backend import Fork, NewTree, Root, TokenStep
+from eager_eval.core.config import is_auto
 from eager_eval.core.entropy import LOGPROB_FLOOR, topk_confidences, topk_entropies
 from eager_eval.core.sampling import SamplingSettings
 from eager_eval.core.seeds import hash64
@@ -72,9 +73,6 @@ from eager_eval.engines.hf_slots import (
     round_up,
 )
 from eager_eval.engines.tokens import end_token_ids, token_pieces
-
-AUTO = "auto"
-
 
 @dataclass(eq=False)  # identity: rows are removed from the list by `is`
 class _Row:
@@ -169,7 +167,7 @@ class HFBackend:
             settings = SamplingSettings(**sampling)
         elif sampling:
             raise TypeError(f"pass settings or sampling keywords, not both (got {sorted(sampling)})")
-        auto = isinstance(max_rows, str) and max_rows.strip().lower() == AUTO
+        auto = is_auto(max_rows)
         if not auto and (not isinstance(max_rows, int) or max_rows < 1):
             raise ValueError(f"max_rows must be >= 1 or 'auto', got {max_rows!r}")
         if row_block < 1:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from eager_eval.common.settings import SettingError, parse_value, positive_int
 from eager_eval.core.backend import Backend
-from eager_eval.core.config import EagerConfig
+from eager_eval.core.config import EagerConfig, is_auto
 from eager_eval.engines.devices import DTYPES, dtype_name
 
 ConfigError = SettingError
@@ -101,7 +101,7 @@ def engine_names() -> list[str]:
 
 def _max_rows(value: Any) -> int | str:
     """`auto`, or an integer >= 1 (the message every front end shows for a bad one)."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
+    if is_auto(value):
         return AUTO
     return positive_int(value, "max_rows", "(most sequences decoded together)")
 
@@ -143,8 +143,7 @@ class EngineOptions:
         set_("device", _check_device_text(self.device))
         set_("dtype", dtype_name(self.dtype))
         set_("max_rows", _max_rows(self.max_rows))
-        if self.threads is not None and not (isinstance(self.threads, str)
-                                             and self.threads.strip().lower() == AUTO):
+        if self.threads is not None and not is_auto(self.threads):
             set_("threads", positive_int(self.threads, "threads", "(CPU threads for torch), or auto"))
         elif isinstance(self.threads, str):
             set_("threads", AUTO)

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any, Callable, Sequence
 
 from eager_eval.common.settings import RENAMED, positive_int
-from eager_eval.core.config import ConfigError, EagerConfig, Mode
+from eager_eval.core.config import ConfigError, EagerConfig, Mode, is_auto
 from eager_eval.core.sampling import setting_fields
 from eager_eval.engines.registry import ENGINES, EngineOptions, engine_names
 from eager_eval.pipeline.prompts import ChatMode, PromptSettings
@@ -163,7 +163,7 @@ def prompt_settings(args: argparse.Namespace) -> PromptSettings:
 
 def _rows_or_auto(text: str) -> int | str:
     """argparse's type for --max-rows: auto, or a count."""
-    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+    return "auto" if is_auto(text) else _positive_int(text)
 
 
 def _positive_int(text: str) -> int:

@@ -213,8 +213,9 @@ class EagerModelAPI(ModelAPI):
         # What ran (the device auto resolved to, the dtype, the batch): an info event in the
         # transcript of the sample whose call loaded it (Inspect drops INFO lines of other
         # packages' loggers at its default log level).
-        transcript().info({"engine": engine.info()}, source="eager-eval")
-        logger.info("eager-eval: engine %s", json.dumps(engine.info(), sort_keys=True))
+        info = engine.info()
+        transcript().info({"engine": info}, source="eager-eval")
+        logger.info("eager-eval: engine %s", json.dumps(info, sort_keys=True))
         return engine
 
     async def generate(

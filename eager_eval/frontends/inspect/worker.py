@@ -22,7 +22,7 @@ from eager_eval.engines.registry import Engine, EngineOptions
 from eager_eval.pipeline.answers import AnswerType
 from eager_eval.pipeline.calibration import Calibration
 from eager_eval.pipeline import pool as pipeline
-from eager_eval.common.errors import UserError, user_error_line
+from eager_eval.common.errors import UserError, log_user_errors
 from eager_eval.pipeline.pool import Pool, PoolPrompt, pool_prompt, run_pool
 from eager_eval.pipeline.progress import CounterProgress
 from eager_eval.pipeline.prompts import Prompt, PromptEncoder, PromptSettings
@@ -197,17 +197,14 @@ class BatchWorker:
         try:
             # the pool's calls are answered when it ends; Inspect's sample count stands still
             # until then (for hours at the paper's scale), so show how far it is
-            outcome = run_pool(
-                pool, self.engine, trees=self.target.trees, harness="inspect_ai",
-                calibration=self._calibrations.get(config),
-                progress=lambda name, n, stored: CounterProgress(n, self.counter, POOL_COUNTER,
-                                                                 stored=stored))
+            with log_user_errors(logger, self._logged):  # each line once, for all the calls
+                outcome = run_pool(
+                    pool, self.engine, trees=self.target.trees, harness="inspect_ai",
+                    calibration=self._calibrations.get(config),
+                    progress=lambda name, n, stored: CounterProgress(
+                        n, self.counter, POOL_COUNTER, stored=stored))
         except Exception as err:  # noqa: BLE001
-            if isinstance(err, UserError):  # the pool's input or its disk: every call alike
-                line = user_error_line(err)
-                if line not in self._logged:
-                    self._logged.add(line)
-                    logger.error("%s", line)
+            # a user error (the pool's input or its disk) is every call's alike
             if len(members) == 1 or isinstance(err, UserError):
                 for i, _ in members:
                     outcomes[i] = err
