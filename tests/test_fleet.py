@@ -69,7 +69,7 @@ def test_losing_every_worker_is_one_clear_error_naming_the_resume():
 
 def test_a_lost_worker_s_trees_start_again_elsewhere_with_their_final_caps():
     def order(p, r, cap=None, floor=2, upper=4):
-        return TreeOrder(Start(p, r, 1.0, cap, floor, upper), 1)
+        return TreeOrder(Start(p, r, 1.0, cap, floor, upper))
 
     book = Placement(3)
     book.start([order(0, 0, 4, 4), order(1, 0, 4, 4), order(2, 0, 4, 4)])
@@ -94,7 +94,7 @@ def test_a_worker_reports_a_tree_only_when_its_state_changes():
 
     cfg = config(mode="eager_init")
     worker = TreeWorker(backend_factory(5, 0, 1)(), cfg, PROMPTS)
-    batch = worker.advance([TreeOrder(Start(p, 0, cfg.theta, 3, 3, 3), 1) for p in range(3)])
+    batch = worker.advance([TreeOrder(Start(p, 0, cfg.theta, 3, 3, 3)) for p in range(3)])
     assert {s.key for s in batch.states} == {(0, 0), (1, 0), (2, 0)}  # new trees, once each
     reports, steps = 0, 0
     while worker._trees:

@@ -112,7 +112,6 @@ class _Planner:
         self.on_tree_done = on_tree_done
         self.verifier = verifier
         self.views: dict[tuple[int, int], _TreeView] = {}
-        self.results: dict[tuple[int, int], TreeResult] = {}
         self._running = 0  # trees sent to the fleet whose result has not come back
         self._changed = False  # a tree's state changed: the schedule may move on
 
@@ -125,10 +124,9 @@ class _Planner:
                 correct = self.verifier is not None and self.config.mode is Mode.EAGER and any(
                     self.verifier(s.prompt_idx, seq.text) for seq in stored.sequences)
                 view = _TreeView.stored(stored, correct)
-                self.results[(s.prompt_idx, s.round)] = stored
             else:
                 view = _TreeView(s.prompt_idx, s.round, s.cap)
-                orders.append(TreeOrder(s, s.roots))
+                orders.append(TreeOrder(s))
                 self._running += 1
             self.views[(s.prompt_idx, s.round)] = view
             self.schedule.add_tree(view)
@@ -163,7 +161,6 @@ class _Planner:
         view.update(state)
         if state.result is not None:
             view.result = state.result
-            self.results[key] = state.result
             self._running -= 1
             if self.on_tree_done is not None:
                 self.on_tree_done(state.result)
@@ -257,16 +254,11 @@ def run(
         schedule.grade = planner.grade
         roots = {Mode.FULL_PARALLEL: m, Mode.DEEPCONF: config.deepconf_warmup}.get(config.mode, 1)
         cap = roots if config.mode is Mode.DEEPCONF else m  # a deepconf warm-up holds its roots
-        try:
-            planner.run([Start(p, 0, config.theta, cap, cap, cap, roots=roots) for p in range(n)])
-        finally:
-            close = getattr(fleet, "close", None)
-            if close is not None:
-                close()
+        planner.run([Start(p, 0, config.theta, cap, cap, cap, roots=roots) for p in range(n)])
 
     results = [PromptResult(i) for i in range(n)]
-    for (p, _), tree in sorted(planner.results.items(), key=lambda item: item[0][1]):
-        results[p].trees.append(tree)
+    for (p, _), view in sorted(planner.views.items(), key=lambda item: item[0][1]):
+        results[p].trees.append(view.result)
     rounds = [_round_stats(0, m * n, {p: cap for p in range(n)}, results)]
     rounds += [_round_stats(plan.round, plan.budget, plan.caps, results)
                for plan in schedule.plans if plan.caps]

@@ -42,11 +42,10 @@ TreeKey = tuple[int, int]
 @dataclass(frozen=True)
 class TreeOrder:
     """Start a tree: the schedule's `Start` (prompt, round, theta, cap or floor, its confidence
-    stop) and its roots (M for Full Parallel, one for EAGer, the warm-up's or the rest's count
-    for DeepConf)."""
+    stop, its roots: M for Full Parallel, one for EAGer, the warm-up's or the rest's count for
+    DeepConf)."""
 
     start: Start
-    n_roots: int
 
     @property
     def key(self) -> TreeKey:
@@ -167,7 +166,7 @@ class TreeWorker:
             if order.key in self._trees:
                 raise ValueError(f"tree {order.key} (prompt, round) is already running here")
             tree = Tree(self, s.prompt_idx, s.round, self.prompts[s.prompt_idx], cap=s.cap,
-                        theta=s.theta, n_roots=order.n_roots, floor=s.floor,
+                        theta=s.theta, n_roots=order.start.roots, floor=s.floor,
                         tree_id=self._next_tree, stop=s.stop)
             self._next_tree += 1
             self._trees[order.key] = tree

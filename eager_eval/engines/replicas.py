@@ -466,17 +466,11 @@ class RayFleet:
             if i == index:
                 del self._in_flight[ref]
         self._busy.discard(index)
-        try:
-            keys = self.placement.lose(index, why=f"replica {index}: {why}" if why else "")
-        except UserError:
-            raise
+        keys = self.placement.lose(index, why=f"replica {index}: {why}" if why else "")
         if not quiet:
             print(f"eager-eval: replica {index} is gone ({why or 'its process died'}); "
                   f"{len(keys)} unfinished trees start again on the {len(self.placement.alive)} "
                   f"others", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        """Nothing to free: a replica forgets a run's worker when the next run opens."""
 
 
 def load_replicas(model: str, options: Any, config: EagerConfig,
