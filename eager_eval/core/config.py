@@ -63,6 +63,10 @@ class Mode(str, Enum):
     confidence falls below it (docs/CONFIDENCE.md)."""
 
 
+NON_BRANCHING = (Mode.FULL_PARALLEL, Mode.DEEPCONF)
+"""The modes that never fork (no theta); `in` matches their names too ("deepconf")."""
+
+
 class BranchPolicy(str, Enum):
     """What the two sequences of a fork continue with at the fork position."""
 
@@ -191,8 +195,7 @@ class EagerConfig(SamplingSettings):
             raise ConfigError("confidence_stop", True, "", message=(
                 f"confidence_stop applies to the reallocation rounds of eager_adapt and eager, "
                 f"not to mode {self.mode.value} (deepconf always stops; use mode=deepconf)"))
-        stops = self.mode is Mode.DEEPCONF or self.confidence_stop
-        if stops and not self.confidence:
+        if self.stops_on_confidence and not self.confidence:
             what = "mode deepconf" if self.mode is Mode.DEEPCONF else "confidence_stop"
             raise ConfigError("confidence_k", self.confidence_k, f"an integer >= 1 (or none: "
                               f"entropy_k) with {what} (its stop reads the token confidence)")
@@ -207,7 +210,7 @@ class EagerConfig(SamplingSettings):
 
     @property
     def is_branching(self) -> bool:
-        return self.mode not in (Mode.FULL_PARALLEL, Mode.DEEPCONF)
+        return self.mode not in NON_BRANCHING
 
     @property
     def stops_on_confidence(self) -> bool:

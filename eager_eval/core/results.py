@@ -29,7 +29,11 @@ class FinishReason(str, Enum):
     def votes(self) -> bool:
         """A sequence that ended this way votes in the Cons@k-style votes (METHOD.md s. 8;
         docs/CONFIDENCE.md): one that was stopped for confidence or consensus does not."""
-        return self not in (FinishReason.CONFIDENCE, FinishReason.CONSENSUS)
+        return self not in NOT_VOTING
+
+
+NOT_VOTING = (FinishReason.CONFIDENCE, FinishReason.CONSENSUS)
+"""Ways to end that give no vote; `in` matches their names too, as a record stores them."""
 
 
 @dataclass

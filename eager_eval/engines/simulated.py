@@ -74,7 +74,6 @@ class _Seq:
     stop_end: bool = False
     wants_topk: bool = True
     tree: "_Tree | None" = None
-    parent: "_Seq | None" = None
     children: list["_Seq"] = field(default_factory=list)
     live: bool = True
 
@@ -260,7 +259,6 @@ class SimulatedBackend:
                               parent.tokens[:t])
         child.tree = parent.tree
         if self.kv_capacity is not None:
-            child.parent = parent
             parent.children.append(child)
             parent.tree.seqs.append(child)
         self._live[fork.child] = child

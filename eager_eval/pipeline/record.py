@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from eager_eval.core.confidence import ConfidenceMeasure, ConfidenceStats
-from eager_eval.core.results import json_ready
+from eager_eval.core.results import NOT_VOTING, json_ready
 
 if TYPE_CHECKING:
     from eager_eval.pipeline.metrics import PromptScore
@@ -89,7 +89,7 @@ class SequenceRecord:
     def votes(self) -> bool:
         """It votes in Cons@k and the confidence votes: not stopped for confidence or
         consensus (results.FinishReason.votes)."""
-        return self.finish_reason not in ("confidence", "consensus")
+        return self.finish_reason not in NOT_VOTING
 
     @property
     def length(self) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from eager_eval.core.config import EagerConfig
+from eager_eval.core.config import NON_BRANCHING, EagerConfig
 from eager_eval.pipeline.record import PoolRound, PromptRecord
 from eager_eval.common.settings import is_number, number_or_none, parse_value, renamed_settings
 
@@ -198,7 +198,7 @@ class Run:
     @property
     def theta(self) -> float | None:
         """The entropy threshold, None for Full Parallel and DeepConf (they never branch)."""
-        if self.method in ("full_parallel", "deepconf"):
+        if self.method in NON_BRANCHING:
             return None
         return _as_float(self.settings.get("theta"))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from eager_eval.common.words import plural
-from eager_eval.core.config import total_budget
+from eager_eval.core.config import NON_BRANCHING, total_budget
 from eager_eval.pipeline.record import ForkRecord, PoolRound, PromptRecord, SequenceRecord
 from eager_eval.report.readers import UnreadableRun, read_file_runs, result_files
 from eager_eval.report.runs import METHODS, Run, normalise_method
@@ -257,7 +257,7 @@ def round_title(run: RunTrees, tree: Tree) -> list[str]:
     parts = [f"Round {tree.round}", what]
     if tree.cap is not None:
         parts.append(f"cap {tree.cap}" if tree.round == 0 else f"allotted {tree.cap}")
-    if tree.theta is not None and run.method not in ("full_parallel", "deepconf"):
+    if tree.theta is not None and run.method not in NON_BRANCHING:
         parts.append(f"θ {tree.theta:g}")
     if tree.confidence_bar is not None:
         parts.append(f"confidence bar {tree.confidence_bar:.3f}")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from eager_eval.core.config import THETA_AUTO as AUTO
-from eager_eval.core.config import ConfigError, EagerConfig, Mode, unknown_setting_error
+from eager_eval.core.config import NON_BRANCHING, ConfigError, EagerConfig, Mode, unknown_setting_error
 from eager_eval.common.files import output_path
 from eager_eval.common.errors import UserError
 from eager_eval.common.settings import RENAMED, parse_value, renamed_settings
@@ -314,7 +314,7 @@ def grid_size(sweep: SweepConfig) -> tuple[int, str]:
     models, tasks = len(dict.fromkeys(sweep.models)), len({t.name: t for t in sweep.tasks})
     ms, thetas = len(dict.fromkeys(sweep.max_seqs)), len(dict.fromkeys(map(str, sweep.thetas)))
     modes = list(dict.fromkeys(sweep.modes))
-    per = sum(1 if mode in (Mode.FULL_PARALLEL, Mode.DEEPCONF) else thetas for mode in modes)
+    per = sum(1 if mode in NON_BRANCHING else thetas for mode in modes)
     return (models * tasks * ms * per,
             f"{models} models x {tasks} tasks x {ms} M x {per} mode/theta pairs "
             f"({len(modes)} modes, {thetas} thetas)")
@@ -334,7 +334,7 @@ def expand_cells(sweep: SweepConfig, max_cells: int | None = MAX_CELLS) -> list[
         for task in sweep.tasks:
             for m in sweep.max_seqs:
                 for mode in sweep.modes:
-                    is_fp = mode in (Mode.FULL_PARALLEL, Mode.DEEPCONF)
+                    is_fp = mode in NON_BRANCHING
                     for theta in [sweep.thetas[0]] if is_fp else sweep.thetas:
                         grid = {"mode": mode, "max_seqs": m}
                         if not is_fp:  # Full Parallel and DeepConf never branch
