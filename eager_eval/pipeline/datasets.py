@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from eager_eval.common.errors import UserError
 from eager_eval.common.files import os_reason
+from eager_eval.common.words import plural
 
 DATA_DIR_ENV = "EAGER_EVAL_DATA_DIR"
 AIME25_HUB = "math-ai/aime25"
@@ -208,18 +209,14 @@ def parse_csv(path: str | Path, data: bytes, *, strict_header: bool = True) -> l
                 continue  # a blank line
             if len(cells) != len(header):
                 raise DataFileError(
-                    f"{path}:{line}: row {len(rows) + 1} has {_cells(len(cells))} but the header "
-                    f"has {_cells(len(header))}; quote a cell that holds a comma, and give every "
-                    "row one cell per column")
+                    f"{path}:{line}: row {len(rows) + 1} has {plural(len(cells), 'cell')} but "
+                    f"the header has {plural(len(header), 'cell')}; quote a cell that holds a "
+                    "comma, and give every row one cell per column")
             rows.append(Row(zip(header, cells), line))
     except csv.Error as err:
         raise DataFileError(f"data file {path} is not readable CSV (line {reader.line_num}): "
                             f"{err}") from None
     return rows
-
-
-def _cells(n: int) -> str:
-    return f"{n} cell" + ("" if n == 1 else "s")
 
 
 def _check_header(path: str | Path, header: list[str]) -> None:
