@@ -399,13 +399,16 @@ class RayFleet:
         self._in_flight: dict[Any, int] = {}
         self._busy: set[int] = set()
         self._idle = [False] * len(self.actors)
+        shared = ray.put(list(prompts))  # pickled once for every replica
+        opening = {index: actor.open.remote(config, shared, texts)  # all at once: each collects
+                   for index, actor in enumerate(self.actors) if index in engine.alive}
         late: list[bool] = []
         for index in range(len(self.actors)):
-            if index not in engine.alive:
+            if index not in opening:
                 self._lose(index, quiet=True)
                 continue
             try:
-                late.append(ray.get(self.actors[index].open.remote(config, list(prompts), texts)))
+                late.append(ray.get(opening[index]))
             except ray.exceptions.RayActorError:
                 self._lose(index)
             except ray.exceptions.RayTaskError as err:
